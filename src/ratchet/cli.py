@@ -1,0 +1,323 @@
+"""The ``ratchet`` command.
+
+Make a workspace, inspect and move its state, list its versions and plugins::
+
+    ratchet init my-desk                      # render the default workspace, tag v0.1.0
+    cd my-desk
+    ratchet state show                        # the active state (--json for machines)
+    ratchet state set staging new.json        # validated, then compare-and-swap
+    ratchet state promote                     # staging -> active, commit, tag a patch version
+    ratchet rollback v0.1.0                   # a new patch version whose state equals v0.1.0's
+    ratchet versions --json
+    ratchet plugins
+
+Every command takes ``--workspace/-w DIR`` (default: the current folder or the nearest parent with a
+``ratchet.toml``). Listings print a table, or JSON with ``--json``. Errors go to stderr in red and say
+what failed, which thing, and the fix; the exit codes are listed in ``ratchet.core.errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ratchet import __version__
+
+
+class _Group(click.Group):
+    """Turns Ratchet errors into a red message and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from ratchet.core.errors import RatchetError
+
+        try:
+            return super().invoke(ctx)
+        except RatchetError as exc:
+            click.secho(f"ratchet: {exc}", fg="red", err=True)
+            ctx.exit(exc.exit_code)
+
+
+workspace_option = click.option(
+    "--workspace", "-w", "workspace_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Workspace folder (default: the current folder or the nearest parent with a ratchet.toml).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def open_workspace(path: Path | None):
+    from ratchet.core.workspace import Workspace
+
+    return Workspace.open(path or Path.cwd())
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def print_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, title=title, show_lines=False)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="ratchet")
+def cli() -> None:
+    """Serve an agent service from a git workspace and improve it from feedback.
+
+    Small changes come from the tuner (patch versions); planned changes from the architect
+    (minor/major versions). Every change is tested and tagged.
+    """
+
+
+# --- init --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--template", "-t", default="workspace", show_default=True, help="Workspace scaffold to render.")
+@click.option("--data", "-d", multiple=True, metavar="KEY=VALUE", help="Answer a template question.")
+def init(directory: Path, template: str, data: tuple[str, ...]) -> None:
+    """Make a workspace in DIRECTORY from a scaffold and tag it v0.1.0."""
+    from ratchet.core.create import create_workspace
+    from ratchet.core.plugins import load_plugins
+
+    version = create_workspace(directory, template=template, data=list(data), plugins=load_plugins())
+    click.echo(f"Made workspace {directory} from template {template!r}: {version.name} ({version.commit[:10]}).")
+    click.echo(f"Next: cd {directory} && ratchet state show")
+
+
+# --- state -------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def state() -> None:
+    """Show, set, promote and pin the state documents."""
+
+
+@state.command("show")
+@click.argument("document", type=click.Choice(["active", "staging"]), default="active")
+@workspace_option
+@json_option
+def state_show(document: str, workspace_dir: Path | None, as_json: bool) -> None:
+    """Show the active (default) or staging state with its revision."""
+    ws = open_workspace(workspace_dir)
+    doc = ws.state.read(document)
+    latest = ws.versions.latest()
+    info = {**doc.to_dict(), "version": latest.name if latest else None, "pinned": ws.state.pinned()}
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"{document} state, revision {doc.revision}; latest version {info['version']}"
+               + (f"; pinned to {info['pinned']}" if info["pinned"] else ""))
+    click.echo(json.dumps(doc.document, indent=2, sort_keys=True))
+
+
+@state.command("set")
+@click.argument("document", type=click.Choice(["staging"]))
+@click.argument("file", type=click.File("r"))
+@click.option("--revision", type=int, default=None,
+              help="Expected current revision (compare-and-swap); default: the revision read just before.")
+@workspace_option
+def state_set(document: str, file, revision: int | None, workspace_dir: Path | None) -> None:
+    """Replace the staging state with FILE (validated against state/schema.json). Use - for stdin."""
+    from ratchet.core.errors import StateValidationError
+
+    ws = open_workspace(workspace_dir)
+    try:
+        new = json.load(file)
+    except json.JSONDecodeError as exc:
+        raise StateValidationError(f"{file.name} is not valid JSON: {exc}", field=file.name,
+                                   fix="fix the JSON syntax at the line given") from None
+    expected = revision if revision is not None else ws.state.read(document).revision
+    written = ws.state.write(document, new, expected)
+    click.echo(f"{document} state is now revision {written.revision}.")
+
+
+@state.command("promote")
+@click.option("--reason", default="promoted from the command line", show_default=True)
+@workspace_option
+def state_promote(reason: str, workspace_dir: Path | None) -> None:
+    """Make staging active: commit state/active.state.json and tag a patch version."""
+    ws = open_workspace(workspace_dir)
+    version = ws.state.promote(reason=reason, author="cli", kind="manual")
+    click.echo(f"Promoted staging to active: {version.name} ({version.commit[:10]}).")
+
+
+@state.command("pin")
+@click.argument("version")
+@workspace_option
+def state_pin(version: str, workspace_dir: Path | None) -> None:
+    """Serve VERSION's state until `ratchet state unpin`, whatever active becomes."""
+    ws = open_workspace(workspace_dir)
+    click.echo(f"Pinned to {ws.state.pin(version)}.")
+
+
+@state.command("unpin")
+@workspace_option
+def state_unpin(workspace_dir: Path | None) -> None:
+    """Serve the active state again."""
+    open_workspace(workspace_dir).state.unpin()
+    click.echo("Unpinned: the active state is served.")
+
+
+# --- rollback and versions ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("version")
+@click.option("--reason", default=None, help="Why (stored in the new version's metadata).")
+@workspace_option
+def rollback(version: str, reason: str | None, workspace_dir: Path | None) -> None:
+    """Make a new patch version whose active state equals VERSION's (history is kept)."""
+    ws = open_workspace(workspace_dir)
+    made = ws.state.rollback(version, reason=reason, author="cli")
+    click.echo(f"Rolled back to {made.metadata['rolled_back_to']}: new version {made.name} ({made.commit[:10]}).")
+
+
+@cli.group(invoke_without_command=True)
+@workspace_option
+@json_option
+@click.pass_context
+def versions(ctx: click.Context, workspace_dir: Path | None, as_json: bool) -> None:
+    """List every version (semver order) with its metadata; `versions show V` for one."""
+    if ctx.invoked_subcommand:
+        return
+    ws = open_workspace(workspace_dir)
+    listed = ws.versions.list()
+    if as_json:
+        echo_json([v.to_dict() for v in listed])
+        return
+    print_table(["version", "kind", "bump", "author", "created", "reason"],
+                [[v.name, v.kind, v.metadata.get("bump"), v.metadata.get("author"), v.created,
+                  v.metadata.get("reason")] for v in listed], title=f"versions of {ws.name}")
+
+
+@versions.command("show")
+@click.argument("version")
+@workspace_option
+def versions_show(version: str, workspace_dir: Path | None) -> None:
+    """Show one version's metadata and its active state."""
+    ws = open_workspace(workspace_dir)
+    v = ws.versions.get(version)
+    echo_json({**v.to_dict(), "state": ws.state.at_version(v.name)})
+
+
+# --- plugins and templates ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--hook", default=None, help="Only plugins that implement this hook.")
+@click.option("--hooks", "list_hooks", is_flag=True, help="List the hook names instead.")
+@workspace_option
+@json_option
+def plugins(hook: str | None, list_hooks: bool, workspace_dir: Path | None, as_json: bool) -> None:
+    """List installed plugins (and the workspace's own modules, inside a workspace)."""
+    from ratchet.core.errors import NotFoundError
+    from ratchet.core.plugins import load_plugins
+
+    try:
+        ws = open_workspace(workspace_dir)
+        pm = ws.plugins
+    except NotFoundError:
+        if workspace_dir is not None:
+            raise
+        pm = load_plugins()
+    if list_hooks:
+        echo_json(pm.hook_names()) if as_json else click.echo("\n".join(pm.hook_names()))
+        return
+    infos = [i for i in pm.infos() if hook is None or hook in i.hooks]
+    if as_json:
+        echo_json([i.__dict__ for i in infos])
+        return
+    print_table(["plugin", "distribution", "source", "hooks"],
+                [[i.name, i.dist or "", i.source, ", ".join(i.hooks)] for i in infos])
+
+
+@cli.group()
+def templates() -> None:
+    """The copier template library: list, show and render templates."""
+
+
+def _library():
+    from ratchet.core import templates as tl
+    from ratchet.core.plugins import load_plugins
+
+    return tl, tl.discover(load_plugins())
+
+
+@templates.command("list")
+@json_option
+def templates_list(as_json: bool) -> None:
+    """Every template with its family and summary."""
+    _, library = _library()
+    if as_json:
+        echo_json([t.to_dict() for t in library.values()])
+        return
+    print_table(["name", "family", "summary"], [[t.name, t.family, t.summary] for t in library.values()])
+
+
+@templates.command("show")
+@click.argument("name")
+def templates_show(name: str) -> None:
+    """A template's README and questions."""
+    tl, library = _library()
+    t = tl.get(library, name)
+    click.echo(t.readme)
+    print_table(["question", "type", "default", "help"],
+                [[q.name, q.type, q.default, q.help] for q in t.questions], title="questions")
+
+
+@templates.command("render")
+@click.argument("name")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--data", "-d", multiple=True, metavar="KEY=VALUE", help="Answer a template question.")
+def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
+    """Render template NAME into DEST (a new folder)."""
+    from ratchet.core.errors import UserError
+
+    tl, library = _library()
+    t = tl.get(library, name)
+    if dest.exists():
+        raise UserError(f"{dest} already exists", field="DEST", fix="choose a new folder")
+    tl.render(t, dest, tl.parse_data(t, list(data)))
+    click.echo(f"Rendered {name} into {dest}.")
+
+
+# --- demo --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for the workspace.")
+def demo(out: Path | None) -> None:
+    """Make a workspace, tune it a little, promote, roll back, and show versions and state."""
+    from ratchet.demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:
+    from ratchet.core.plugins import load_plugins
+
+    try:
+        load_plugins(entrypoints=True).call("ratchet_register_commands", cli=cli) if _wants_plugin_commands() else None
+    except Exception as exc:  # noqa: BLE001 -- a broken plugin must not break the CLI's own commands
+        click.secho(f"ratchet: {exc}", fg="red", err=True)
+    cli(prog_name="ratchet")
+
+
+def _wants_plugin_commands() -> bool:
+    """Load plugins for commands only when the command line names an unknown command (keeps --help fast)."""
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return bool(args) and args[0] not in cli.commands
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""``ratchet init``: render a workspace from a scaffold, make it a git repo and version it v0.1.0.
+
+Everything happens in a temporary sibling folder that is renamed into place only when the workspace
+is complete, so a refused template, answer or state leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ratchet.core.errors import UserError
+from ratchet.core.plugins import Plugins
+from ratchet.core.versions import Version
+
+DEFAULT_TEMPLATE = "workspace"
+
+
+def create_workspace(dest: Path, *, template: str = DEFAULT_TEMPLATE, data: list[str] | None = None,
+                     plugins: Plugins, author: str = "cli") -> Version:
+    from ratchet.core import templates as tl
+    from ratchet.core.state import dumps
+    from ratchet.core.workspace import CONFIG_NAME, Workspace
+
+    dest = Path(dest).resolve()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserError(f"{dest} already exists and is not empty", field="DIR",
+                        fix="choose a new folder, or empty this one")
+    library = tl.discover(plugins)
+    tpl = tl.get(library, template)
+    answers = tl.parse_data(tpl, data or [])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.init-"))
+    work = staging_dir / dest.name
+    try:
+        tl.render(tpl, work, answers)
+        if not (work / CONFIG_NAME).is_file():
+            raise UserError(f"template {template!r} is not a workspace scaffold: it made no {CONFIG_NAME}",
+                            field="--template", fix="use a workspace template, e.g. --template workspace")
+        ws = Workspace.open(work, search_parents=False)
+        state = ws.state
+        active = state.path("active")
+        document = _with_strategy_sections(ws, plugins, _load_json(active))
+        state.validate(document, "the scaffold's active state")
+        active.write_bytes(dumps(document))
+        subprocess.run(["git", "init", "-q", "-b", "main"], cwd=work, check=True)
+        version = ws.versions.make_version(
+            "initial", paths=["."], reason=f"workspace from template {template}", kind="init", author=author,
+            extra={"template": template, "template_version": tpl.version})
+        if dest.exists():
+            dest.rmdir()
+        work.rename(dest)
+        return version
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _with_strategy_sections(ws, plugins: Plugins, document: dict[str, Any]) -> dict[str, Any]:
+    """Fill each configured strategy's initial section, so v0.1.0 holds the complete state."""
+    entries = ws.config.tuner.strategies
+    if not entries:
+        return document
+    from ratchet.core.strategy import build_strategies
+
+    sections = dict(document.get("strategies") or {})
+    for key, strategy in build_strategies(ws, plugins).items():
+        sections.setdefault(key, strategy.initial_state())
+    return {**document, "strategies": sections}

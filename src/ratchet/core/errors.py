@@ -1,0 +1,107 @@
+"""One error tree. Every message says what failed, which thing, and how to fix it.
+
+Servers translate these errors and never reword them: the CLI prints them in red on stderr and exits
+with ``exit_code``; the REST APIs put ``detail``/``field``/``fix`` in the body; MCP tools return them as
+tool errors.
+
+Exit codes of the ``ratchet`` command:
+
+====  ==========================================================
+0     success
+1     unexpected internal error (a bug: please report it)
+2     usage error (bad command line; click's own code)
+3     user error: bad input, configuration or arguments
+4     plugin error: a plugin failed to load or raised in a hook
+5     conflict: a concurrent writer changed what you based your change on
+6     not found: an unknown version, template, state document or job
+7     git error: the workspace repository refused an operation
+8     tests failed or missed their budget
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+
+class RatchetError(Exception):
+    """Base of every error Ratchet raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.fix = fix
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.fix:
+            text += f"\n  Fix: {self.fix}"
+        return text
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The wire shape used by the REST APIs and MCP tool errors."""
+        return {"error": type(self).__name__, "detail": self.message, "field": self.field, "fix": self.fix}
+
+
+class UserError(RatchetError):
+    """Bad input the user can fix: a field, a file, an argument."""
+
+    exit_code = 3
+
+
+class ConfigError(UserError):
+    """``ratchet.toml``, ``ci/budgets.json`` or a plugin config is invalid; ``field`` names the key."""
+
+
+class StateValidationError(UserError):
+    """A state document violates ``state/schema.json``; ``field`` is the JSON path."""
+
+
+class PluginError(RatchetError):
+    """A plugin failed to load or raised inside a hook. Names the plugin, its distribution and the hook."""
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str,
+        dist: str | None = None,
+        hook: str | None = None,
+        fix: str | None = None,
+    ):
+        where = f"plugin {plugin!r}"
+        if dist:
+            where += f" ({dist})"
+        where += f" failed in hook {hook}" if hook else " failed to load"
+        super().__init__(f"{where}:\n  {message}", fix=fix)
+        self.plugin = plugin
+        self.dist = dist
+        self.hook = hook
+
+
+class ConflictError(RatchetError):
+    """Compare-and-swap lost: the document changed since it was read. Re-read and retry."""
+
+    exit_code = 5
+
+
+class NotFoundError(UserError):
+    """An unknown version, template, document, job or conversation."""
+
+    exit_code = 6
+
+
+class GitError(RatchetError):
+    """The workspace repository refused an operation (not a repo, dirty tree, failed commit)."""
+
+    exit_code = 7
+
+
+class TestsFailedError(RatchetError):
+    """A test tier failed or missed its budget."""
+
+    __test__ = False  # not a pytest test class
+    exit_code = 8

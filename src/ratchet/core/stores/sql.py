@@ -1,0 +1,257 @@
+"""The embedded store: sessions, turns, the decision log, the feedback log, events and jobs.
+
+SQLAlchemy Core tables, so the same schema serves SQLite (the default, in WAL mode, nothing to install)
+and PostgreSQL (scale-out). Feedback is idempotent by ``event_id``: appending an event that is already
+there is a no-op that reports a duplicate. Every append commits before it returns, so what a server
+acknowledged survives the process being killed (``sync = "full"`` also survives a power cut).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+
+if TYPE_CHECKING:
+    from ratchet.core.workspace import Workspace
+
+metadata = sa.MetaData()
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("conversation_id", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("turns", sa.Integer, nullable=False, default=0),
+)
+
+turns = sa.Table(
+    "turns", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("tool", sa.String(200), nullable=False),
+    sa.Column("arguments", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("version", sa.String(64)),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("trace_id", sa.String(32)),
+)
+
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("version", sa.String(64)),
+    sa.Column("strategy", sa.String(200), nullable=False),
+    sa.Column("choice", sa.JSON),
+    sa.Column("propensity", sa.Float),
+    sa.Column("sticky", sa.Boolean, nullable=False, default=True),
+    sa.Column("info", sa.JSON),
+    sa.Column("features", sa.JSON),
+    sa.Column("trace_id", sa.String(32)),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(200), nullable=False, unique=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("tool", sa.String(200), nullable=False),
+    sa.Column("conversation_id", sa.String(200), index=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("trace_id", sa.String(32)),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(200), nullable=False, index=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(32), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+)
+
+
+def _sqlite_pragmas(engine: sa.Engine, sync: str) -> None:
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={sync.upper()}")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout) instead of
+        # failing when a read transaction tries to upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """One database of the store, opened by SQLAlchemy URL."""
+
+    def __init__(self, url: str, *, sync: str = "normal"):
+        self.url = url
+        if url.startswith("sqlite"):
+            self.engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+            _sqlite_pragmas(self.engine, sync)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        metadata.create_all(self.engine)
+
+    @classmethod
+    def for_workspace(cls, workspace: Workspace) -> Store:
+        cfg = workspace.config.store
+        url = cfg.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            path = workspace.root / url[len(prefix):]  # relative paths are relative to the workspace
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = prefix + str(path)
+        return cls(url, sync=cfg.sync)
+
+    def _insert_ignoring(self, table: sa.Table, index: str):
+        if self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:  # pragma: no cover
+            raise NotImplementedError(self.engine.dialect.name)
+        return insert(table).on_conflict_do_nothing(index_elements=[index])
+
+    # --- feedback log ---
+
+    def append_feedback(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append feedback events in one transaction. Each item: tool, payload, and optionally event_id,
+        conversation_id, trace_id. Returns one ``{event_id, seq, duplicate}`` per item, in order."""
+        now = time.time()
+        rows = []
+        for item in items:
+            rows.append({"event_id": item.get("event_id") or uuid.uuid4().hex, "ts": item.get("ts") or now,
+                         "tool": item["tool"], "conversation_id": item.get("conversation_id"),
+                         "payload": item["payload"], "trace_id": item.get("trace_id")})
+        if not rows:
+            return []
+        with self.engine.begin() as conn:
+            stmt = self._insert_ignoring(feedback, "event_id").returning(feedback.c.event_id, feedback.c.seq)
+            inserted = {r.event_id: r.seq for r in conn.execute(stmt, rows)}
+            missing = [r["event_id"] for r in rows if r["event_id"] not in inserted]
+            existing: dict[str, int] = {}
+            for start in range(0, len(missing), 500):  # stay under SQLite's parameter limit
+                sel = sa.select(feedback.c.event_id, feedback.c.seq).where(
+                    feedback.c.event_id.in_(missing[start:start + 500]))
+                existing.update({r.event_id: r.seq for r in conn.execute(sel)})
+        out, seen = [], set()
+        for r in rows:
+            eid = r["event_id"]
+            duplicate = eid not in inserted or eid in seen  # already logged, or twice in this batch
+            seen.add(eid)
+            out.append({"event_id": eid, "seq": inserted.get(eid) or existing[eid], "duplicate": duplicate})
+        return out
+
+    def feedback_since(self, seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        q = sa.select(feedback).where(feedback.c.seq > seq).order_by(feedback.c.seq)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def feedback_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        q = sa.select(feedback).where(feedback.c.conversation_id == conversation_id).order_by(feedback.c.seq)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def last_feedback_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.coalesce(sa.func.max(feedback.c.seq), 0))).scalar_one()
+
+    # --- sessions, turns and decisions ---
+
+    def record_turn(self, *, conversation_id: str, tool: str, arguments: dict[str, Any],
+                    result: Any = None, error: str | None = None, version: str | None = None,
+                    latency_ms: float | None = None, trace_id: str | None = None,
+                    decisions_: list[dict[str, Any]] = (), features: dict[str, Any] | None = None) -> None:
+        """Write one call and the decisions it used in one transaction (before the reply leaves)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_ignoring(sessions, "conversation_id"),
+                         {"conversation_id": conversation_id, "created_at": now, "updated_at": now, "turns": 0})
+            conn.execute(sessions.update().where(sessions.c.conversation_id == conversation_id)
+                         .values(updated_at=now, turns=sessions.c.turns + 1))
+            conn.execute(turns.insert(), {"conversation_id": conversation_id, "ts": now, "tool": tool,
+                                          "arguments": arguments, "result": result, "error": error,
+                                          "version": version, "latency_ms": latency_ms, "trace_id": trace_id})
+            if decisions_:
+                conn.execute(decisions.insert(), [
+                    {"conversation_id": conversation_id, "ts": now, "version": version,
+                     "features": features, "trace_id": trace_id, **d} for d in decisions_])
+
+    def decisions_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        q = sa.select(decisions).where(decisions.c.conversation_id == conversation_id).order_by(decisions.c.seq)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def session(self, conversation_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sessions).where(sessions.c.conversation_id == conversation_id)).first()
+            if row is None:
+                return None
+            t = conn.execute(sa.select(turns).where(turns.c.conversation_id == conversation_id)
+                             .order_by(turns.c.seq)).all()
+        return {**row._mapping, "turns": [dict(r._mapping) for r in t]}
+
+    # --- events and jobs ---
+
+    def append_event(self, kind: str, payload: dict[str, Any]) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(events.insert().values(ts=time.time(), kind=kind, payload=payload)).inserted_primary_key[0]
+
+    def events_since(self, seq: int = 0, kind: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(events).where(events.c.seq > seq).order_by(events.c.seq)
+        if kind:
+            q = q.where(events.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def put_job(self, job_id: str, state: str, payload: dict[str, Any]) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            updated = conn.execute(jobs.update().where(jobs.c.id == job_id)
+                                   .values(state=state, payload=payload, updated_at=now)).rowcount
+            if not updated:
+                conn.execute(jobs.insert().values(id=job_id, state=state, payload=payload,
+                                                  created_at=now, updated_at=now))
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_jobs(self, state: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(jobs).order_by(jobs.c.created_at)
+        if state:
+            q = q.where(jobs.c.state == state)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def close(self) -> None:
+        self.engine.dispose()
+

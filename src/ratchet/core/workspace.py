@@ -1,0 +1,226 @@
+"""A workspace: the git repo that holds one agent service, configured by ``ratchet.toml``.
+
+The configuration is read into pydantic models with unknown keys forbidden, so a typo is an error that
+names the key instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ratchet.core.errors import ConfigError, NotFoundError
+
+CONFIG_NAME = "ratchet.toml"
+RUNTIME_DIR = ".ratchet"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkspaceSection(_Section):
+    name: str = Field(description="the service's name, used in tags' metadata and telemetry")
+    plugins: list[str] = Field(
+        default_factory=list, description="workspace plugin modules, as paths relative to the workspace"
+    )
+    required_plugins: list[str] = Field(
+        default_factory=list, description="distributions that must be installed, e.g. 'ratchet-foo>=0.3'"
+    )
+
+
+class StrategyEntry(BaseModel):
+    """One ``[[tuner.strategies]]`` table: ``key`` names the state section, ``strategy`` the class."""
+
+    model_config = ConfigDict(extra="allow")
+    key: str
+    strategy: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PromotionPolicy(_Section):
+    every_events: int | None = Field(default=50, ge=1, description="promote after this many new events")
+    every_seconds: float | None = Field(default=None, gt=0, description="promote at most this often")
+    on_request: bool = Field(default=True, description="the tuner's promote() tool may promote")
+
+
+class ServerSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
+
+class TunerSection(ServerSection):
+    strategies: list[StrategyEntry] = Field(default_factory=list)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    keep_unjoined: bool = Field(
+        default=True, description="keep feedback for unknown conversations in the log for a later join"
+    )
+
+
+class ArchitectSection(ServerSection):
+    planner: str | None = Field(default=None, description="planner name; default: llm if model set")
+    model: str | None = Field(default=None, description="an init_chat_model string, e.g. 'openai:gpt-4o'")
+    approval: Literal["none", "major", "all"] = "none"
+    job_timeout_seconds: float = Field(default=600, gt=0)
+    playbook: str = "architect/playbook.yaml"
+
+
+class StoreSection(_Section):
+    url: str = Field(default="sqlite:///.ratchet/ratchet.db", description="SQLAlchemy URL of the store")
+    objects: str = Field(default=".ratchet/objects", description="fsspec URL or folder of the object store")
+    sync: Literal["normal", "full"] = Field(
+        default="normal", description="SQLite synchronous mode: normal survives a process crash, full a power cut"
+    )
+
+
+class StateSection(_Section):
+    schema_file: str = Field(default="state/schema.json", alias="schema")
+
+
+class Config(_Section):
+    workspace: WorkspaceSection
+    state: StateSection = Field(default_factory=StateSection)
+    runner: ServerSection = Field(default_factory=ServerSection)
+    tuner: TunerSection = Field(default_factory=TunerSection)
+    architect: ArchitectSection = Field(default_factory=ArchitectSection)
+    versions: ServerSection = Field(default_factory=ServerSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+
+    @model_validator(mode="after")
+    def _unique_strategy_keys(self) -> Config:
+        keys = [s.key for s in self.tuner.strategies]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"tuner.strategies has duplicate key(s) {dupes}; each key names one state section")
+        return self
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys allowed at ``loc`` (for did-you-mean suggestions)."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def config_error(exc: ValidationError, source: str, model: type[BaseModel] = Config) -> ConfigError:
+    """Turn a pydantic error into one that names the key and says how to fix it."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(model, loc)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"remove it; allowed keys here: {', '.join(known)}"
+        return ConfigError(f"{source}: unknown key {key!r}", field=key, fix=fix)
+    if err["type"] == "missing":
+        return ConfigError(f"{source}: required key {key!r} is missing", field=key, fix=f"add {key} = ...")
+    return ConfigError(f"{source}: {key}: {err['msg']}", field=key, fix=f"correct the value of {key}")
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist", fix="run `ratchet init DIR` to make a workspace") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name} is not valid TOML: {exc}", field=path.name,
+                          fix="fix the TOML syntax at the line given") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, path.name) from None
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above ``start`` that has a ``ratchet.toml``."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise NotFoundError(
+        f"no {CONFIG_NAME} in {start} or any parent folder",
+        fix="run inside a workspace, pass --workspace DIR, or make one with `ratchet init DIR`",
+    )
+
+
+class Workspace:
+    """An opened workspace: its root, its config, and the paths and services built on them."""
+
+    def __init__(self, root: Path, config: Config):
+        self.root = root
+        self.config = config
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, search_parents: bool = True) -> Workspace:
+        path = Path(path or ".")
+        root = find_root(path) if search_parents else path.resolve()
+        return cls(root, load_config(root / CONFIG_NAME))
+
+    @property
+    def name(self) -> str:
+        return self.config.workspace.name
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Git-ignored runtime data: the store, locks, the object store, pins."""
+        path = self.root / RUNTIME_DIR
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def schema_path(self) -> Path:
+        return self.root / self.config.state.schema_file
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+    @cached_property
+    def plugins(self):
+        """Entry-point plugins plus this workspace's own modules (loaded on first use)."""
+        from ratchet.core.plugins import load_plugins
+
+        return load_plugins(self)
+
+    @cached_property
+    def versions(self):
+        from ratchet.core.versions import VersionStore
+
+        return VersionStore(self.root)
+
+    @cached_property
+    def state(self):
+        from ratchet.core.state import StateManager
+
+        return StateManager(self)
+
+    @cached_property
+    def store(self):
+        from ratchet.core.stores.sql import Store
+
+        return Store.for_workspace(self)
+
+    @cached_property
+    def objects(self):
+        from ratchet.core.stores.objects import ObjectStore
+
+        return ObjectStore.for_workspace(self)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
