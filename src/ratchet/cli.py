@@ -136,6 +136,7 @@ def state_set(document: str, file, revision: int | None, workspace_dir: Path | N
     except json.JSONDecodeError as exc:
         raise StateValidationError(f"{file.name} is not valid JSON: {exc}", field=file.name,
                                    fix="fix the JSON syntax at the line given") from None
+    ws.state.validate(new, file.name)  # before anything is read or written
     expected = revision if revision is not None else ws.state.read(document).revision
     written = ws.state.write(document, new, expected)
     click.echo(f"{document} state is now revision {written.revision}.")

@@ -158,7 +158,7 @@ def test_state_migration_missing_is_named(ws):
         ws.state.migrate(ws.state.read("active").document)
 
 
-def test_state_migrations_from_hook(ws, monkeypatch):
+def test_hook_ratchet_register_migrations_applies_plugin_migration(ws):
     from ratchet import hookimpl
 
     class Migrations:

@@ -182,7 +182,7 @@ class StateManager:
         if rev_sha != sha:  # first read, or a write crashed after replacing the file: a new revision
             revision += 1
             rev_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(rev_path, f"{revision} {sha}\n".encode())
+            atomic_write(rev_path, f"{revision} {sha}\n".encode(), durable=False)
         return revision
 
     # --- writing ---
@@ -209,7 +209,9 @@ class StateManager:
         atomic_write(path, data)
         sha = hashlib.sha256(data).hexdigest()
         revision = (current or 0) + 1
-        atomic_write(self._rev_path(name), f"{revision} {sha}\n".encode())
+        # Not fsynced: if a power cut loses this record, the checksum no longer matches the file and
+        # the next read counts a new revision, so a stale writer still loses its swap.
+        atomic_write(self._rev_path(name), f"{revision} {sha}\n".encode(), durable=False)
         return StateDoc(name, revision, json.loads(data), sha)
 
     def update(self, name: DocName, change: Callable[[dict[str, Any]], dict[str, Any]],

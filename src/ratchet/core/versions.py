@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,13 +43,37 @@ def tag_name(version: semver.Version) -> str:
     return f"v{version}"
 
 
+_IDENT = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
+_SEMVER_TAG = re.compile(rf"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-({_IDENT}(?:\.{_IDENT})*))?"
+                         r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$")
+
+
+def precedence(tag: str) -> tuple | None:
+    """SemVer 2.0 precedence of a tag ``vX.Y.Z[-pre][+build]`` as a sortable tuple; None if not semver.
+
+    Sorting by this key is what ``semver.Version`` comparisons do, without a Python call per comparison.
+    """
+    m = _SEMVER_TAG.match(tag)
+    if m is None:
+        return None
+    pre = m.group(4)
+    # a release sorts after its prereleases; numeric identifiers sort numerically, before alphanumeric ones
+    pre_key = (1,) if pre is None else (0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                                                 for p in pre.split(".")))
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), pre_key)
+
+
 @dataclass(frozen=True)
 class Version:
     name: str
-    semver: semver.Version = field(compare=False)
     commit: str
     metadata: dict[str, Any] = field(compare=False)
     created: str | None = None
+    key: tuple = field(default=(), compare=False, repr=False)
+
+    @property
+    def semver(self) -> semver.Version:
+        return semver.Version.parse(self.name[1:])
 
     @property
     def kind(self) -> str | None:
@@ -57,14 +83,12 @@ class Version:
         return {"version": self.name, "commit": self.commit, "created": self.created, "metadata": self.metadata}
 
 
-_FORMAT = "%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(taggerdate:iso-strict)%00%(contents)%00%1e"
-
-
 class VersionStore:
     """The versions of one workspace repository."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._cache: dict[str, tuple[str, str | None, dict[str, Any]]] | None = None
 
     # --- git plumbing ---
 
@@ -101,38 +125,88 @@ class VersionStore:
 
     def list(self) -> list[Version]:
         """Every semver tag, oldest to newest by semver precedence."""
-        raw = self.git("for-each-ref", f"--format={_FORMAT}", "refs/tags/")
-        versions = []
-        for record in raw.split(b"\x1e"):
-            record = record.lstrip(b"\n")
-            if not record:
-                continue
-            name, obj, peeled, date, contents, _ = record.decode(errors="replace").split("\x00")
-            if not (name.startswith("v") and semver.Version.is_valid(name[1:])):
-                continue
-            versions.append(Version(name, semver.Version.parse(name[1:]), peeled or obj,
-                                    _parse_metadata(contents) if peeled else {}, date or None))
-        versions.sort(key=lambda v: v.semver)
+        versions = self._refs("refs/tags/")
+        versions.sort(key=lambda v: v.key)
         return versions
+
+    def _refs(self, pattern: str) -> list[Version]:
+        # Names and object ids come from the refs alone (no object reads); the rest is parsed once per
+        # tag object and cached by its id, which is immutable, so the cache can never go stale.
+        raw = self.git("for-each-ref", "--format=%(refname:strip=2) %(objectname)", pattern).decode()
+        refs = []
+        for line in raw.splitlines():
+            name, _, obj = line.partition(" ")
+            key = precedence(name)
+            if key is not None:
+                refs.append((name, obj, key))
+        cache = self._tag_cache()
+        missing = [obj for _, obj, _ in refs if obj not in cache]
+        if missing:
+            cache.update(self._read_tag_objects(missing))
+            self._save_tag_cache()
+        out = []
+        for name, obj, key in refs:
+            commit, created, meta = cache[obj]
+            out.append(Version(name, commit, meta, created, key))
+        return out
+
+    def _cache_path(self) -> Path:
+        return self._common_dir / "ratchet-tag-cache.json"
+
+    def _tag_cache(self) -> dict[str, tuple[str, str | None, dict[str, Any]]]:
+        if self._cache is None:
+            try:
+                self._cache = {k: tuple(v) for k, v in json.loads(self._cache_path().read_text()).items()}
+            except (FileNotFoundError, ValueError):
+                self._cache = {}
+        return self._cache
+
+    def _save_tag_cache(self) -> None:
+        from ratchet.core.fsutil import atomic_write
+
+        try:  # a cache: losing it costs time, never correctness, so no lock and errors are ignored
+            atomic_write(self._cache_path(), json.dumps(self._cache).encode(), durable=False)
+        except OSError:
+            pass
+
+    def _read_tag_objects(self, ids: list[str]) -> dict[str, tuple[str, str | None, dict[str, Any]]]:
+        """Parse tag objects (or lightweight tags' commits) with one ``git cat-file --batch``."""
+        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, capture_output=True,
+                              input="\n".join(ids).encode() + b"\n", check=True)
+        data, pos, out = proc.stdout, 0, {}
+        for obj in ids:
+            eol = data.index(b"\n", pos)
+            _sha, kind, size = data[pos:eol].decode().split()
+            body = data[eol + 1:eol + 1 + int(size)]
+            pos = eol + 1 + int(size) + 1
+            if kind != "tag":  # a lightweight tag points at the commit itself
+                out[obj] = (obj, None, {})
+                continue
+            header, _, message = body.decode(errors="replace").partition("\n\n")
+            fields = dict(line.split(" ", 1) for line in header.splitlines() if " " in line)
+            out[obj] = (fields.get("object", obj), _tagger_date(fields.get("tagger")), _parse_metadata(message))
+        return out
 
     def latest(self) -> Version | None:
         versions = self.list()
         return versions[-1] if versions else None
 
     def get(self, name: str) -> Version:
-        wanted = parse_version(name)
-        for v in self.list():
-            if v.semver == wanted:
-                return v
-        raise NotFoundError(f"version {tag_name(wanted)} does not exist", field="version",
-                            fix="list the versions with `ratchet versions`")
+        """One version by name (one ref lookup, however many tags there are)."""
+        tag = tag_name(parse_version(name))
+        found = self._refs(f"refs/tags/{tag}")
+        if not found:
+            raise NotFoundError(f"version {tag} does not exist", field="version",
+                                fix="list the versions with `ratchet versions`")
+        return found[0]
 
     def read_file(self, version: str, path: str) -> bytes:
         """The exact bytes of ``path`` at ``version``."""
-        v = self.get(version)
-        proc = subprocess.run(["git", "cat-file", "blob", f"{v.commit}:{path}"], cwd=self.root, capture_output=True)
+        tag = tag_name(parse_version(version))
+        proc = subprocess.run(["git", "cat-file", "blob", f"{tag}:{path}"], cwd=self.root, capture_output=True)
         if proc.returncode != 0:
-            raise NotFoundError(f"{path} does not exist at {v.name}", field="path")
+            self.get(tag)  # raises if the version itself is unknown
+            raise NotFoundError(f"{path} does not exist at {tag}", field="path")
         return proc.stdout
 
     def next_version(self, bump: Bump) -> str:
@@ -194,7 +268,20 @@ class VersionStore:
             if old_head is not None and paths:
                 self.git("reset", "-q", old_head, "--", *paths, check=False)  # unstage, keep the files
             raise
-        return Version(name, parse_version(name), commit, metadata, metadata["created"])
+        return Version(name, commit, metadata, metadata["created"], precedence(name))
+
+
+def _tagger_date(tagger: str | None) -> str | None:
+    """``Name <email> 1700000000 +0100`` -> ISO 8601 in the tagger's offset."""
+    if not tagger:
+        return None
+    try:
+        epoch, tz = tagger.rsplit(" ", 2)[1:]
+        sign = -1 if tz[0] == "-" else 1
+        offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5])) * sign
+        return datetime.fromtimestamp(int(epoch), timezone(offset)).isoformat()
+    except (ValueError, IndexError):
+        return None
 
 
 def _parse_metadata(contents: str) -> dict[str, Any]:

@@ -1,0 +1,711 @@
+"""Multi-armed bandit strategies (family ``bandit``), plain numpy.
+
+Every policy keeps its section as plain JSON: ``arms`` plus one list per statistic, indexed like
+``arms`` (``pulls``, ``reward_sum`` and the policy's own, e.g. ``alpha``/``beta``). ``decide`` reads the
+section, ``apply`` folds joined ``reward`` events into a copy of it. Feedback is delayed and batched,
+so everything ``apply`` needs (the arm, EXP3's propensity, the linear policies' context ``x``) travels
+in the decision.
+
+If the configured arms differ from the section's (an arm was added, removed or reordered), the
+section is re-keyed by arm name: statistics of kept arms survive, new arms start fresh.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from ratchet import hookimpl
+from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig
+
+_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
+_INT = {"type": "integer", "minimum": 0}
+_NUM = {"type": "number"}
+_NONNEG = {"type": "number", "minimum": 0}
+_POS = {"type": "number", "exclusiveMinimum": 0}
+
+
+def _clone(o: Any) -> Any:
+    """Copy a JSON tree. Lists of scalars are sliced, which is much cheaper than ``copy.deepcopy``."""
+    if isinstance(o, dict):
+        return {k: _clone(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_clone(v) for v in o] if o and isinstance(o[0], (list, dict)) else o[:]
+    return o
+
+
+def _array(item: dict[str, Any], n: int | None = None) -> dict[str, Any]:
+    s: dict[str, Any] = {"type": "array", "items": item}
+    if n is not None:
+        s["minItems"] = s["maxItems"] = n
+    return s
+
+
+def _unique(v: list[str], what: str) -> list[str]:
+    dup = sorted({a for a in v if v.count(a) > 1})
+    if dup:
+        raise ValueError(f"{what} must be unique; repeated: {', '.join(dup)}")
+    return v
+
+
+def _argmax(values: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
+    """Index of the maximum, ties broken uniformly by ``rng``; returns (index, its probability)."""
+    ties = np.flatnonzero(values >= values.max() - 1e-12)
+    if len(ties) == 1:
+        return int(ties[0]), 1.0
+    return int(ties[rng.integers(len(ties))]), 1.0 / len(ties)
+
+
+def kl_bernoulli(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
+    """KL(Ber(p) || Ber(q)), clipped away from 0 and 1 so it stays finite."""
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    q = np.clip(q, 1e-15, 1 - 1e-15)
+    return p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+
+
+def kl_ucb_index(p: np.ndarray, d: np.ndarray, rounds: int = 3, grid: int = 32) -> np.ndarray:
+    """max{q in [p, 1] : kl(p, q) <= d}, for all arms at once (to ~1e-5).
+
+    Grid refinement instead of scalar bisection: each round evaluates ``grid`` points per arm in one
+    numpy call and keeps the cell holding the root, so 3 rounds narrow the bracket 32768-fold for the
+    numpy overhead of ~3 bisection steps. Pinsker (kl >= 2 (q-p)^2) gives the bracket's upper end.
+    """
+    p = lo = np.asarray(p, float)
+    d = np.asarray(d, float)
+    hi = np.minimum(1.0, lo + np.sqrt(d / 2))
+    pc = np.clip(p, 1e-15, 1 - 1e-15)[:, None]
+    # kl(p, q) <= d  <=>  p log q + (1-p) log(1-q) >= p log p + (1-p) log(1-p) - d
+    floor = pc * np.log(pc) + (1 - pc) * np.log1p(-pc) - d[:, None]
+    steps = np.linspace(0.0, 1.0, grid + 1)[1:]  # right ends of the cells
+    for _ in range(rounds):
+        q = np.minimum(lo[:, None] + (hi - lo)[:, None] * steps, 1 - 1e-15)
+        # kl(p, .) increases on [p, 1], so the grid points within budget form a prefix
+        k = (pc * np.log(q) + (1 - pc) * np.log1p(-q) >= floor).sum(axis=1)
+        width = (hi - lo) / grid
+        lo, hi = lo + k * width, np.minimum(hi, lo + (k + 1) * width)
+    return (lo + hi) / 2
+
+
+# --- configs ----------------------------------------------------------------------------------------
+
+
+class BanditConfig(StrategyConfig):
+    """Fields every bandit shares."""
+
+    arms: list[str] = Field(min_length=2, description="arm names; the chosen one is the decision's choice")
+    param: str | None = Field(default=None, description="state param the chosen arm sets (used by the runner)")
+
+    @field_validator("arms")
+    @classmethod
+    def _arms_unique(cls, v: list[str]) -> list[str]:
+        return _unique(v, "arms")
+
+
+class ThompsonConfig(BanditConfig):
+    prior: tuple[float, float] = Field(default=(1.0, 1.0), description="Beta(alpha, beta) prior of each arm")
+
+    @field_validator("prior")
+    @classmethod
+    def _prior_positive(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if min(v) <= 0:
+            raise ValueError("prior parameters must be > 0")
+        return v
+
+
+class GaussianThompsonConfig(BanditConfig):
+    sigma: float | None = Field(default=None, gt=0, description="known reward sd; None estimates it per arm")
+    prior_mean: float = 0.0
+    prior_n: float = Field(default=1.0, gt=0, description="weight of the prior, in pseudo-observations")
+    prior_sigma: float = Field(default=1.0, gt=0, description="sd guess blended into the estimate")
+
+
+class KLUCBConfig(BanditConfig):
+    c: float = Field(default=0.0, ge=0, description="exploration log(t) + c log(log(t))")
+
+
+class UCB1Config(BanditConfig):
+    alpha: float = Field(default=2.0, gt=0, description="index mean + sqrt(alpha ln t / n); 2 is Auer et al.")
+
+
+class Exp3Config(BanditConfig):
+    gamma: float = Field(default=0.1, gt=0, le=1, description="uniform exploration mixed into the weights")
+    eta: float | None = Field(default=None, gt=0, description="learning rate; None is gamma / K (Auer et al.)")
+
+
+class DiscountedThompsonConfig(ThompsonConfig):
+    gamma: float = Field(default=0.99, gt=0, le=1, description="discount applied to all arms per event")
+
+
+class SWUCBConfig(BanditConfig):
+    window: int = Field(default=500, ge=1, description="number of most recent events kept")
+    xi: float = Field(default=0.6, gt=0, description="index mean + sqrt(xi log(min(t, window)) / n)")
+
+
+class LinearConfig(BanditConfig):
+    features: list[str] = Field(default_factory=list, description="context['features'] keys; missing are 0")
+    intercept: bool = Field(default=True, description="prepend a constant 1 to the context vector")
+    lam: float = Field(default=1.0, gt=0, description="ridge prior: A starts as lam * I")
+
+    @field_validator("features")
+    @classmethod
+    def _features_unique(cls, v: list[str]) -> list[str]:
+        return _unique(v, "features")
+
+
+class LinUCBConfig(LinearConfig):
+    alpha: float = Field(default=1.0, ge=0, description="index theta.x + alpha sqrt(x' A^-1 x)")
+
+
+class LinThompsonConfig(LinearConfig):
+    v: float = Field(default=0.5, gt=0, description="posterior scale: theta ~ N(A^-1 b, v^2 A^-1)")
+
+
+# --- base -------------------------------------------------------------------------------------------
+
+
+class BanditStrategy(Strategy):
+    """Shared parts: arm bookkeeping, the section layout and schema, reward tools, apply loop, kpis."""
+
+    family: ClassVar[str] = "bandit"
+    Config: ClassVar[type[StrategyConfig]] = BanditConfig
+    bounded: ClassVar[bool] = True  # rewards must lie in [0, 1]
+
+    def __init__(self, key: str, config: StrategyConfig):
+        super().__init__(key, config)
+        self.arms: list[str] = list(config.arms)  # type: ignore[attr-defined]
+        self.K = len(self.arms)
+        self._index = {a: i for i, a in enumerate(self.arms)}
+
+    # per-arm lists: name -> (item schema, factory of the initial value)
+    def _arm_fields(self) -> dict[str, tuple[dict[str, Any], Callable[[], Any]]]:
+        return {"pulls": (_INT, lambda: 0), "reward_sum": (_NUM, lambda: 0.0)}
+
+    # other policy fields: name -> (schema, initial value)
+    def _extra_fields(self) -> dict[str, tuple[dict[str, Any], Any]]:
+        return {}
+
+    def initial_state(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"policy": self.name, "arms": list(self.arms), "t": 0, "skipped": 0}
+        s.update({k: [make() for _ in self.arms] for k, (_, make) in self._arm_fields().items()})
+        s.update({k: _clone(v) for k, (_, v) in self._extra_fields().items()})
+        return s
+
+    def state_schema(self) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "policy": {"const": self.name},
+            "arms": {"const": list(self.arms)},
+            "t": {**_INT, "description": "feedback events applied"},
+            "skipped": {**_INT, "description": "events without a decision, for an unknown arm or invalid"},
+        }
+        props.update({k: _array(item, self.K) for k, (item, _) in self._arm_fields().items()})
+        props.update({k: schema for k, (schema, _) in self._extra_fields().items()})
+        return {"$schema": _SCHEMA, "title": f"{self.name} bandit section", "type": "object",
+                "properties": props, "required": list(props), "additionalProperties": False}
+
+    # --- arm changes ---
+
+    def _compatible(self, section: dict[str, Any]) -> bool:
+        return section.get("arms") == self.arms
+
+    def _view(self, section: dict[str, Any]) -> dict[str, Any]:
+        """The section as this config sees it (re-keyed if the arms changed); never a mutable alias."""
+        return section if self._compatible(section) else self._rekey(section)
+
+    def _rekey(self, old: dict[str, Any]) -> dict[str, Any]:
+        fresh = self.initial_state()
+        where = {a: i for i, a in enumerate(old.get("arms") or [])}
+        for k in self._arm_fields():
+            if k in old:
+                fresh[k] = [_clone(old[k][where[a]]) if a in where else fresh[k][j] for j, a in enumerate(self.arms)]
+        fresh["t"], fresh["skipped"] = old.get("t", 0), old.get("skipped", 0)
+        return fresh
+
+    # --- feedback ---
+
+    def feedback_tools(self) -> list[FeedbackTool]:
+        value: dict[str, Any] = {"type": "number", "description": "the reward of the conversation's arm"}
+        if self.bounded:
+            value.update(minimum=0, maximum=1, description="the reward in [0, 1] (1 = success)")
+        item = {
+            "type": "object",
+            "properties": {
+                "conversation_id": {"type": "string", "description": "conversation the reward is about"},
+                "value": value,
+                "event_id": {"type": ["string", "null"], "description": "idempotency key; repeats are ignored"},
+            },
+            "required": ["conversation_id", "value"],
+            "additionalProperties": False,
+        }
+        batch = {
+            "type": "object",
+            "properties": {"events": {"type": "array", "items": item, "maxItems": 10000}},
+            "required": ["events"],
+            "additionalProperties": False,
+        }
+        return [
+            FeedbackTool(name="reward", description=f"Report the reward of one conversation ({self.name}).",
+                         input_schema=item, needs_decision=True),
+            FeedbackTool(name="reward_batch", description="Report many rewards at once (at most 10000).",
+                         input_schema=batch, needs_decision=True),
+        ]
+
+    def _value(self, payload: dict[str, Any]) -> float | None:
+        v = payload.get("value")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        if self.bounded and not 0.0 <= v <= 1.0:
+            return None
+        return float(v)
+
+    def apply(self, section: dict[str, Any], events: list[FeedbackEvent]) -> dict[str, Any]:
+        s = _clone(section) if self._compatible(section) else self._rekey(section)
+        pulls, sums = s["pulls"], s["reward_sum"]
+        for ev in events:
+            d = ev.decision
+            i = self._index.get(d.choice) if d is not None and isinstance(d.choice, str) else None
+            v = self._value(ev.payload) if i is not None else None
+            if v is None or not self._update(s, i, v, d):
+                s["skipped"] += 1
+                continue
+            pulls[i] += 1
+            sums[i] += v
+            s["t"] += 1
+        return s
+
+    def _update(self, s: dict[str, Any], i: int, v: float, decision: Decision) -> bool:
+        """Policy-specific update of the (already copied) section; False rejects the event."""
+        return True
+
+    # --- decisions ---
+
+    def decide(self, section: dict[str, Any], context: dict[str, Any], rng: np.random.Generator) -> Decision:
+        s = self._view(section)
+        i, p, info = self._choose(s, context, rng)
+        return Decision(strategy=self.key, choice=self.arms[i], propensity=p, info=info)
+
+    def _choose(self, s: dict[str, Any], context: dict[str, Any], rng: np.random.Generator
+                ) -> tuple[int, float | None, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _ucb_choose(self, s: dict[str, Any], rng: np.random.Generator, index: Callable[[np.ndarray], np.ndarray],
+                    counts: str = "pulls") -> tuple[int, float, dict[str, Any]]:
+        """Untried arms first (uniformly), else the largest index; propensity is exact (ties included)."""
+        n = np.asarray(s[counts], float)
+        if (n == 0).any():
+            i, p = _argmax((n == 0).astype(float), rng)
+            return i, p, {}
+        i, p = _argmax(index(n), rng)
+        return i, p, {}
+
+    # --- reporting ---
+
+    def _means(self, s: dict[str, Any]) -> np.ndarray:
+        """Per-arm estimate of the mean reward; NaN for arms without data."""
+        n = np.asarray(s["pulls"], float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, np.asarray(s["reward_sum"], float) / n, np.nan)
+
+    def _reward_rate(self, s: dict[str, Any]) -> float | None:
+        n = sum(s["pulls"])
+        return sum(s["reward_sum"]) / n if n else None
+
+    def served(self, section: dict[str, Any]) -> Any:
+        """The arm with the best estimated mean among arms with data; the first arm before any data."""
+        m = self._means(self._view(section))
+        return self.arms[0] if np.isnan(m).all() else self.arms[int(np.nanargmax(m))]
+
+    def kpis(self, section: dict[str, Any]) -> dict[str, Any]:
+        s = self._view(section)
+        m = self._means(s)
+        return {
+            "pulls": int(sum(s["pulls"])),
+            "reward_rate": self._reward_rate(s),
+            "best_arm": self.served(s),
+            "skipped": s["skipped"],
+            "per_arm": {a: {"pulls": int(s["pulls"][i]), "mean": None if np.isnan(m[i]) else float(m[i])}
+                        for i, a in enumerate(self.arms)},
+        }
+
+
+# --- stationary policies ----------------------------------------------------------------------------
+
+
+class ThompsonSampling(BanditStrategy):
+    """Beta-Bernoulli Thompson sampling; a fractional reward r adds r to alpha and 1-r to beta."""
+
+    name = "thompson"
+    Config = ThompsonConfig
+
+    def _arm_fields(self):
+        a0, b0 = self.config.prior
+        return {**super()._arm_fields(), "alpha": (_POS, lambda: float(a0)), "beta": (_POS, lambda: float(b0))}
+
+    def _update(self, s, i, v, decision):
+        s["alpha"][i] += v
+        s["beta"][i] += 1.0 - v
+        return True
+
+    def _choose(self, s, context, rng):
+        # Propensity left unknown: P(arm is the argmax) has no closed form for K > 2.
+        return int(np.argmax(rng.beta(s["alpha"], s["beta"]))), None, {}
+
+    def _means(self, s):
+        a, b = np.asarray(s["alpha"]), np.asarray(s["beta"])
+        return np.where(np.asarray(s["pulls"]) > 0, a / (a + b), np.nan)
+
+
+class GaussianThompsonSampling(BanditStrategy):
+    """Gaussian Thompson sampling: mean ~ N(posterior mean, sd^2 / (prior_n + n)), sd known or estimated."""
+
+    name = "gaussian_thompson"
+    Config = GaussianThompsonConfig
+    bounded = False
+
+    def _arm_fields(self):
+        return {**super()._arm_fields(), "reward_sq_sum": (_NONNEG, lambda: 0.0)}
+
+    def _update(self, s, i, v, decision):
+        s["reward_sq_sum"][i] += v * v
+        return True
+
+    def _posterior(self, s) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        n, tot = np.asarray(s["pulls"], float), np.asarray(s["reward_sum"], float)
+        w = c.prior_n + n
+        mean = (c.prior_n * c.prior_mean + tot) / w
+        if c.sigma is not None:
+            var = np.full(self.K, c.sigma**2)
+        else:  # sample variance shrunk towards prior_sigma^2 so one pull is not taken as zero noise
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m2 = np.where(n > 0, np.asarray(s["reward_sq_sum"]) - tot**2 / np.maximum(n, 1), 0.0)
+            var = (c.prior_n * c.prior_sigma**2 + np.maximum(m2, 0.0)) / w
+        return mean, np.sqrt(var / w)
+
+    def _choose(self, s, context, rng):
+        mean, sd = self._posterior(s)
+        return int(np.argmax(rng.normal(mean, sd))), None, {}
+
+    def _means(self, s):
+        return np.where(np.asarray(s["pulls"]) > 0, self._posterior(s)[0], np.nan)
+
+
+class UCB1(BanditStrategy):
+    """UCB1 (Auer, Cesa-Bianchi & Fischer 2002): mean + sqrt(alpha ln t / n)."""
+
+    name = "ucb1"
+    Config = UCB1Config
+
+    def _choose(self, s, context, rng):
+        def index(n):
+            return np.asarray(s["reward_sum"]) / n + np.sqrt(self.config.alpha * math.log(n.sum()) / n)
+
+        return self._ucb_choose(s, rng, index)
+
+
+class KLUCB(BanditStrategy):
+    """kl-UCB for Bernoulli rewards (Garivier & Cappé 2011): max q with n kl(mean, q) <= log t + c log log t."""
+
+    name = "kl_ucb"
+    Config = KLUCBConfig
+
+    def _choose(self, s, context, rng):
+        def index(n):
+            t = n.sum()
+            budget = math.log(t) + (self.config.c * math.log(math.log(t)) if t > math.e else 0.0)
+            return kl_ucb_index(np.asarray(s["reward_sum"]) / n, budget / n)
+
+        return self._ucb_choose(s, rng, index)
+
+
+class Exp3(BanditStrategy):
+    """EXP3 (Auer et al. 2002). Rewards are importance-weighted by the propensity in the decision."""
+
+    name = "exp3"
+    Config = Exp3Config
+
+    def _arm_fields(self):
+        return {**super()._arm_fields(), "gain": (_NUM, lambda: 0.0)}  # sum of reward / propensity
+
+    def probabilities(self, section: dict[str, Any]) -> np.ndarray:
+        c = self.config
+        eta = c.eta if c.eta is not None else c.gamma / self.K
+        z = eta * np.asarray(self._view(section)["gain"], float)
+        w = np.exp(z - z.max())
+        return (1 - c.gamma) * w / w.sum() + c.gamma / self.K
+
+    def _update(self, s, i, v, decision):
+        p = decision.propensity
+        if p is None or not 0 < p <= 1:
+            return False  # without the draw probability the estimate would be biased
+        s["gain"][i] += v / p
+        return True
+
+    def _choose(self, s, context, rng):
+        p = self.probabilities(s)
+        i = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")), self.K - 1)
+        return i, float(p[i]), {}
+
+
+# --- non-stationary policies ------------------------------------------------------------------------
+
+
+class DiscountedThompson(BanditStrategy):
+    """Discounted Thompson sampling (Raj & Kalyani 2017): per event all arms' counts *= gamma, then the
+    pulled arm gets r successes and 1-r failures; arms are sampled from Beta(prior + counts)."""
+
+    name = "discounted_thompson"
+    Config = DiscountedThompsonConfig
+
+    def _arm_fields(self):
+        return {**super()._arm_fields(), "successes": (_NONNEG, lambda: 0.0), "failures": (_NONNEG, lambda: 0.0)}
+
+    def _update(self, s, i, v, decision):
+        g = self.config.gamma
+        sc, fl = s["successes"], s["failures"]
+        for j in range(self.K):
+            sc[j] *= g
+            fl[j] *= g
+        sc[i] += v
+        fl[i] += 1.0 - v
+        return True
+
+    def _ab(self, s):
+        a0, b0 = self.config.prior
+        return np.asarray(s["successes"]) + a0, np.asarray(s["failures"]) + b0
+
+    def _choose(self, s, context, rng):
+        return int(np.argmax(rng.beta(*self._ab(s)))), None, {}
+
+    def _means(self, s):
+        a, b = self._ab(s)
+        return np.where(np.asarray(s["pulls"]) > 0, a / (a + b), np.nan)
+
+    def _reward_rate(self, s):
+        tot = sum(s["successes"]) + sum(s["failures"])  # the discounted (effective) event count
+        return sum(s["successes"]) / tot if tot > 0 else None
+
+
+class SlidingWindowUCB(BanditStrategy):
+    """SW-UCB (Garivier & Moulines 2011): UCB on the last ``window`` events only.
+
+    The window is kept as two parallel lists, ``recent_arm`` (names) and ``recent_reward``, and the
+    per-arm window totals ``w_pulls``/``w_reward_sum`` are maintained incrementally so decide is O(K).
+    """
+
+    name = "sw_ucb"
+    Config = SWUCBConfig
+
+    def _arm_fields(self):
+        return {**super()._arm_fields(), "w_pulls": (_INT, lambda: 0), "w_reward_sum": (_NUM, lambda: 0.0)}
+
+    def _extra_fields(self):
+        w = self.config.window
+        return {"recent_arm": (_array({"enum": list(self.arms)}) | {"maxItems": w}, []),
+                "recent_reward": (_array(_NUM) | {"maxItems": w}, [])}
+
+    def _compatible(self, section):
+        return super()._compatible(section) and len(section.get("recent_arm", ())) <= self.config.window
+
+    def _rekey(self, old):
+        s = super()._rekey(old)
+        pairs = [(a, r) for a, r in zip(old.get("recent_arm", []), old.get("recent_reward", [])) if a in self._index]
+        pairs = pairs[len(pairs) - self.config.window:] if len(pairs) > self.config.window else pairs
+        s["recent_arm"], s["recent_reward"] = [a for a, _ in pairs], [r for _, r in pairs]
+        s["w_pulls"], s["w_reward_sum"] = [0] * self.K, [0.0] * self.K
+        for a, r in pairs:
+            s["w_pulls"][self._index[a]] += 1
+            s["w_reward_sum"][self._index[a]] += r
+        return s
+
+    def _update(self, s, i, v, decision):
+        ra, rr, wn, ws = s["recent_arm"], s["recent_reward"], s["w_pulls"], s["w_reward_sum"]
+        ra.append(self.arms[i])
+        rr.append(v)
+        wn[i] += 1
+        ws[i] += v
+        if len(ra) > self.config.window:
+            j = self._index[ra.pop(0)]
+            wn[j] -= 1
+            # subtracting leaves float dust; reset exactly when the arm leaves the window
+            r = rr.pop(0)
+            ws[j] = ws[j] - r if wn[j] else 0.0
+        return True
+
+    def _choose(self, s, context, rng):
+        def index(n):
+            t = max(min(s["t"], self.config.window), 1)
+            return np.asarray(s["w_reward_sum"]) / n + np.sqrt(self.config.xi * math.log(t) / n)
+
+        return self._ucb_choose(s, rng, index, counts="w_pulls")
+
+    def _means(self, s):
+        n = np.asarray(s["w_pulls"], float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, np.asarray(s["w_reward_sum"]) / n, np.nan)
+
+    def _reward_rate(self, s):
+        r = s["recent_reward"]
+        return sum(r) / len(r) if r else None
+
+
+# --- contextual policies ----------------------------------------------------------------------------
+
+
+class _LinearBandit(BanditStrategy):
+    """Disjoint linear model per arm: A = lam I + sum x x', b = sum r x (Li et al. 2010).
+
+    ``decide`` records the context vector in ``info["x"]``; ``apply`` updates with that vector, so
+    delayed feedback uses the context the decision saw.
+    """
+
+    Config = LinearConfig
+    bounded = False
+
+    @property
+    def d(self) -> int:
+        return len(self.config.features) + int(self.config.intercept)
+
+    def _arm_fields(self):
+        d, lam = self.d, self.config.lam
+        return {**super()._arm_fields(),
+                "A": (_array(_array(_NUM, d), d), lambda: (lam * np.eye(d)).tolist()),
+                "b": (_array(_NUM, d), lambda: [0.0] * d)}
+
+    def _extra_fields(self):
+        return {"features": ({"const": list(self.config.features)}, list(self.config.features))}
+
+    def _compatible(self, section):
+        return super()._compatible(section) and section.get("features") == self.config.features
+
+    def _rekey(self, old):
+        s = super()._rekey(old)
+        if old.get("features") != self.config.features:  # a different feature space: restart the models
+            fresh = self.initial_state()
+            s["A"], s["b"] = fresh["A"], fresh["b"]
+        return s
+
+    def context_vector(self, context: dict[str, Any]) -> list[float]:
+        feats = context.get("features") or {}
+        x = [float(feats.get(f) or 0.0) for f in self.config.features]
+        return [1.0] + x if self.config.intercept else x
+
+    def _update(self, s, i, v, decision):
+        x = decision.info.get("x")
+        if not isinstance(x, list) or len(x) != self.d:
+            return False
+        xa = np.asarray(x, float)
+        if not np.isfinite(xa).all():
+            return False
+        s["A"][i] = (np.asarray(s["A"][i]) + np.outer(xa, xa)).tolist()
+        s["b"][i] = (np.asarray(s["b"][i]) + v * xa).tolist()
+        return True
+
+    def _model(self, s, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per arm: predicted reward theta.x and the width sqrt(x' A^-1 x)."""
+        A = np.asarray(s["A"], float)
+        rhs = np.stack([np.asarray(s["b"], float), np.broadcast_to(x, (self.K, self.d))], axis=2)
+        sol = np.linalg.solve(A, rhs)  # [A^-1 b, A^-1 x] for all arms in one call
+        return sol[:, :, 0] @ x, np.sqrt(np.maximum(sol[:, :, 1] @ x, 0.0))
+
+
+class LinUCB(_LinearBandit):
+    """LinUCB with disjoint models (Li, Chu, Langford & Schapire 2010)."""
+
+    name = "lin_ucb"
+    Config = LinUCBConfig
+
+    def _choose(self, s, context, rng):
+        x = self.context_vector(context)
+        mean, width = self._model(s, np.asarray(x))
+        i, p, _ = self._ucb_choose(s, rng, lambda n: mean + self.config.alpha * width)
+        return i, p, {"x": x}
+
+
+class LinThompson(_LinearBandit):
+    """Linear Thompson sampling (Agrawal & Goyal 2013), one model per arm.
+
+    Only x.theta matters for the choice, so the scalar x.theta ~ N(x.A^-1 b, v^2 x'A^-1 x) is drawn
+    instead of the full vector theta: the same distribution of decisions, without a Cholesky per arm.
+    """
+
+    name = "lin_thompson"
+    Config = LinThompsonConfig
+
+    def _choose(self, s, context, rng):
+        x = self.context_vector(context)
+        mean, width = self._model(s, np.asarray(x))
+        return int(np.argmax(rng.normal(mean, self.config.v * width))), None, {"x": x}
+
+
+BANDITS = (ThompsonSampling, GaussianThompsonSampling, KLUCB, UCB1, Exp3, DiscountedThompson, SlidingWindowUCB,
+           LinUCB, LinThompson)
+
+
+@hookimpl
+def ratchet_register_strategies(register):
+    for cls in BANDITS:
+        register(cls)
+
+
+# --- simulation -------------------------------------------------------------------------------------
+
+
+class SimResult(NamedTuple):
+    regret: np.ndarray  # cumulative expected regret after each step
+    choices: np.ndarray  # arm index chosen at each step
+    section: dict[str, Any]  # the final section, all feedback applied
+
+
+def _run(strategy: BanditStrategy, mu: np.ndarray, contexts: list[dict[str, Any]] | None, seed: int,
+         batch: int, bernoulli: bool, noise_sd: float) -> SimResult:
+    """Run decide -> reward -> apply; ``mu[t]`` holds the arm means at step t."""
+    horizon = len(mu)
+    rng_policy, rng_env = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    # rewards of every arm drawn up front: common random numbers across policies with the same seed
+    draws = rng_env.random(mu.shape) < mu if bernoulli else mu + noise_sd * rng_env.standard_normal(mu.shape)
+    draws = draws.astype(float)
+    choices = np.empty(horizon, dtype=np.int64)
+    section, pending, index = strategy.initial_state(), [], strategy._index
+    for t in range(horizon):
+        d = strategy.decide(section, contexts[t] if contexts else {}, rng_policy)
+        k = choices[t] = index[d.choice]
+        pending.append(FeedbackEvent(event_id=str(t), tool="reward", conversation_id=str(t),
+                                     payload={"value": draws[t, k]}, decision=d))
+        if len(pending) >= batch:  # decisions in between saw the section of the last promotion
+            section, pending = strategy.apply(section, pending), []
+    regret = mu.max(axis=1) - mu[np.arange(horizon), choices]
+    return SimResult(np.cumsum(regret), choices, strategy.apply(section, pending))
+
+
+def simulate(strategy: BanditStrategy, arm_means, horizon: int, seed: int, batch: int = 1,
+             change_at: int | None = None, new_means=None, bernoulli: bool = True, *,
+             noise_sd: float = 1.0, full: bool = False):
+    """Cumulative expected regret per step of ``strategy`` on a (piecewise) stationary problem.
+
+    Feedback is applied every ``batch`` events (promotion every ``batch`` events). From step
+    ``change_at`` on the means are ``new_means``. Rewards are Bernoulli, or Gaussian with ``noise_sd``.
+    Returns the regret array, or with ``full`` a :class:`SimResult` (regret, choices, final section).
+    """
+    mu = np.tile(np.asarray(arm_means, float), (horizon, 1))
+    if change_at is not None:
+        mu[change_at:] = np.asarray(new_means, float)
+    res = _run(strategy, mu, None, seed, batch, bernoulli, noise_sd)
+    return res if full else res.regret
+
+
+def simulate_contextual(strategy: BanditStrategy, means, horizon: int, seed: int, batch: int = 1,
+                        features: list[str] | None = None, *, full: bool = False):
+    """Like :func:`simulate` with a context drawn uniformly from ``len(means)`` kinds each step.
+
+    ``means[c][k]`` is arm k's success rate in context c; context c > 0 sets feature ``features[c-1]``
+    to 1 (others 0), context 0 sets none. Context-free strategies simply ignore the features.
+    """
+    means = np.asarray(means, float)
+    features = features if features is not None else [f"f{j}" for j in range(1, len(means))]
+    c = np.random.default_rng([seed, 1]).integers(len(means), size=horizon)
+    contexts = [{"features": {f: float(ci == j + 1) for j, f in enumerate(features)}} for ci in c]
+    res = _run(strategy, means[c], contexts, seed, batch, True, 1.0)
+    return res if full else res.regret

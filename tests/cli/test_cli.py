@@ -1,0 +1,165 @@
+"""The ``ratchet`` command through click's CliRunner: outputs, exit codes, and nothing written on errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import git, tree_snapshot
+from ratchet.cli import cli
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def test_cli_help_lists_commands(run):
+    out = run("--help").output
+    for cmd in ("init", "state", "rollback", "versions", "plugins", "templates", "demo"):
+        assert cmd in out
+
+
+def test_cli_init_makes_versioned_workspace(run, tmp_path):
+    dest = tmp_path / "desk"
+    result = run("init", dest, "--data", "default_style=concise", "--data", "promote_every=10")
+    assert result.exit_code == 0, result.output
+    assert "v0.1.0" in result.output
+    assert (dest / ".copier-answers.yml").read_text().count("default_style: concise") == 1
+    assert git(dest, "status", "--porcelain") == ""
+    meta = json.loads(git(dest, "tag", "-l", "--format=%(contents)", "v0.1.0"))
+    assert meta["kind"] == "init" and meta["bump"] == "initial" and meta["author"] == "cli" and meta["reason"]
+    state = json.loads((dest / "state" / "active.state.json").read_text())
+    assert state["params"]["style"] == "concise"
+    assert "style" in state["strategies"]  # the bandit's initial section is part of v0.1.0
+    assert "every_events = 10" in (dest / "ratchet.toml").read_text()
+
+
+@pytest.mark.parametrize("args, fragment, code", [
+    (["--template", "nope"], "unknown template 'nope'", 6),
+    (["--data", "nonsense"], "is not KEY=VALUE", 3),
+    (["--data", "colour=red"], "has no question 'colour'", 3),
+    (["--data", "default_style=shouty"], "'shouty' is not a valid default_style", 3),
+    (["--data", "promote_every=many"], "'many' is not a valid int", 3),
+    (["--data", "promote_every=0"], "must be at least 1", 3),
+    (["--data", "project_name=Bad Name"], "lowercase", 3),
+])
+def test_cli_init_refuses_bad_input_and_writes_nothing(run, tmp_path, args, fragment, code):
+    before = sorted(tmp_path.iterdir())
+    result = run("init", tmp_path / "desk", *args)
+    assert result.exit_code == code, result.output
+    assert fragment in result.output
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_cli_init_refuses_non_empty_dir(run, tmp_path):
+    dest = tmp_path / "desk"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    result = run("init", dest)
+    assert result.exit_code == 3 and "not empty" in result.output
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+
+
+def test_cli_init_into_empty_dir(run, tmp_path):
+    dest = tmp_path / "empty"
+    dest.mkdir()
+    assert run("init", dest).exit_code == 0
+    assert (dest / "ratchet.toml").exists()
+
+
+def test_cli_state_show_json(run, ws_path):
+    result = run("state", "show", "--json", "-w", ws_path)
+    data = json.loads(result.output)
+    assert data["name"] == "active" and data["revision"] == 1 and data["version"] == "v0.1.0"
+    assert data["document"]["params"]["style"] == "friendly"
+
+
+def test_cli_state_set_promote_rollback_versions(run, ws_path, tmp_path):
+    doc = json.loads(run("state", "show", "staging", "--json", "-w", ws_path).output)["document"]
+    doc["params"]["style"] = "formal"
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(doc))
+    assert run("state", "set", "staging", new, "-w", ws_path).exit_code == 0
+    result = run("state", "promote", "--reason", "formal wins", "-w", ws_path)
+    assert result.exit_code == 0 and "v0.1.1" in result.output
+    result = run("rollback", "v0.1.0", "-w", ws_path)
+    assert result.exit_code == 0 and "v0.1.2" in result.output
+    listed = json.loads(run("versions", "--json", "-w", ws_path).output)
+    assert [v["version"] for v in listed] == ["v0.1.0", "v0.1.1", "v0.1.2"]
+    assert listed[1]["metadata"]["reason"] == "formal wins"
+    assert listed[2]["metadata"]["rolled_back_to"] == "v0.1.0"
+    shown = json.loads(run("versions", "show", "0.1.1", "-w", ws_path).output)
+    assert shown["state"]["params"]["style"] == "formal"
+
+
+def test_cli_state_set_invalid_state_changes_nothing(run, ws_path, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 1, "params": {"style": "shouty"}, "strategies": {}}))
+    before = tree_snapshot(ws_path / "state")
+    result = run("state", "set", "staging", bad, "-w", ws_path)
+    assert result.exit_code == 3
+    assert "$.params" in result.output and "Fix:" in result.output
+    assert tree_snapshot(ws_path / "state") == before
+
+
+def test_cli_state_set_stale_revision_conflicts(run, ws_path, tmp_path):
+    doc = json.loads(run("state", "show", "staging", "--json", "-w", ws_path).output)
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(doc["document"]))
+    result = run("state", "set", "staging", new, "--revision", "99", "-w", ws_path)
+    assert result.exit_code == 5 and "not 99" in result.output
+
+
+def test_cli_not_a_workspace(run, tmp_path):
+    result = run("state", "show", "-w", tmp_path)
+    assert result.exit_code == 6 and "ratchet init" in result.output
+
+
+def test_cli_workspace_not_a_git_repo(run, ws_path):
+    import shutil
+
+    shutil.rmtree(ws_path / ".git")
+    result = run("versions", "-w", ws_path)
+    assert result.exit_code == 7 and "not a git repository" in result.output
+
+
+def test_cli_malformed_toml(run, ws_path):
+    (ws_path / "ratchet.toml").write_text("[workspace\n")
+    result = run("state", "show", "-w", ws_path)
+    assert result.exit_code == 3 and "not valid TOML" in result.output
+
+
+def test_cli_plugins_json(run, ws_path):
+    data = json.loads(run("plugins", "--json", "-w", ws_path).output)
+    names = {p["name"] for p in data}
+    assert {"bandits", "templates", "workspace:plugins/support_desk.py"} <= names
+    hooks = json.loads(run("plugins", "--hooks", "--json").output)
+    assert "ratchet_register_strategies" in hooks
+
+
+def test_cli_state_pin_unpin(run, ws_path):
+    assert "Pinned to v0.1.0" in run("state", "pin", "0.1.0", "-w", ws_path).output
+    assert json.loads(run("state", "show", "--json", "-w", ws_path).output)["pinned"] == "v0.1.0"
+    run("state", "unpin", "-w", ws_path)
+    assert json.loads(run("state", "show", "--json", "-w", ws_path).output)["pinned"] is None
+
+
+def test_cli_templates_list_show_render(run, tmp_path):
+    listed = json.loads(run("templates", "list", "--json").output)
+    assert any(t["name"] == "workspace" and t["family"] == "scaffold" for t in listed)
+    assert "project_name" in run("templates", "show", "workspace").output
+    result = run("templates", "render", "workspace", tmp_path / "out", "--data", "project_name=abc")
+    assert result.exit_code == 0 and (tmp_path / "out" / "ratchet.toml").exists()
+
+
+def test_cli_demo(run, tmp_path):
+    result = run("demo", "--out", tmp_path / "demo")
+    assert result.exit_code == 0, result.output
+    assert "v0.1.2" in result.output and "Rolled back" in result.output

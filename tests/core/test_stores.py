@@ -1,0 +1,99 @@
+import threading
+
+import pytest
+
+from ratchet.core.stores.objects import ObjectStore
+from ratchet.core.stores.sql import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    yield s
+    s.close()
+
+
+def test_store_feedback_is_idempotent_by_event_id(store):
+    first = store.append_feedback([{"event_id": "e1", "tool": "reward", "payload": {"value": 1}}])
+    again = store.append_feedback([{"event_id": "e1", "tool": "reward", "payload": {"value": 0}}])
+    assert first[0]["duplicate"] is False and again[0]["duplicate"] is True
+    assert first[0]["seq"] == again[0]["seq"]
+    rows = store.feedback_since(0)
+    assert len(rows) == 1 and rows[0]["payload"] == {"value": 1}
+
+
+def test_store_feedback_batch_with_duplicates_inside(store):
+    out = store.append_feedback([
+        {"event_id": "a", "tool": "reward", "payload": {}},
+        {"event_id": "b", "tool": "reward", "payload": {}},
+        {"event_id": "a", "tool": "reward", "payload": {}},
+    ])
+    assert [o["duplicate"] for o in out] == [False, False, True]
+    assert store.last_feedback_seq() == 2
+
+
+def test_store_feedback_generates_ids(store):
+    out = store.append_feedback([{"tool": "reward", "payload": {}} for _ in range(3)])
+    assert len({o["event_id"] for o in out}) == 3
+
+
+def test_store_concurrent_appends_lose_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+
+    def worker(n):
+        s = Store(url)
+        for i in range(50):
+            s.append_feedback([{"event_id": f"{n}-{i}", "tool": "reward", "payload": {"i": i}}])
+        s.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Store(url).last_feedback_seq() == 200
+
+
+def test_store_turns_decisions_sessions(store):
+    store.record_turn(conversation_id="c1", tool="answer", arguments={"question": "q"}, result={"a": 1},
+                      version="v0.1.0", decisions_=[{"strategy": "style", "choice": "concise", "propensity": 0.25,
+                                                     "sticky": True, "info": {}}], features={"topic": "returns"})
+    store.record_turn(conversation_id="c1", tool="answer", arguments={"question": "q2"}, result={"a": 2})
+    session = store.session("c1")
+    assert len(session["turns"]) == 2
+    decisions = store.decisions_for("c1")
+    assert decisions[0]["choice"] == "concise" and decisions[0]["features"] == {"topic": "returns"}
+    assert store.session("nope") is None
+
+
+def test_store_events_and_jobs(store):
+    seq = store.append_event("state.promoted", {"version": "v0.1.1"})
+    assert store.events_since(seq - 1)[0]["payload"] == {"version": "v0.1.1"}
+    store.put_job("j1", "queued", {"text": "x"})
+    store.put_job("j1", "planning", {"text": "x", "plan": []})
+    assert store.get_job("j1")["state"] == "planning"
+    assert [j["id"] for j in store.list_jobs("planning")] == ["j1"]
+    assert store.get_job("nope") is None
+
+
+def test_object_store_roundtrip(tmp_path):
+    objects = ObjectStore(str(tmp_path / "objects"))
+    objects.put_json("evals/abc/summary.json", {"passed": 3})
+    assert objects.get_json("evals/abc/summary.json") == {"passed": 3}
+    assert objects.get_json("evals/zzz/summary.json") is None
+    objects.append_line("telemetry/spans.jsonl", '{"a": 1}')
+    objects.append_line("telemetry/spans.jsonl", '{"a": 2}')
+    assert objects.get_bytes("telemetry/spans.jsonl").count(b"\n") == 2
+    assert objects.list("evals") == ["evals/abc/summary.json"]
+
+
+def test_object_store_memory_url():
+    objects = ObjectStore("memory://ratchet-test")
+    objects.put_json("k.json", [1])
+    assert objects.get_json("k.json") == [1]
+
+
+def test_workspace_store_paths_are_relative_to_workspace(ws):
+    assert str(ws.root) in ws.store.url
+    ws.objects.put_json("x.json", {})
+    assert (ws.root / ".ratchet" / "objects" / "x.json").exists()
