@@ -13,3 +13,8 @@ def git(cwd: Path, *args: str) -> str:
 def tree_snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root (``.git`` included) with its bytes: to assert that nothing changed."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def with_style(style: str):
+    """A state change for StateManager.update: set params.style."""
+    return lambda doc: {**doc, "params": {**doc["params"], "style": style}}

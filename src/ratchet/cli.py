@@ -292,6 +292,59 @@ def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
     click.echo(f"Rendered {name} into {dest}.")
 
 
+# --- serving ---------------------------------------------------------------------------------------
+
+
+@cli.group()
+def serve() -> None:
+    """Serve a workspace: the runner and tuner over MCP."""
+
+
+transport_option = click.option("--transport", type=click.Choice(["http", "stdio"]), default="http",
+                                show_default=True, help="Streamable HTTP at /mcp, or stdio.")
+host_option = click.option("--host", default=None, help="Address to bind (default from ratchet.toml: 127.0.0.1).")
+port_option = click.option("--port", type=int, default=None, help="Port (default from ratchet.toml; 0 picks one).")
+
+
+@serve.command("runner")
+@transport_option
+@host_option
+@port_option
+@click.option("--pin", default=None, help="Serve this version's state instead of active.")
+@click.option("--allow-test-overrides", is_flag=True, help="Honour test cases' state overrides (for `ratchet test --url`).")
+@workspace_option
+def serve_runner(transport: str, host: str | None, port: int | None, pin: str | None,
+                 allow_test_overrides: bool, workspace_dir: Path | None) -> None:
+    """Serve the runner tools with the active state (hot-reloaded on promotion or rollback)."""
+    from ratchet.core.runner import Runner
+    from ratchet.runner.server import build_server
+    from ratchet.serving import serve_mcp
+
+    ws = open_workspace(workspace_dir)
+    source = ws.versions.get(pin).name if pin else "active"
+    runner = Runner(ws, source=source, allow_overrides=allow_test_overrides)
+    cfg = ws.config.runner
+    serve_mcp(build_server(runner), transport=transport, host=host or cfg.host,
+              port=cfg.port if port is None else port, label="runner")
+
+
+@serve.command("tuner")
+@transport_option
+@host_option
+@port_option
+@workspace_option
+def serve_tuner(transport: str, host: str | None, port: int | None, workspace_dir: Path | None) -> None:
+    """Serve the feedback tools, promote() and status()."""
+    from ratchet.core.tuner import Tuner
+    from ratchet.serving import serve_mcp
+    from ratchet.tuner.server import build_server
+
+    ws = open_workspace(workspace_dir)
+    cfg = ws.config.tuner
+    serve_mcp(build_server(Tuner(ws)), transport=transport, host=host or cfg.host,
+              port=cfg.port if port is None else port, label="tuner")
+
+
 # --- demo --------------------------------------------------------------------------------------------
 
 

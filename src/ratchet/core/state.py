@@ -32,6 +32,14 @@ DocName = Literal["staging", "active"]
 DOC_NAMES: tuple[str, ...] = ("staging", "active")
 ACTIVE_PATH = "state/active.state.json"
 SCHEMA_VERSION_KEY = "x-schema-version"  # in state/schema.json: the version documents must carry
+# Ratchet's own bookkeeping inside a state document (e.g. the last feedback event applied). It is not
+# part of the workspace's schema: validation ignores it and runner tools never see it.
+RESERVED_KEY = "ratchet"
+
+
+def applied_seq(document: dict[str, Any]) -> int:
+    """The sequence number of the last feedback event folded into ``document``."""
+    return int((document.get(RESERVED_KEY) or {}).get("applied_seq", 0))
 
 
 def dumps(document: dict[str, Any]) -> bytes:
@@ -109,6 +117,8 @@ class StateManager:
         if not isinstance(document, dict):
             raise StateValidationError(f"{source}: a state document must be a JSON object", field="$",
                                        fix="wrap the state in {...}")
+        if RESERVED_KEY in document:
+            document = {k: v for k, v in document.items() if k != RESERVED_KEY}
         error = best_match(self.validator().iter_errors(document))
         if error is not None:
             raise StateValidationError(
@@ -229,14 +239,15 @@ class StateManager:
     # --- versions ---
 
     def promote(self, *, reason: str, author: str, extra: dict[str, Any] | None = None,
-                kind: str = "tuner") -> Version:
-        """Make staging active, commit ``state/active.state.json`` and tag a patch version.
+                kind: str = "tuner", document: dict[str, Any] | None = None) -> Version:
+        """Make staging (or ``document``, e.g. the exact staging a test tier passed) active, commit
+        ``state/active.state.json`` and tag a patch version.
 
         If committing or tagging fails, active is restored byte for byte and no tag is made.
         """
         with self._lock():
             staging = self._read_locked("staging")
-            document = self.migrate(staging.document)
+            document = self.migrate(document if document is not None else staging.document)
             self.validate(document, "staging state")
             data = dumps(document)
             return self._replace_active_and_version(

@@ -70,6 +70,11 @@ class FeedbackTool(BaseModel):
     needs_decision: bool = Field(
         default=True, description="the event must join a logged decision of the named conversation"
     )
+    batch_of: str | None = Field(
+        default=None,
+        description="this tool carries many events of the named tool in its ``events`` array; the tuner "
+        "acknowledges and applies them as one batch",
+    )
 
 
 class Strategy(ABC):

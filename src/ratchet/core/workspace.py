@@ -59,9 +59,6 @@ class ServerSection(_Section):
 class TunerSection(ServerSection):
     strategies: list[StrategyEntry] = Field(default_factory=list)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
-    keep_unjoined: bool = Field(
-        default=True, description="keep feedback for unknown conversations in the log for a later join"
-    )
 
 
 class ArchitectSection(ServerSection):

@@ -209,6 +209,18 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
+    def latest_decisions(self, conversation_ids: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{conversation_id: {strategy: latest decision row}}`` for many conversations at once."""
+        ids = list(dict.fromkeys(conversation_ids))
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
+                q = (sa.select(decisions).where(decisions.c.conversation_id.in_(ids[start:start + 500]))
+                     .order_by(decisions.c.seq))
+                for row in conn.execute(q):
+                    out.setdefault(row.conversation_id, {})[row.strategy] = dict(row._mapping)
+        return out
+
     def session(self, conversation_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(sessions).where(sessions.c.conversation_id == conversation_id)).first()

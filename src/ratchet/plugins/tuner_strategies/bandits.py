@@ -249,7 +249,7 @@ class BanditStrategy(Strategy):
             FeedbackTool(name="reward", description=f"Report the reward of one conversation ({self.name}).",
                          input_schema=item, needs_decision=True),
             FeedbackTool(name="reward_batch", description="Report many rewards at once (at most 10000).",
-                         input_schema=batch, needs_decision=True),
+                         input_schema=batch, needs_decision=True, batch_of="reward"),
         ]
 
     def _value(self, payload: dict[str, Any]) -> float | None:

@@ -1,0 +1,332 @@
+"""The tuner core: durable feedback in, staging state updated, tested promotions out.
+
+Feedback tools come from the configured strategies. An event is validated against its tool's JSON
+Schema, joined to the runner's logged decision for its conversation, and appended to the feedback
+log (idempotent by ``event_id``) before it is acknowledged. Applying is separate and repeatable:
+the events after staging's ``applied_seq`` are folded in by each strategy's pure ``apply`` and the
+result is written with compare-and-swap, so several tuner processes never apply an event twice or
+lose one, and staging can always be rebuilt from active plus the log.
+
+Feedback for a conversation with no logged decision is refused and not stored: the runner logs every
+decision before it replies, so such feedback is a client error (a wrong id, or the wrong workspace)
+and keeping it would only hide that.
+
+A promotion runs the micro tier against the exact staging document, and on a pass makes it active,
+commits it and tags a patch version whose metadata names the strategies, the events applied and the
+micro-tier summary. Strategy code runs confined: it may write only under ``state/`` and ``.ratchet/``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ratchet.core.confine import confined
+from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, UserError
+from ratchet.core.state import RESERVED_KEY, applied_seq
+from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, build_strategies
+
+if TYPE_CHECKING:
+    from ratchet.core.workspace import Workspace
+
+APPLY_CHUNK = 50_000  # events folded per compare-and-swap
+
+
+@dataclass
+class Route:
+    """A feedback tool and the strategies it feeds (one tool name may feed several strategies)."""
+
+    tool: FeedbackTool
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def event_tool(self) -> str:
+        return self.tool.batch_of or self.tool.name
+
+
+class Tuner:
+    """Feedback, staging and promotions of one workspace."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self.plugins = workspace.plugins
+        self.strategies: dict[str, Strategy] = build_strategies(workspace, self.plugins)
+        self._plugin_of = {name: plugin for name, (plugin, _cls) in self._registered().items()}
+        self.routes = self._routes()
+        self._validators: dict[str, Any] = {}
+        self._section_validators: dict[str, Any] = {}
+        self._apply_lock = threading.Lock()
+        self._promote_lock = threading.Lock()
+        self._test_runner = None
+        self.last_error: str | None = None
+        self.last_promotion: dict[str, Any] | None = None
+
+    def _registered(self):
+        from ratchet.core.strategy import registered_strategies
+
+        return registered_strategies(self.plugins, self.workspace)
+
+    def _routes(self) -> dict[str, Route]:
+        routes: dict[str, Route] = {}
+        for key, strategy in self.strategies.items():
+            for tool in strategy.feedback_tools():
+                route = routes.setdefault(tool.name, Route(tool))
+                if route.tool.input_schema != tool.input_schema:
+                    raise ConfigError(
+                        f"strategies {route.keys[0]!r} and {key!r} both define feedback tool {tool.name!r} with "
+                        f"different schemas", field="tuner.strategies",
+                        fix="use strategies whose shared tools agree, or one strategy per feedback kind")
+                route.keys.append(key)
+        for reserved in ("promote", "status", "rebuild_staging"):
+            if reserved in routes:
+                raise ConfigError(f"a strategy defines a feedback tool named {reserved!r}, which the tuner uses",
+                                  field="tuner.strategies", fix="rename the strategy's tool")
+        return routes
+
+    # --- feedback in ---
+
+    def validate(self, tool: str, arguments: dict[str, Any]) -> Route:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import best_match
+
+        route = self.routes.get(tool)
+        if route is None:
+            raise NotFoundError(f"unknown feedback tool {tool!r}", field="tool",
+                                fix=f"use one of: {', '.join(sorted(self.routes))}")
+        validator = self._validators.get(tool)
+        if validator is None:
+            validator = self._validators[tool] = Draft202012Validator(route.tool.input_schema)
+        error = best_match(validator.iter_errors(arguments))
+        if error is not None:
+            where = _field_path(error)
+            raise UserError(f"{where}: {error.message}", field=where,
+                            fix=f"send {where} as the tool's input schema says (see tools/list)")
+        return route
+
+    def feedback(self, tool: str, arguments: dict[str, Any], *, trace_id: str | None = None) -> dict[str, Any]:
+        """Validate, join and durably append feedback. All events of a call are stored, or none is."""
+        route = self.validate(tool, arguments)
+        batch = route.tool.batch_of is not None
+        items = arguments["events"] if batch else [arguments]
+        joined = self.workspace.store.latest_decisions(str(i["conversation_id"]) for i in items
+                                                       if i.get("conversation_id") is not None)
+        rows = []
+        for n, item in enumerate(items):
+            cid = item.get("conversation_id")
+            decisions = {k: _decision_dict(d) for k, d in joined.get(str(cid), {}).items() if k in route.keys}
+            if route.tool.needs_decision and not decisions:
+                where = f"events[{n}].conversation_id" if batch else "conversation_id"
+                raise NotFoundError(
+                    f"{where}: unknown conversation {cid!r}: the runner logged no decision for it, so "
+                    f"nothing was stored", field=where,
+                    fix="send feedback only for conversation ids a runner of this workspace served")
+            rows.append({"event_id": item.get("event_id"), "tool": route.event_tool, "conversation_id": cid,
+                         "payload": {"args": item, "decisions": decisions}, "trace_id": trace_id})
+        acks = self.workspace.store.append_feedback(rows)
+        duplicates = sum(a["duplicate"] for a in acks)
+        ack = {"accepted": len(acks) - duplicates, "duplicates": duplicates,
+               "last_seq": max((a["seq"] for a in acks), default=None)}
+        if not batch:
+            ack["event_id"] = acks[0]["event_id"]
+        return ack
+
+    # --- staging ---
+
+    def apply_pending(self) -> int:
+        """Fold every logged event after staging's ``applied_seq`` into staging. Returns how many."""
+        state, store = self.workspace.state, self.workspace.store
+        total, conflicts = 0, 0
+        with self._apply_lock:
+            while True:
+                staging = state.read("staging")
+                rows = store.feedback_since(applied_seq(staging.document), limit=APPLY_CHUNK)
+                if not rows:
+                    self.last_error = None
+                    return total
+                document = self.fold(staging.document, rows)
+                try:
+                    state.write("staging", document, staging.revision)
+                except ConflictError:  # another tuner applied first: re-read and fold what is left
+                    conflicts += 1
+                    if conflicts > 1000:
+                        raise
+                    continue
+                total += len(rows)
+
+    def fold(self, document: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """A new document: ``rows`` (feedback log rows, in order) applied by each strategy. Pure."""
+        sections = dict(document.get("strategies") or {})
+        for key, strategy in self.strategies.items():
+            tools = {t.batch_of or t.name for t in strategy.feedback_tools()}
+            events = [_event(row, key) for row in rows if row["tool"] in tools and key in row["payload"]["decisions"]]
+            if not events:
+                continue
+            section = sections.get(key) or strategy.initial_state()
+            sections[key] = self._apply(key, strategy, section, events)
+        out = {**document, "strategies": sections}
+        out[RESERVED_KEY] = {**(document.get(RESERVED_KEY) or {}), "applied_seq": rows[-1]["seq"]}
+        return out
+
+    def _apply(self, key: str, strategy: Strategy, section: dict[str, Any], events: list[FeedbackEvent]):
+        from jsonschema import Draft202012Validator
+
+        ws = self.workspace
+        plugin = self._plugin_of.get(strategy.name, strategy.name)
+        try:
+            with confined(ws.state_dir, ws.runtime_dir):
+                new = strategy.apply(section, events)
+        except Exception as exc:  # noqa: BLE001 -- name the strategy and its plugin
+            self.last_error = f"{key}: {type(exc).__name__}: {exc}"
+            raise PluginError(f"{type(exc).__name__}: {exc}", plugin=plugin, hook=f"{strategy.name}.apply",
+                              fix="fix the strategy; the events stay in the log and are applied once it works "
+                              "(or run rebuild_staging)") from exc
+        validator = self._section_validators.get(key)
+        if validator is None:
+            validator = self._section_validators[key] = Draft202012Validator(strategy.state_schema())
+        errors = sorted(validator.iter_errors(new), key=lambda e: e.path)
+        if errors:
+            self.last_error = f"{key}: section violates its schema"
+            raise PluginError(f"apply() returned a section that violates the strategy's schema at "
+                              f"{errors[0].json_path}: {errors[0].message}", plugin=plugin,
+                              hook=f"{strategy.name}.apply", fix="fix the strategy's apply()")
+        return new
+
+    def rebuild_staging(self) -> dict[str, Any]:
+        """Staging := active plus every logged event after active's ``applied_seq``."""
+        state, store = self.workspace.state, self.workspace.store
+        with self._apply_lock:
+            for _ in range(1000):
+                active, staging = state.read("active"), state.read("staging")
+                document = dict(active.document)
+                start = applied_seq(document)
+                total = 0
+                while rows := store.feedback_since(applied_seq(document), limit=APPLY_CHUNK):
+                    document = self.fold(document, rows)
+                    total += len(rows)
+                try:
+                    written = state.write("staging", document, staging.revision)
+                except ConflictError:
+                    continue
+                return {"revision": written.revision, "from_seq": start, "events_applied": total,
+                        "applied_seq": applied_seq(document)}
+        raise ConflictError("staging kept changing while rebuilding", fix="retry later")
+
+    # --- promotion ---
+
+    def pending(self) -> dict[str, int]:
+        state = self.workspace.state
+        staging, active = state.read("staging"), state.read("active")
+        last = self.workspace.store.last_feedback_seq()
+        return {"staged": applied_seq(staging.document) - applied_seq(active.document),
+                "unapplied": last - applied_seq(staging.document)}
+
+    def due(self) -> bool:
+        """Whether the promotion policy's event count is reached."""
+        every = self.workspace.config.tuner.promotion.every_events
+        return every is not None and self.pending()["staged"] >= every
+
+    async def promote(self, reason: str = "promotion policy") -> dict[str, Any]:
+        """Run the micro tier on staging; on a pass make it active and tag a patch version."""
+        import anyio
+
+        if not self._promote_lock.acquire(blocking=False):
+            return {"promoted": False, "reason": "a promotion is already running"}
+        try:
+            state = self.workspace.state
+            staging, active = state.read("staging"), state.read("active")
+            if staging.document == active.document:
+                return {"promoted": False, "reason": "staging equals active: nothing to promote"}
+            micro = await self.run_micro(staging.document)
+            if not micro.ok:
+                outcome = {"promoted": False, "reason": "micro tier failed: " + "; ".join(
+                    micro.violations + [f"{f['id']}: {f['reason']}" for f in micro.failures][:5]),
+                    "micro": micro.to_dict()}
+                self.workspace.store.append_event("promotion.failed", outcome)
+                return outcome
+            events = applied_seq(staging.document) - applied_seq(active.document)
+            extra = {"strategies": {k: s.name for k, s in self.strategies.items()}, "events_applied": events,
+                     "applied_seq": applied_seq(staging.document), "micro": _micro_summary(micro)}
+            version = await anyio.to_thread.run_sync(lambda: state.promote(
+                document=staging.document, reason=reason, author="tuner", kind="tuner", extra=extra))
+            from ratchet.core.tiers import write_summary
+
+            write_summary(self.workspace, [micro], commit=version.commit)
+            outcome = {"promoted": True, "version": version.name, "commit": version.commit,
+                       "events_applied": events, "micro": _micro_summary(micro), "at": time.time()}
+            self.workspace.store.append_event("state.promoted", outcome)
+            self.last_promotion = outcome
+            return outcome
+        finally:
+            self._promote_lock.release()
+
+    async def run_micro(self, document: dict[str, Any]):
+        from ratchet.core.budgets import load_budgets
+        from ratchet.core.tiers import load_cases, run_tier
+        from ratchet.runner.server import build_server
+
+        if self._test_runner is None:
+            from ratchet.core.runner import Runner
+
+            self._test_runner = Runner(self.workspace, explore=False, record=False, allow_overrides=True,
+                                       document=document)
+            self._micro_cases = load_cases(self.workspace, "micro", self.plugins)
+        self._test_runner.serve_document(document)
+        budgets = load_budgets(self.workspace)
+        return await run_tier(build_server(self._test_runner), self._micro_cases, shards=2,
+                              budgets=budgets.tiers.micro, tier="micro")
+
+    # --- status ---
+
+    def status(self) -> dict[str, Any]:
+        state, store = self.workspace.state, self.workspace.store
+        staging, active = state.read("staging"), state.read("active")
+        latest = self.workspace.versions.latest()
+        last = store.events_since(0, kind="state.promoted")[-1:] if self.last_promotion is None else []
+        strategies = {}
+        for key, strategy in self.strategies.items():
+            section = (staging.document.get("strategies") or {}).get(key) or strategy.initial_state()
+            strategies[key] = {"strategy": strategy.name, "family": strategy.family,
+                               "served": strategy.served(section), "kpis": strategy.kpis(section)}
+        return {
+            "staging": {"revision": staging.revision, "applied_seq": applied_seq(staging.document)},
+            "active": {"revision": active.revision, "applied_seq": applied_seq(active.document),
+                       "version": latest.name if latest else None},
+            "pending_events": applied_seq(staging.document) - applied_seq(active.document),
+            "unapplied_events": store.last_feedback_seq() - applied_seq(staging.document),
+            "last_promotion": self.last_promotion or (last[0]["payload"] if last else None),
+            "policy": self.workspace.config.tuner.promotion.model_dump(),
+            "strategies": strategies,
+            "last_error": self.last_error,
+        }
+
+
+def _decision_dict(row: dict[str, Any]) -> dict[str, Any]:
+    return {"strategy": row["strategy"], "choice": row["choice"], "propensity": row["propensity"],
+            "sticky": row["sticky"], "info": row["info"] or {}}
+
+
+def _event(row: dict[str, Any], key: str) -> FeedbackEvent:
+    return FeedbackEvent(event_id=row["event_id"], tool=row["tool"], conversation_id=row["conversation_id"],
+                         payload=row["payload"]["args"], decision=Decision(**row["payload"]["decisions"][key]),
+                         ts=row["ts"])
+
+
+def _field_path(error) -> str:
+    """``events[3].value`` style path of a jsonschema error (required-property errors name the property)."""
+    parts = ""
+    for p in error.absolute_path:
+        parts += f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p))
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        parts = f"{parts}.{missing}" if parts else missing
+    if error.validator == "additionalProperties" and "'" in error.message:
+        extra = error.message.split("'")[1]
+        parts = f"{parts}.{extra}" if parts else extra
+    return parts or "(arguments)"
+
+
+def _micro_summary(result) -> dict[str, Any]:
+    d = result.to_dict()
+    return {k: d.get(k) for k in ("passed", "failed", "pass_rate", "latency_ms", "seconds", "budget_ok")}

@@ -1,0 +1,112 @@
+"""The runner as an MCP server: a thin adapter from :class:`ratchet.core.runner.Runner` to the wire.
+
+Tools are the workspace's runner tools (schemas from their type hints, the ``RunContext`` parameter
+left out). Resources: ``state://active`` (the served state, its version and revision),
+``version://current`` and ``session://{conversation_id}`` (turns, decisions, feedback). A watcher
+polls for new state every 100 ms and notifies ``subscriptions/listen`` subscribers of
+``state://active`` and ``version://current`` when it changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+
+from ratchet import __version__
+from ratchet.core.errors import NotFoundError, RatchetError
+from ratchet.core.runner import OVERRIDES_META_KEY, Runner, ToolSpec
+
+RELOAD_INTERVAL = 0.1  # seconds between checks for new state; a promotion is served within this
+
+
+def tool_error(exc: BaseException) -> ToolError:
+    """An error the caller can read and fix, worded as the core worded it."""
+    if isinstance(exc, RatchetError):
+        return ToolError(str(exc))
+    return ToolError(f"{type(exc).__name__}: {exc}")
+
+
+def _mcp_tool(runner: Runner, spec: ToolSpec):
+    """A function MCPServer can register: the tool's own parameters plus the request context."""
+
+    def call(ctx: Context, **arguments: Any) -> Any:
+        meta = ctx.request_context.meta or {}
+        overrides = meta.get(OVERRIDES_META_KEY) if hasattr(meta, "get") else None
+        try:
+            return runner.call(spec.name, arguments, overrides=overrides, trace_id=_trace_id())
+        except (RatchetError, ValueError, TypeError, KeyError) as exc:  # the caller's to fix
+            raise tool_error(exc) from exc
+
+    ctx_param = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in spec.parameters]
+    returns = dict[str, Any] if spec.returns is dict else spec.returns  # bare dict gets no output schema
+    call.__signature__ = inspect.Signature([*params, ctx_param], return_annotation=returns)
+    call.__annotations__ = {**{p.name: p.annotation for p in params}, "ctx": Context, "return": returns}
+    call.__name__ = spec.name
+    call.__doc__ = spec.description
+    return call
+
+
+def _trace_id() -> str | None:
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def build_server(runner: Runner) -> MCPServer:
+    """An MCPServer serving ``runner``. Build one per uvicorn start: an MCP app runs only once."""
+    bus = InMemorySubscriptionBus()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_server: MCPServer):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch, runner, bus)
+            yield {"runner": runner}
+            tg.cancel_scope.cancel()
+
+    server = MCPServer(f"ratchet-runner:{runner.workspace.name}", version=__version__, log_level="WARNING",
+                       subscriptions=bus, lifespan=lifespan,
+                       instructions="Runner of a Ratchet workspace. Pass the same conversation_id for every "
+                       "turn of a conversation; send feedback about it to the tuner.")
+    for spec in runner.tools.values():
+        server.add_tool(_mcp_tool(runner, spec), name=spec.name, description=spec.description or None)
+
+    @server.resource("state://active", mime_type="application/json",
+                     description="The state being served, with its version and revision.")
+    def active_state() -> str:
+        return json.dumps(runner.snapshot.to_dict(), sort_keys=True)
+
+    @server.resource("version://current", mime_type="application/json", description="The version being served.")
+    def current_version() -> str:
+        snap = runner.snapshot
+        return json.dumps({"version": snap.version, "source": snap.source, "revision": snap.revision})
+
+    @server.resource("session://{conversation_id}", mime_type="application/json",
+                     description="A conversation's turns, decisions and feedback.")
+    def session(conversation_id: str) -> str:
+        try:
+            return json.dumps(runner.session(conversation_id), default=str, sort_keys=True)
+        except NotFoundError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+
+    return server
+
+
+async def _watch(runner: Runner, bus: InMemorySubscriptionBus) -> None:
+    while True:
+        await anyio.sleep(RELOAD_INTERVAL)
+        try:
+            changed = await anyio.to_thread.run_sync(runner.reload_if_changed)
+        except RatchetError:
+            continue  # e.g. a half-made workspace change: keep serving the snapshot we have
+        if changed:
+            await bus.publish(ResourceUpdated(uri="state://active"))
+            await bus.publish(ResourceUpdated(uri="version://current"))

@@ -1,0 +1,136 @@
+"""The tuner as an MCP server: a thin adapter from :class:`ratchet.core.tuner.Tuner` to the wire.
+
+Feedback tools are the strategies' (with their JSON Schemas); ``promote()``, ``status()`` and
+``rebuild_staging()`` are the tuner's own. A feedback call returns once its events are durably in the
+log; a background worker then folds them into staging and promotes by the workspace's policy (every
+N events, every T seconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+
+from ratchet import __version__
+from ratchet.core.errors import RatchetError
+from ratchet.core.tuner import Route, Tuner
+from ratchet.runner.server import _trace_id, tool_error
+
+log = logging.getLogger("ratchet.tuner")
+
+
+class _Worker:
+    """Applies feedback and promotes in the background, one pass at a time, woken by new events."""
+
+    def __init__(self, tuner: Tuner):
+        self.tuner = tuner
+        self.wake = anyio.Event()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def run(self) -> None:
+        policy = self.tuner.workspace.config.tuner.promotion
+        period = policy.every_seconds
+        next_timed = anyio.current_time() + period if period else None
+        while True:
+            timeout = None if next_timed is None else max(0.0, next_timed - anyio.current_time())
+            with anyio.move_on_after(timeout):
+                await self.wake.wait()
+            self.wake = anyio.Event()
+            try:
+                await anyio.to_thread.run_sync(self.tuner.apply_pending)
+                timed = next_timed is not None and anyio.current_time() >= next_timed
+                if timed:
+                    next_timed = anyio.current_time() + period
+                due = await anyio.to_thread.run_sync(self.tuner.due)
+                if due or (timed and self.tuner.pending()["staged"] > 0):
+                    outcome = await self.tuner.promote(reason="every_events policy" if due else "every_seconds policy")
+                    if not outcome["promoted"]:
+                        log.warning("promotion skipped: %s", outcome["reason"])
+            except RatchetError as exc:  # reported by status(); the events stay in the log
+                self.tuner.last_error = str(exc)
+                log.error("%s", exc)
+
+
+def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker):
+    """A function MCPServer can register for one feedback tool; its advertised schema is replaced by
+    the strategy's JSON Schema, which the tuner also validates against."""
+    schema = route.tool.input_schema
+    name = route.tool.name
+
+    async def call(ctx: Context, **arguments: Any) -> dict[str, Any]:
+        given = {k: v for k, v in arguments.items() if v is not None}  # absent and null are alike here
+        try:
+            ack = await anyio.to_thread.run_sync(lambda: tuner.feedback(name, given, trace_id=_trace_id()))
+        except RatchetError as exc:
+            raise tool_error(exc) from exc
+        worker.poke()
+        return ack
+
+    params = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=Any, default=None)
+              for p in schema.get("properties", {})]
+    params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
+    call.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])
+    call.__annotations__ = {**{p.name: p.annotation for p in params}, "return": dict[str, Any]}
+    call.__name__ = name
+    return call
+
+
+def build_server(tuner: Tuner) -> MCPServer:
+    """An MCPServer serving ``tuner``. Build one per uvicorn start: an MCP app runs only once."""
+    worker = _Worker(tuner)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_server: MCPServer):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            worker.poke()  # apply whatever was logged while no tuner ran
+            yield {"tuner": tuner}
+            tg.cancel_scope.cancel()
+
+    server = MCPServer(f"ratchet-tuner:{tuner.workspace.name}", version=__version__, log_level="WARNING",
+                       lifespan=lifespan,
+                       instructions="Tuner of a Ratchet workspace: send feedback about conversations the "
+                       "runner served; promote() tests staging and makes it a patch version.")
+    for route in tuner.routes.values():
+        server.add_tool(_feedback_tool(tuner, route, worker), name=route.tool.name,
+                        description=route.tool.description)
+        tool = server._tool_manager.get_tool(route.tool.name)  # advertise the strategy's exact schema
+        tool.parameters = route.tool.input_schema
+        if route.tool.input_schema.get("additionalProperties") is False:  # refuse unknown keys, by name
+            tool.fn_metadata.arg_model.model_config["extra"] = "forbid"
+            tool.fn_metadata.arg_model.model_rebuild(force=True)
+
+    @server.tool()
+    async def promote(reason: str = "requested through the tuner's promote tool") -> dict[str, Any]:
+        """Apply pending feedback, run the micro tier on staging and, on a pass, make it active and tag a
+        patch version. Returns whether it promoted, the version, and the micro-tier summary."""
+        if not tuner.workspace.config.tuner.promotion.on_request:
+            raise tool_error(RatchetError("promotion on request is off for this workspace",
+                                          fix="set [tuner.promotion] on_request = true in ratchet.toml"))
+        try:
+            await anyio.to_thread.run_sync(tuner.apply_pending)
+            return await tuner.promote(reason=reason)
+        except RatchetError as exc:
+            raise tool_error(exc) from exc
+
+    @server.tool()
+    async def status() -> dict[str, Any]:
+        """Staging vs active, pending events, the last promotion, and each strategy's KPIs."""
+        return await anyio.to_thread.run_sync(tuner.status)
+
+    @server.tool()
+    async def rebuild_staging() -> dict[str, Any]:
+        """Rebuild staging from active plus every logged feedback event after it."""
+        try:
+            return await anyio.to_thread.run_sync(tuner.rebuild_staging)
+        except RatchetError as exc:
+            raise tool_error(exc) from exc
+
+    return server

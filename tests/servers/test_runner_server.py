@@ -1,0 +1,108 @@
+"""The runner over MCP, in process: tools, decisions, resources, overrides, hot reload."""
+
+import json
+
+import anyio
+import pytest
+from mcp import Client, MCPError
+
+from helpers import with_style
+from ratchet.core.runner import Runner
+from ratchet.runner.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+Q = {"question": "How long do I have to return an item?", "conversation_id": "c1"}
+
+
+async def test_runner_tools_schema_from_type_hints(ws):
+    async with Client(build_server(Runner(ws))) as c:
+        (tool,) = (await c.list_tools()).tools
+        assert tool.name == "answer"
+        assert tool.input_schema["required"] == ["question", "conversation_id"]
+        assert "run" not in tool.input_schema["properties"]  # the RunContext parameter is not exposed
+        assert tool.output_schema is not None
+
+
+async def test_runner_answer_logs_decision_before_reply(ws):
+    async with Client(build_server(Runner(ws, seed=3))) as c:
+        r = await c.call_tool("answer", Q)
+        assert not r.is_error
+        decisions = ws.store.decisions_for("c1")  # already durable when the reply arrived
+        assert len(decisions) == 1 and decisions[0]["strategy"] == "style"
+        assert decisions[0]["choice"] == r.structured_content["style"]
+        assert decisions[0]["version"] == "v0.1.0" and decisions[0]["features"]["topic"]
+
+
+async def test_runner_decisions_are_sticky_per_conversation(ws):
+    runner = Runner(ws, seed=0)
+    async with Client(build_server(runner)) as c:
+        styles = {(await c.call_tool("answer", {**Q, "conversation_id": "same"})).structured_content["style"]
+                  for _ in range(8)}
+        assert len(styles) == 1
+        many = {(await c.call_tool("answer", {**Q, "conversation_id": f"c{i}"})).structured_content["style"]
+                for i in range(40)}
+        assert len(many) > 1  # different conversations explore different arms
+    # a new runner process joins the logged decision instead of deciding again
+    again = Runner(ws, seed=99).call("answer", {**Q, "conversation_id": "same"})
+    assert again["style"] == styles.pop()
+
+
+async def test_runner_bad_arguments_are_tool_errors_naming_the_field(ws):
+    async with Client(build_server(Runner(ws))) as c:
+        r = await c.call_tool("answer", {"conversation_id": "c1"})
+        assert r.is_error and "question" in r.content[0].text
+        r = await c.call_tool("answer", {"question": "  ", "conversation_id": "c1"})
+        assert r.is_error and "question must be a non-empty string" in r.content[0].text
+        r = await c.call_tool("answer", {"question": 5, "conversation_id": "c1"})
+        assert r.is_error and "question" in r.content[0].text
+        r = await c.call_tool("nope", {})
+        assert r.is_error
+
+
+async def test_runner_resources(ws):
+    async with Client(build_server(Runner(ws))) as c:
+        state = json.loads((await c.read_resource("state://active")).contents[0].text)
+        assert state["version"] == "v0.1.0" and state["revision"] == 1
+        assert state["state"]["params"]["style"] == "friendly"
+        current = json.loads((await c.read_resource("version://current")).contents[0].text)
+        assert current == {"version": "v0.1.0", "source": "active", "revision": 1}
+        await c.call_tool("answer", Q)
+        session = json.loads((await c.read_resource("session://c1")).contents[0].text)
+        assert len(session["turns"]) == 1 and len(session["decisions"]) == 1 and session["feedback"] == []
+        with pytest.raises(MCPError) as err:
+            await c.read_resource("session://nobody")
+        assert "no session 'nobody'" in err.value.message
+
+
+async def test_runner_state_overrides_only_when_allowed(ws):
+    meta = {"ratchet/state": {"params": {"style": "formal"}}}
+    async with Client(build_server(Runner(ws))) as c:
+        r = await c.call_tool("answer", Q, meta=meta)
+        assert r.is_error and "--allow-test-overrides" in r.content[0].text
+    async with Client(build_server(Runner(ws, allow_overrides=True))) as c:
+        r = await c.call_tool("answer", Q, meta=meta)
+        assert r.structured_content["style"] == "formal"
+
+
+async def test_runner_pinned_version(ws):
+    ws.state.update("staging", with_style("concise"))
+    ws.state.promote(reason="t", author="test")
+    runner = Runner(ws, source="v0.1.0", explore=False)
+    assert runner.snapshot.source == "pinned" and runner.snapshot.params["style"] == "friendly"
+    ws.state.pin("v0.1.0")
+    assert Runner(ws).snapshot.version == "v0.1.0"
+
+
+async def test_runner_hot_reload_notifies_and_serves_new_state(ws):
+    runner = Runner(ws, explore=False)
+    async with Client(build_server(runner)) as c:
+        async with c.listen(resource_subscriptions=["state://active"]) as events:
+            ws.state.update("staging", lambda d: {**d, "params": {**d["params"], "max_sentences": 1}})
+            await anyio.to_thread.run_sync(lambda: ws.state.promote(reason="t", author="test"))
+            with anyio.fail_after(1.0):  # the promise: new calls see new state within 1 s
+                async for event in events:
+                    assert event.uri == "state://active"
+                    break
+        state = json.loads((await c.read_resource("state://active")).contents[0].text)
+        assert state["version"] == "v0.1.1" and state["state"]["params"]["max_sentences"] == 1
