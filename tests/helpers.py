@@ -18,3 +18,59 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
 def with_style(style: str):
     """A state change for StateManager.update: set params.style."""
     return lambda doc: {**doc, "params": {**doc["params"], "style": style}}
+
+
+class ServerProcess:
+    """``ratchet serve KIND`` as a real subprocess on a free 127.0.0.1 port; stops itself on exit."""
+
+    def __init__(self, kind: str, workspace: Path, *extra: str, timeout: float = 30.0):
+        import socket
+        import sys
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        ratchet = str(Path(sys.executable).with_name("ratchet"))
+        self.proc = subprocess.Popen([ratchet, "serve", kind, "--port", str(self.port), "-w", str(workspace), *extra],
+                                     stderr=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import socket
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"server on port {self.port} did not start in {timeout} s")
+
+    def kill(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -292,6 +292,43 @@ def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
     click.echo(f"Rendered {name} into {dest}.")
 
 
+# --- tests -----------------------------------------------------------------------------------------
+
+
+@cli.command("test")
+@click.option("--tier", "tiers", multiple=True, type=click.Choice(["micro", "fast", "full"]), default=["micro"],
+              show_default=True, help="Tier to run (repeat for several, run in order).")
+@click.option("--shards", type=int, default=4, show_default=True, help="Cases run concurrently.")
+@click.option("--url", default=None, help="Test a running runner (started with --allow-test-overrides) instead "
+              "of an in-process one, e.g. http://127.0.0.1:8701/mcp.")
+@click.option("--state", "document", type=click.Choice(["active", "staging"]), default="active", show_default=True,
+              help="State the in-process runner serves.")
+@workspace_option
+@json_option
+def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: str, workspace_dir: Path | None,
+               as_json: bool) -> None:
+    """Run test tiers against the runner and check ci/budgets.json; write evals/{commit}/summary.json."""
+    from ratchet.core.tiers import ensure_ok, run_tiers, write_summary
+
+    ws = open_workspace(workspace_dir)
+    if url:
+        target = url
+    else:
+        from ratchet.core.runner import Runner
+        from ratchet.runner.server import build_server
+
+        target = build_server(Runner(ws, source=document, explore=False, record=False, allow_overrides=True))
+    results = run_tiers(ws, list(tiers), target, shards=shards)
+    summary = write_summary(ws, results) if document == "active" else None
+    if as_json:
+        echo_json({"tiers": [r.to_dict() for r in results], "summary": summary})
+    else:
+        print_table(["tier", "passed", "failed", "pass rate", "p50 ms", "p95 ms", "seconds", "budget"],
+                    [[r.tier, r.passed, r.failed, r.pass_rate, r.latency_ms["p50"], r.latency_ms["p95"], r.seconds,
+                      "ok" if r.budget_ok else "; ".join(r.violations)] for r in results])
+    ensure_ok(results)
+
+
 # --- serving ---------------------------------------------------------------------------------------
 
 

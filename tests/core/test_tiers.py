@@ -90,7 +90,7 @@ def only_cases(ws, tier: str, cases: list[dict]) -> None:
 # ---------------------------------------------------------------------------------- loading
 
 
-def test_load_cases_reads_sorted_yaml_files_then_hook_cases(ws):
+def test_hook_ratchet_collect_cases_after_sorted_yaml_files(ws):
     write_cases(ws, "micro", "zz-extra.yaml", [{"id": "extra-1", "tool": "answer", "args": {},
                                                "expect": {"contains": "x"}}])
 
@@ -354,7 +354,7 @@ def test_run_tiers_uses_the_workspace(ws):
     assert (result.tier, result.passed, result.budget_ok) == ("micro", 2, True), result
 
 
-def test_hook_registered_expectation(ws):
+def test_hook_ratchet_register_expectations_registered_kind_works(ws):
     class StartsWith:
         @hookimpl
         def ratchet_register_expectations(self, register):
@@ -406,7 +406,8 @@ def test_streamable_http_url_target():
         while not server.started:
             await asyncio.sleep(0.02)
         try:
-            cases = [case("formal", state={"params": {"style": "formal"}}, expect={"path": "style", "equals": "formal"}),
+            cases = [case("formal", state={"params": {"style": "formal"}},
+                          expect={"path": "style", "equals": "formal"}),
                      case("plain"), case("err", tool="broken", args={"question": "q"}, expect={"equals": 1})]
             return await run_tier(f"http://127.0.0.1:{port}/mcp", cases, shards=2, tier="fast")
         finally:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 Q = {"question": "How long do I have to return an item?", "conversation_id": "c1"}
 
 
-async def test_runner_tools_schema_from_type_hints(ws):
+async def test_hook_ratchet_register_runner_tools_schema_from_type_hints(ws):
     async with Client(build_server(Runner(ws))) as c:
         (tool,) = (await c.list_tools()).tools
         assert tool.name == "answer"

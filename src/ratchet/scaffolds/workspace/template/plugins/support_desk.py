@@ -465,4 +465,5 @@ def _check_weights(w_question: Any, w_answer: Any) -> None:
 @hookimpl
 def ratchet_register_runner_tools(register, workspace):
     desk = SupportDesk(workspace.root / "data" / "kb.jsonl")
+    desk._ensure_index()  # build it while the server starts, not during the first user's call
     register(desk.answer)
