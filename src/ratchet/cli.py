@@ -394,20 +394,23 @@ def demo(out: Path | None) -> None:
     run_demo(out)
 
 
-def main() -> None:
+def main_register_plugin_commands() -> None:
+    """Let plugins add commands (``ratchet_register_commands``). Only done when the command line names a
+    command ratchet does not have, so ``ratchet --help`` and the built-in commands stay fast."""
     from ratchet.core.plugins import load_plugins
 
-    try:
-        load_plugins(entrypoints=True).call("ratchet_register_commands", cli=cli) if _wants_plugin_commands() else None
-    except Exception as exc:  # noqa: BLE001 -- a broken plugin must not break the CLI's own commands
-        click.secho(f"ratchet: {exc}", fg="red", err=True)
-    cli(prog_name="ratchet")
-
-
-def _wants_plugin_commands() -> bool:
-    """Load plugins for commands only when the command line names an unknown command (keeps --help fast)."""
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    return bool(args) and args[0] not in cli.commands
+    if not args or args[0] in cli.commands:
+        return
+    try:
+        load_plugins().call("ratchet_register_commands", cli=cli)
+    except Exception as exc:  # noqa: BLE001 -- a broken plugin must not break ratchet's own commands
+        click.secho(f"ratchet: {exc}", fg="red", err=True)
+
+
+def main() -> None:
+    main_register_plugin_commands()
+    cli(prog_name="ratchet")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def create_workspace(dest: Path, *, template: str = DEFAULT_TEMPLATE, data: list
         if dest.exists():
             dest.rmdir()
         work.rename(dest)
+        Workspace.open(dest, search_parents=False).versioned(version)
         return version
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)

@@ -278,7 +278,7 @@ class StateManager:
         old_rev = self._rev_path("active").read_bytes() if self._rev_path("active").exists() else None
         self._write_locked("active", data, None)
         try:
-            return self.workspace.versions.make_version(
+            version = self.workspace.versions.make_version(
                 bump, paths=[ACTIVE_PATH], reason=reason, kind=kind, author=author, extra=extra,
                 allow_empty=allow_empty)
         except BaseException:
@@ -287,6 +287,8 @@ class StateManager:
             if old_rev is not None:
                 atomic_write(self._rev_path("active"), old_rev)
             raise
+        self.workspace.versioned(version)
+        return version
 
     # --- pins ---
 

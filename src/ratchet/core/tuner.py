@@ -243,7 +243,7 @@ class Tuner:
                 outcome = {"promoted": False, "reason": "micro tier failed: " + "; ".join(
                     micro.violations + [f"{f['id']}: {f['reason']}" for f in micro.failures][:5]),
                     "micro": micro.to_dict()}
-                self.workspace.store.append_event("promotion.failed", outcome)
+                self.workspace.emit("promotion.failed", outcome)
                 return outcome
             events = applied_seq(staging.document) - applied_seq(active.document)
             extra = {"strategies": {k: s.name for k, s in self.strategies.items()}, "events_applied": events,
@@ -255,7 +255,7 @@ class Tuner:
             write_summary(self.workspace, [micro], commit=version.commit)
             outcome = {"promoted": True, "version": version.name, "commit": version.commit,
                        "events_applied": events, "micro": _micro_summary(micro), "at": time.time()}
-            self.workspace.store.append_event("state.promoted", outcome)
+            self.workspace.emit("state.promoted", outcome)
             self.last_promotion = outcome
             return outcome
         finally:

@@ -219,5 +219,23 @@ class Workspace:
 
         return ObjectStore.for_workspace(self)
 
+    def emit(self, kind: str, payload: dict[str, Any]) -> int:
+        """Write an event to the store's event log and tell every ``ratchet_on_event`` observer."""
+        seq = self.store.append_event(kind, payload)
+        self._observe("ratchet_on_event", kind=kind, payload=payload)
+        return seq
+
+    def versioned(self, version) -> None:
+        """Tell every ``ratchet_on_version`` observer about a version just made."""
+        self._observe("ratchet_on_version", version=version.name, metadata=version.metadata)
+
+    def _observe(self, hook: str, **kwargs: Any) -> None:
+        import logging
+
+        try:  # an observer must never undo what it observes
+            self.plugins.call(hook, workspace=self, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            logging.getLogger("ratchet").warning("%s", exc)
+
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
