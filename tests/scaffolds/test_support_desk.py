@@ -30,15 +30,10 @@ PLUGIN = TEMPLATE / "plugins" / "support_desk.py"
 KB = TEMPLATE / "data" / "kb.jsonl"
 TIERS = ("micro", "fast", "full")
 
-# The state's params of a fresh workspace (what each YAML case's overrides are merged into).
-DEFAULT_PARAMS = {
-    "style": "friendly",
-    "top_k": 3,
-    "min_score": 0.12,
-    "w_question": 0.7,
-    "w_answer": 0.3,
-    "max_sentences": None,
-}
+# The state's params of a fresh workspace (what each YAML case's overrides are merged into), read from
+# the scaffold's initial state with the template's default style.
+DEFAULT_PARAMS = json.loads(
+    (TEMPLATE / "state" / "active.state.json.jinja").read_text().replace("{{ default_style }}", "friendly"))["params"]
 OFF_TOPIC = [
     "What's the weather like in Paris tomorrow?",
     "Who won the football world cup in 2018?",

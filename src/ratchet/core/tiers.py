@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ratchet.core.budgets import Budgets, TierBudget, load_budgets
 from ratchet.core.errors import NotFoundError, RatchetError, TestsFailedError, UserError
+from ratchet.core.workspace import config_error
 
 if TYPE_CHECKING:
     from ratchet.core.plugins import Plugins
@@ -194,18 +195,10 @@ CASE_KEYS = list(Case.model_fields)
 
 
 def _case_error(exc: ValidationError, where: str) -> UserError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(case)"
-    cause = (err.get("ctx") or {}).get("error")
+    cause = (exc.errors()[0].get("ctx") or {}).get("error")
     if isinstance(cause, _Invalid):
         return UserError(f"{where}: {cause}", field=cause.field, fix=cause.fix)
-    if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(err["loc"][-1]), CASE_KEYS, n=1)
-        fix = f"did you mean {close[0]!r}?" if close else f"remove it; a case has {', '.join(CASE_KEYS)}"
-        return UserError(f"{where}: unknown key {loc!r}", field=loc, fix=fix)
-    if err["type"] == "missing":
-        return UserError(f"{where}: required key {loc!r} is missing", field=loc, fix=f"add {loc}: ...")
-    return UserError(f"{where}: {loc}: {err['msg']}", field=loc, fix=f"correct {loc}")
+    return config_error(exc, where, Case, error=UserError, known=CASE_KEYS, assign=": ")
 
 
 def _check_tier(tier: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ratchet.core.errors import ConfigError, NotFoundError
+from ratchet.core.errors import ConfigError, NotFoundError, UserError
 
 CONFIG_NAME = "ratchet.toml"
 RUNTIME_DIR = ".ratchet"
@@ -112,19 +112,25 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def config_error(exc: ValidationError, source: str, model: type[BaseModel] = Config) -> ConfigError:
-    """Turn a pydantic error into one that names the key and says how to fix it."""
+def config_error(exc: ValidationError, source: str, model: type[BaseModel] = Config, *,
+                 error: type[UserError] = ConfigError, known: list[str] | None = None,
+                 assign: str = " = ") -> UserError:
+    """Turn a pydantic error into one that names the key and says how to fix it.
+
+    ``known`` overrides the allowed keys offered for an unknown one; ``assign`` is how the file format
+    writes a key (TOML ``key = ...``, YAML ``key: ...``).
+    """
     err = exc.errors()[0]
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        known = _known_keys(model, loc)
+        known = known if known is not None else _known_keys(model, loc)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         fix = f"did you mean {close[0]!r}?" if close else f"remove it; allowed keys here: {', '.join(known)}"
-        return ConfigError(f"{source}: unknown key {key!r}", field=key, fix=fix)
+        return error(f"{source}: unknown key {key!r}", field=key, fix=fix)
     if err["type"] == "missing":
-        return ConfigError(f"{source}: required key {key!r} is missing", field=key, fix=f"add {key} = ...")
-    return ConfigError(f"{source}: {key}: {err['msg']}", field=key, fix=f"correct the value of {key}")
+        return error(f"{source}: required key {key!r} is missing", field=key, fix=f"add {key}{assign}...")
+    return error(f"{source}: {key}: {err['msg']}", field=key, fix=f"correct the value of {key}")
 
 
 def load_config(path: Path) -> Config:
