@@ -215,3 +215,20 @@ async def test_tuner_promotes_by_event_policy(ws_path):
             while ws.versions.latest().name == "v0.1.0":
                 await anyio.sleep(0.05)
     assert ws.versions.latest().metadata["reason"] == "every_events policy"
+
+
+async def test_tuner_promotes_by_time_policy(ws_path):
+    from ratchet.core.workspace import Workspace
+
+    toml = ws_path / "ratchet.toml"
+    toml.write_text(toml.read_text().replace("every_events = 50", "every_events = 0\nevery_seconds = 0.3"))
+    ws = Workspace.open(ws_path)
+    served(ws, 1)
+    async with Client(tuner_server(Tuner(ws))) as c:
+        await call(c, "reward", {"conversation_id": "c0", "value": 1})
+        with anyio.fail_after(10):
+            while ws.versions.latest().name == "v0.1.0":
+                await anyio.sleep(0.05)
+        assert ws.versions.latest().metadata["reason"] == "every_seconds policy"
+        await anyio.sleep(0.8)  # nothing pending: the timer does not make empty versions
+    assert [v.name for v in ws.versions.list()] == ["v0.1.0", "v0.1.1"]

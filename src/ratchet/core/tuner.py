@@ -225,7 +225,7 @@ class Tuner:
     def due(self) -> bool:
         """Whether the promotion policy's event count is reached."""
         every = self.workspace.config.tuner.promotion.every_events
-        return every is not None and self.pending()["staged"] >= every
+        return every > 0 and self.pending()["staged"] >= every
 
     async def promote(self, reason: str = "promotion policy") -> dict[str, Any]:
         """Run the micro tier on staging; on a pass make it active and tag a patch version."""

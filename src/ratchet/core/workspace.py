@@ -46,8 +46,8 @@ class StrategyEntry(BaseModel):
 
 
 class PromotionPolicy(_Section):
-    every_events: int | None = Field(default=50, ge=1, description="promote after this many new events")
-    every_seconds: float | None = Field(default=None, gt=0, description="promote at most this often")
+    every_events: int = Field(default=50, ge=0, description="promote after this many new events (0: off)")
+    every_seconds: float = Field(default=0, ge=0, description="promote pending events this often (0: off)")
     on_request: bool = Field(default=True, description="the tuner's promote() tool may promote")
 
 

@@ -36,7 +36,7 @@ class _Worker:
 
     async def run(self) -> None:
         policy = self.tuner.workspace.config.tuner.promotion
-        period = policy.every_seconds
+        period = policy.every_seconds or None
         next_timed = anyio.current_time() + period if period else None
         while True:
             timeout = None if next_timed is None else max(0.0, next_timed - anyio.current_time())
