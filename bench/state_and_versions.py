@@ -115,8 +115,14 @@ def main() -> None:
     make_many_tags(ws_root, args.tags)
     store = VersionStore(ws_root)
     t0 = time.perf_counter()
-    n = len(store.list())
-    res["list_in_process_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
+    n = len(store.list())  # cold: parses every tag object once, then caches them by object id
+    res["list_cold_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
+    warm = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        VersionStore(ws_root).list()  # a new process's view: the persisted cache, no object reads
+        warm.append(time.perf_counter() - t0)
+    res["list_warm_ms"] = round(statistics.median(warm) * 1e3, 1)
     res["tags"] = n
     t0 = time.perf_counter()
     for _ in range(50):
@@ -134,7 +140,8 @@ def main() -> None:
     print(f"| versions made/s (commit + annotated tag) | {res['versions']['versions_per_s']} "
           f"({res['versions']['ms_per_version']} ms each) |")
     print(f"| `ratchet --help` | median {res['help']['median_ms']} ms |")
-    print(f"| list + semver-sort {n} tags, in process | {res['list_in_process_ms']} ms |")
+    print(f"| list + semver-sort {n} tags, in process: first (cold) / then (median) | "
+          f"{res['list_cold_ms']} ms / {res['list_warm_ms']} ms |")
     print(f"| read a file at a tag among {n} | {res['read_file_at_tag_ms']} ms |")
     print(f"| `ratchet versions --json` with {n} tags | median {res['versions_json_cli']['median_ms']} ms |")
 
