@@ -3,31 +3,37 @@
 Four parts, each measured against its bare counterpart in the same run (the machine is shared and
 noisy, so compare ratios, not absolute figures across runs):
 
-* ``runner``: ``answer`` over streamable HTTP from one ``mcp.Client(url)`` (one connection, sequential
-  calls, a new conversation id per call) against a ``ratchet serve runner`` subprocess on the default
-  workspace, vs a bare ``MCPServer`` echo tool served the same way (uvicorn on
-  ``streamable_http_app()``, also a subprocess). Blocks of calls alternate between the two servers.
-  The same in process (``Client(server_object)``), plus the core cost without MCP.
+* ``runner``: ``answer`` over streamable HTTP from one ``mcp.Client(url)`` per server (one connection,
+  sequential calls, a new conversation id per call) against a ``ratchet serve runner`` subprocess on the
+  default workspace, vs a bare ``MCPServer`` echo tool served the same way (uvicorn on
+  ``streamable_http_app()``, a subprocess) and vs the workspace's own answer function served bare (no
+  runner). Blocks of calls rotate between the servers. The same in process (``Client(server_object)``),
+  plus the core without MCP. Server CPU per call is read from /proc.
 * ``feedback``: ``reward`` (one event a call) and ``reward_batch`` (``--batch-events`` a call) over
   HTTP against a ``ratchet serve tuner`` subprocess, vs the echo tool with the same arguments. The
-  conversations are served first, in bulk, by ``Runner.call`` in process. Measured twice: with the
-  default promotion policy (a background promotion every 50 events) and with it off.
+  conversations are served first, in bulk, by ``Runner.call`` in process. Measured with the default
+  promotion policy (a background promotion every 50 events), with it off, and (diagnosis only, not a
+  product configuration) with the tuner's background worker never woken.
 * ``promotion``: runner and tuner subprocesses; send one ``reward``, call ``promote()``, poll the
   runner's ``version://current`` every 10 ms until it reports the new version (a ``listen``
   subscription on a second connection records when the change event arrives too).
 * ``regret``: a bench workspace whose runner tool ``pull`` returns the arm the ``arm`` strategy
-  decided; users simulated through in-process MCP servers (a new conversation per step, Bernoulli
-  rewards, the tuner promoting every 50 events by its own policy and the client waiting for the
-  runner to serve each promotion), vs ``simulate()`` offline at batch 50 and batch 1. The runner's
-  random generator and the rewards use the same seeds as ``simulate``, so a faithful pipeline makes
-  exactly the offline batch-50 choices.
+  decided; users simulated through in-process MCP servers (``Client(build_server(Runner(ws)))`` and
+  ``Client(build_server(Tuner(ws)))``): a new conversation per step, Bernoulli rewards, the tuner
+  promoting every 50 events by its own background policy and the client waiting until the runner's
+  ``version://current`` shows each promotion before the next decision. Compared with ``simulate()``
+  offline at batch 50 and batch 1. By default the runner's generator and the rewards use simulate()'s
+  streams for the same seed, so a faithful pipeline makes exactly the offline batch-50 choices
+  (``--rng independent`` for a statistical comparison instead).
 
-    .venv/bin/python bench/servers.py                       # every part, default scale (~8 min)
+    .venv/bin/python bench/servers.py                       # every part, default scale (~6-8 min)
     .venv/bin/python bench/servers.py --part runner feedback
     .venv/bin/python bench/servers.py --part regret --seeds 50 --horizon 10000 --policies thompson
-    .venv/bin/python bench/servers.py --quick               # smoke run: small counts
+    .venv/bin/python bench/servers.py --quick               # smoke run: small counts (~1 min)
 
-Prints markdown tables and writes (merges into) ``bench/results/servers.json``.
+Default regret scale: horizon 2000, 5 seeds, thompson / kl_ucb / ucb1 / exp3 on bern9, bern2 and
+bern9_reversed (means reversed at horizon/2), 2 processes. Prints markdown tables and writes (merges
+into) ``bench/results/servers.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import random
 import re
 import shutil
 import socket
@@ -56,6 +63,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PARTS = ("runner", "feedback", "promotion", "regret")
+CALL_TIMEOUT = 120.0  # seconds: no single MCP call may hang the benchmark
 
 QUESTIONS = [
     "How long do I have to return an item?",
@@ -210,6 +218,10 @@ def servers(*specs: tuple[str, list[str]], env: dict[str, str]):
             started.append(proc)
             proc.start()
         yield started
+    except BaseException:
+        for proc in started:  # what the servers said, to explain the failure
+            print(f"--- {proc.name} stderr (last lines) ---\n" + "\n".join(proc.lines[-30:]), file=sys.stderr)
+        raise
     finally:
         for proc in reversed(started):
             proc.stop()
@@ -410,7 +422,7 @@ async def part_runner(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
         async with contextlib.AsyncExitStack() as stack:
             fns = {}
             for name, (target, tool) in targets.items():
-                client = await stack.enter_async_context(Client(target))
+                client = await stack.enter_async_context(Client(target, read_timeout_seconds=CALL_TIMEOUT))
 
                 async def call(i: int, client=client, tool=tool):
                     ok(await client.call_tool(tool, {"question": q(i), "conversation_id": f"{prefix}-{i}"}), tool)
@@ -497,7 +509,7 @@ def print_runner(r: dict[str, Any]) -> None:
 # --- part 2: durable feedback ----------------------------------------------------------------------
 
 
-def precreate(root: Path, prefix: str, n: int) -> dict[str, Any]:
+def precreate(root: Path, prefix: str, n: int, max_seconds: float = 300.0) -> dict[str, Any]:
     """Serve ``n`` conversations in process (Runner.call), so the tuner can join feedback to them."""
     from ratchet.core.runner import Runner
     from ratchet.core.workspace import Workspace
@@ -505,33 +517,54 @@ def precreate(root: Path, prefix: str, n: int) -> dict[str, Any]:
     runner = Runner(Workspace.open(root), seed=0)
     t0 = time.perf_counter()
     for i in range(n):
+        if time.perf_counter() - t0 > max_seconds:
+            raise RuntimeError(f"serving {n} conversations took over {max_seconds} s (made {i})")
         runner.call("answer", {"question": QUESTIONS[i % len(QUESTIONS)], "conversation_id": f"{prefix}{i}"})
     dt = time.perf_counter() - t0
     return {"conversations": n, "seconds": round(dt, 2), "per_s": round(n / dt, 1)}
 
 
-async def wait_applied(client, timeout: float) -> dict[str, Any]:
-    """Poll the tuner's status until every logged event is folded into staging (bounded)."""
+async def wait_applied(client, timeout: float, proc: ServerProcess | None = None) -> dict[str, Any]:
+    """Poll the tuner's status until every logged event is folded into staging (bounded). A failing
+    status call is counted and retried; the server's stderr tail is kept to explain it."""
     t0 = time.perf_counter()
-    st = ok(await client.call_tool("status", {}), "status")
-    while st["unapplied_events"] > 0 and time.perf_counter() - t0 < timeout:
+    errors: list[str] = []
+    st: dict[str, Any] | None = None
+    while time.perf_counter() - t0 < timeout:
+        r = await client.call_tool("status", {})
+        if r.is_error:
+            errors.append(r.content[0].text if r.content else str(r))
+        else:
+            st = r.structured_content
+            if st["unapplied_events"] == 0:
+                break
         await asyncio.sleep(0.05)
-        st = ok(await client.call_tool("status", {}), "status")
-    return {"seconds": round(time.perf_counter() - t0, 2), "unapplied_left": st["unapplied_events"],
-            "pending_events": st["pending_events"], "last_error": st["last_error"]}
+    out = {"seconds": round(time.perf_counter() - t0, 2), "unapplied_left": st and st["unapplied_events"],
+           "pending_events": st and st["pending_events"], "last_error": st and st["last_error"],
+           "status_errors": len(errors)}
+    if errors:
+        out["status_error_texts"] = errors[:3]
+        out["server_stderr_tail"] = proc.lines[-60:] if proc else None
+        print(f"WARNING: the tuner's status tool failed {len(errors)} time(s): {errors[0]}", file=sys.stderr)
+        if proc:
+            print("\n".join(proc.lines[-60:]), file=sys.stderr)
+    return out
 
 
 async def feedback_phase(args, root: Path, env: dict[str, str], ids: dict[str, list[str]],
-                         label: str) -> dict[str, Any]:
+                         label: str, tuner_argv: list[str] | None = None, drain: bool = True) -> dict[str, Any]:
     from mcp import Client
 
     from ratchet.core.workspace import Workspace
 
     before = len(Workspace.open(root).versions.list())
     res: dict[str, Any] = {}
-    with servers(("tuner", ratchet_argv("serve", "tuner", "--port", "0", "-w", str(root))),
-                 ("echo", echo_argv()), env=env) as (tuner_p, echo_p):
-        async with Client(tuner_p.url) as tc, Client(echo_p.url) as ec:
+    tuner_argv = tuner_argv or ratchet_argv("serve", "tuner", "--port", "0", "-w", str(root))
+    with servers(("tuner", tuner_argv), ("echo", echo_argv()), env=env) as (tuner_p, echo_p):
+        pids = {"reward": tuner_p.proc.pid, "echo": echo_p.proc.pid,
+                "reward_batch": tuner_p.proc.pid, "echo_batch": echo_p.proc.pid}
+        async with Client(tuner_p.url, read_timeout_seconds=CALL_TIMEOUT) as tc, \
+                Client(echo_p.url, read_timeout_seconds=CALL_TIMEOUT) as ec:
             single = ids["single"]
             warm = args.warmup
 
@@ -547,12 +580,12 @@ async def feedback_phase(args, root: Path, env: dict[str, str], ids: dict[str, l
 
             t0 = time.perf_counter()
             res["reward"] = await interleaved({"reward": reward, "echo": echo}, calls=args.calls,
-                                              warmup=warm, block=args.block, max_seconds=args.max_seconds)
+                                              warmup=warm, block=args.block, max_seconds=args.max_seconds, pids=pids)
             res["reward"]["wall_s"] = round(time.perf_counter() - t0, 2)
             res["reward"]["rate_ratio"] = ratio(res["reward"]["reward"]["calls_per_s"],
                                                 res["reward"]["echo"]["calls_per_s"])
             res["reward"]["p50_ratio"] = ratio(res["reward"]["reward"]["p50_ms"], res["reward"]["echo"]["p50_ms"])
-            res["reward"]["drain"] = await wait_applied(tc, args.max_seconds)
+            res["reward"]["drain"] = await wait_applied(tc, args.max_seconds, tuner_p) if drain else None
 
             events = [{"conversation_id": c, "value": float(i % 2)} for i, c in enumerate(ids["batch"])]
             n_ev = len(events)
@@ -567,13 +600,13 @@ async def feedback_phase(args, root: Path, env: dict[str, str], ids: dict[str, l
 
             t0 = time.perf_counter()
             b = await interleaved({"reward_batch": batch, "echo_batch": echo_batch}, calls=args.batch_calls,
-                                  warmup=1, block=1, max_seconds=args.max_seconds)
+                                  warmup=1, block=1, max_seconds=args.max_seconds, pids=pids)
             b["wall_s"] = round(time.perf_counter() - t0, 2)
             b["events_per_call"] = n_ev
             for k in ("reward_batch", "echo_batch"):
                 b[k]["events_per_s"] = round(b[k]["calls_per_s"] * n_ev, 1)
             b["rate_ratio"] = ratio(b["reward_batch"]["calls_per_s"], b["echo_batch"]["calls_per_s"])
-            b["drain"] = await wait_applied(tc, args.max_seconds)
+            b["drain"] = await wait_applied(tc, args.max_seconds, tuner_p) if drain else None
             res["batch"] = b
         res["tuner_rss_mb"] = tuner_p.rss_mb()
     res["promotions_during_phase"] = len(Workspace.open(root).versions.list()) - before
@@ -628,16 +661,25 @@ async def part_feedback(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
     n_single = args.calls + args.warmup
     out: dict[str, Any] = {"calls": args.calls, "warmup": args.warmup, "batch_events": args.batch_events,
                            "batch_calls": args.batch_calls}
-    out["precreate"] = precreate(root, "c", 2 * n_single + args.batch_events)
-    all_ids = [f"c{i}" for i in range(2 * n_single + args.batch_events)]
-    batch_ids = all_ids[2 * n_single:]
-    # Phase A: the default workspace (a background promotion every 50 events); phase B: policy off.
-    out["default_policy"] = await feedback_phase(args, root, env, {"single": all_ids[:n_single], "batch": batch_ids},
+    out["precreate"] = precreate(root, "c", 3 * n_single + args.batch_events, args.max_seconds)
+    all_ids = [f"c{i}" for i in range(3 * n_single + args.batch_events)]
+    singles = [all_ids[k * n_single:(k + 1) * n_single] for k in range(3)]
+    # The batch calls reuse one set of conversations (each call's events get new event ids, so every
+    # event is accepted, none is a duplicate); the join cost is the same as for new conversations.
+    batch_ids = all_ids[3 * n_single:]
+    # A: the default workspace (a background promotion every 50 events); B: the promotion policy off;
+    # C (diagnosis only): B with the tuner's background worker never woken, so nothing is applied meanwhile.
+    out["default_policy"] = await feedback_phase(args, root, env, {"single": singles[0], "batch": batch_ids},
                                                  "every_events = 50 (default)")
     set_every_events(root, 10**9)
-    out["policy_off"] = await feedback_phase(args, root, env, {"single": all_ids[n_single:2 * n_single],
-                                                               "batch": batch_ids}, "every_events = 1e9 (off)")
-    out["core"] = core_feedback(root, batch_ids, calls=3)
+    out["policy_off"] = await feedback_phase(args, root, env, {"single": singles[1], "batch": batch_ids},
+                                             "every_events = 1e9 (off)")
+    out["worker_idle"] = await feedback_phase(args, root, env, {"single": singles[2], "batch": batch_ids},
+                                              "off + worker never woken (diagnosis)",
+                                              [sys.executable, "-c", NOPOKE_TUNER_SRC, str(root)], drain=False)
+    # in a fresh process: the bench process' large heap (runner, client) would slow it down (GC)
+    with mp.get_context("spawn").Pool(1) as pool:
+        out["core"] = pool.apply(core_feedback, (root, batch_ids, 3))
     a = out["default_policy"]
     out["goal"] = {
         "reward_rate_ratio_min": 0.8, "reward_verdict": verdict(a["reward"]["rate_ratio"], 0.8, True),
@@ -651,17 +693,19 @@ def print_feedback(r: dict[str, Any]) -> None:
     print(f"\n### Durable feedback over HTTP ({r['calls']} sequential `reward` calls after {r['warmup']} warm-up; "
           f"`reward_batch` of {r['batch_events']} events x {r['batch_calls']} calls after 1 warm-up)\n")
     rows = []
-    for key in ("default_policy", "policy_off"):
+    for key in ("default_policy", "policy_off", "worker_idle"):
         p = r[key]
         s, e = p["reward"]["reward"], p["reward"]["echo"]
         rows.append([p["label"], "reward", s["calls_per_s"], s["p50_ms"], s["p99_ms"], e["calls_per_s"],
-                     e["p50_ms"], f"**{p['reward']['rate_ratio']}**", p["promotions_during_phase"]])
+                     e["p50_ms"], f"**{p['reward']['rate_ratio']}**", s.get("server_cpu_ms_per_call"),
+                     e.get("server_cpu_ms_per_call"), p["promotions_during_phase"]])
         b, eb = p["batch"]["reward_batch"], p["batch"]["echo_batch"]
         rows.append([p["label"], f"reward_batch ({p['batch']['events_per_call']} ev)",
-                     f"{b['events_per_s']:.0f} ev/s", b["p50_ms"], b["max_ms"], f"{eb['events_per_s']:.0f} ev/s",
-                     eb["p50_ms"], p["batch"]["rate_ratio"], ""])
-    table(["promotion policy", "tool", "tuner rate", "p50 ms", "p99/max ms", "echo rate", "echo p50 ms",
-           "tuner / echo rate", "promotions during phase"], rows)
+                     f"**{b['events_per_s']:.0f} ev/s**", b["p50_ms"], b["max_ms"], f"{eb['events_per_s']:.0f} ev/s",
+                     eb["p50_ms"], p["batch"]["rate_ratio"], b.get("server_cpu_ms_per_call"),
+                     eb.get("server_cpu_ms_per_call"), ""])
+    table(["tuner config", "tool", "tuner rate", "p50 ms", "p99 (batch: max) ms", "echo rate", "echo p50 ms",
+           "tuner / echo rate", "tuner CPU ms/call", "echo CPU ms/call", "promotions during phase"], rows)
     c = r["core"]
     table(["core step (median of 3, no MCP)", "ms per call of " + str(c["events"]) + " events"],
           [[k, c[k]] for k in ("validate", "join (latest_decisions)", "append_feedback", "Tuner.feedback total")]
@@ -674,7 +718,8 @@ def print_feedback(r: dict[str, Any]) -> None:
         p = r[key]
         print(f"  {p['label']}: backlog applied {p['reward']['drain']['seconds']} s after the reward loop, "
               f"{p['batch']['drain']['seconds']} s after the batch loop (unapplied left: "
-              f"{p['batch']['drain']['unapplied_left']}, last_error: {p['batch']['drain']['last_error']})")
+              f"{p['batch']['drain']['unapplied_left']}, last_error: {p['batch']['drain']['last_error']}, failed status "
+              f"calls: {p['reward']['drain']['status_errors'] + p['batch']['drain']['status_errors']})")
     print(f"  conversations served in process first: {r['precreate']['conversations']} in "
           f"{r['precreate']['seconds']} s ({r['precreate']['per_s']}/s)\n")
 
@@ -689,9 +734,11 @@ async def part_promotion(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]
     repeats = args.promotions + 1  # the first one is cold (the tuner builds its test runner) and reported apart
     precreate(root, "p", repeats)
     rows: list[dict[str, Any]] = []
+    jitter = random.Random(0)
     with servers(("runner", ratchet_argv("serve", "runner", "--port", "0", "-w", str(root))),
                  ("tuner", ratchet_argv("serve", "tuner", "--port", "0", "-w", str(root))), env=env) as (rp, tp):
-        async with Client(rp.url) as rc, Client(rp.url) as lc, Client(tp.url) as tc:
+        async with Client(rp.url, read_timeout_seconds=CALL_TIMEOUT) as rc, Client(rp.url) as lc, \
+                Client(tp.url, read_timeout_seconds=CALL_TIMEOUT) as tc:
             async def current() -> str:
                 return json.loads((await rc.read_resource("version://current")).contents[0].text)["version"]
 
@@ -734,7 +781,9 @@ async def part_promotion(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]
                     row["visible_ms"] = round((t2 - t0) * 1e3, 1) if seen == outcome["version"] else None
                     row["visible_from_event_ms"] = round((t2 - t_ev) * 1e3, 1)
                     row["after_promote_ms"] = round((t2 - t1) * 1e3, 1)
-                    await asyncio.sleep(0.15)  # let the change event arrive before the next round
+                    # let the change event arrive, and start the next round at a random phase of the runner's
+                    # 100 ms reload tick (a fixed pause would phase-lock the rounds to it)
+                    await asyncio.sleep(jitter.uniform(0.15, 0.35))
                     ev = [t for t in events if t >= t0]
                     row["listen_event_ms"] = round((ev[0] - t0) * 1e3, 1) if ev else None
                     rows.append(row)
@@ -800,7 +849,8 @@ def offline(policy: str, problem: str, horizon: int, seed: int, batch: int):
     return simulate(br.make(policy, len(means)), means, horizon, seed, batch=batch, full=True, **change)
 
 
-async def _through_servers(root: Path, mu: np.ndarray, seed: int, every: int, max_seconds: float) -> dict[str, Any]:
+async def _through_servers(root: Path, mu: np.ndarray, seed: int, every: int, max_seconds: float,
+                           rng: str = "shared") -> dict[str, Any]:
     from mcp import Client
 
     from ratchet.core.runner import Runner
@@ -811,7 +861,10 @@ async def _through_servers(root: Path, mu: np.ndarray, seed: int, every: int, ma
 
     horizon, k = mu.shape
     # The same streams as simulate(): child 0 drives the policy (the runner's generator), child 1 the rewards.
+    # With rng="independent" the runner gets a stream of its own (a statistical, not a step-by-step, comparison).
     policy_seq, env_seq = np.random.SeedSequence(seed).spawn(2)
+    if rng == "independent":
+        policy_seq = np.random.SeedSequence([seed, 7919])
     draws = (np.random.default_rng(env_seq).random(mu.shape) < mu).astype(float)
     ws = Workspace.open(root)
     runner = Runner(ws, seed=policy_seq)
@@ -822,7 +875,8 @@ async def _through_servers(root: Path, mu: np.ndarray, seed: int, every: int, ma
     waits: list[float] = []
     t_pull = t_reward = 0.0
     start = time.perf_counter()
-    async with Client(runner_server(runner)) as rc, Client(tuner_server(Tuner(ws))) as tc:
+    async with Client(runner_server(runner), read_timeout_seconds=CALL_TIMEOUT) as rc, \
+            Client(tuner_server(Tuner(ws)), read_timeout_seconds=CALL_TIMEOUT) as tc:
         async def current() -> str:
             return json.loads((await rc.read_resource("version://current")).contents[0].text)["version"]
 
@@ -862,20 +916,25 @@ async def _through_servers(root: Path, mu: np.ndarray, seed: int, every: int, ma
 
 
 def regret_task(task: tuple) -> dict[str, Any]:
-    policy, problem, seed, horizon, pristine, tmp, max_seconds = task
+    policy, problem, seed, horizon, pristine, tmp, max_seconds, rng = task
     mu = problem_means(problem, horizon)
     arms = [f"a{i}" for i in range(mu.shape[1])]
     root = Path(tmp) / f"ws-{policy}-{problem}-{seed}"
     shutil.copytree(pristine, root, symlinks=True)
     configure_bandit(root, policy, arms, every_events=50)
     try:
-        res = asyncio.run(_through_servers(root, mu, seed, 50, max_seconds))
+        res = asyncio.run(_through_servers(root, mu, seed, 50, max_seconds, rng))
+    except Exception as exc:  # noqa: BLE001 -- one failing run is reported, the others still count
+        import traceback
+
+        return {"policy": policy, "problem": problem, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-3000:]}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     steps = res.pop("choices")
-    best = mu.max(axis=1)
     n = len(steps)
-    server_regret = float((best[:n] - mu[np.arange(n), steps]).sum())
+    # exactly as simulate() sums it (cumsum), so identical choices give identical figures
+    server_regret = float(np.cumsum(mu.max(axis=1)[:n] - mu[np.arange(n), steps])[-1]) if n else 0.0
     off50 = offline(policy, problem, horizon, seed, 50)
     off1 = offline(policy, problem, horizon, seed, 1)
     return {"policy": policy, "problem": problem, "seed": seed, "servers": server_regret,
@@ -888,18 +947,25 @@ def regret_task(task: tuple) -> dict[str, Any]:
 def part_regret(args, tmp: Path) -> dict[str, Any]:
     br = _bandit_regret_module()
     pristine = make_bandit_workspace(tmp / "bandit-pristine")
-    tasks = [(p, prob, s, args.horizon, str(pristine), str(tmp), args.max_seconds)
+    tasks = [(p, prob, s, args.horizon, str(pristine), str(tmp), args.max_seconds, args.rng)
              for p in args.policies for prob in args.problems for s in range(args.seeds)]
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     with ctx.Pool(max(1, min(args.procs, len(tasks)))) as pool:
         runs = pool.map(regret_task, tasks, chunksize=1)
     wall = time.perf_counter() - t0
+    failed = [r for r in runs if "error" in r]
+    for r in failed:
+        print(f"WARNING: regret run {r['policy']}/{r['problem']}/seed {r['seed']} failed: {r['error']}\n"
+              f"{r['traceback']}", file=sys.stderr)
+    runs = [r for r in runs if "error" not in r]
     rows = []
     tq = br.t_quantile(args.seeds)
     for p in args.policies:
         for prob in args.problems:
             rs = [r for r in runs if r["policy"] == p and r["problem"] == prob]
+            if not rs:
+                continue
 
             def mean_ci(key):
                 a = np.asarray([r[key] for r in rs], float)
@@ -919,14 +985,14 @@ def part_regret(args, tmp: Path) -> dict[str, Any]:
                          "seconds_per_run": round(float(np.mean([r["seconds"] for r in rs])), 1),
                          "ms_per_step": round(float(np.mean([r["ms_per_step_pull"] + r["ms_per_step_reward"]
                                                              for r in rs])), 2),
-                         "promotion_wait_ms_median": statistics.median(
-                             [r["wait_ms_median"] for r in rs if r["wait_ms_median"] is not None] or [0])})
+                         "promotion_wait_ms_median": round(statistics.median(
+                             [r["wait_ms_median"] for r in rs if r["wait_ms_median"] is not None] or [0]), 1)})
     bounds = {prob: br.lai_robbins(br.PROBLEMS[prob], args.horizon) for prob in args.problems
               if prob != "bern9_reversed"}
     worst = max((r["ratio_servers_b50"] or 0) for r in rows) if rows else None
     return {"horizon": args.horizon, "seeds": args.seeds, "policies": args.policies, "problems": args.problems,
-            "promotion_every": 50, "procs": args.procs, "wall_seconds": round(wall, 1), "lai_robbins": bounds,
-            "rows": rows, "runs": runs,
+            "promotion_every": 50, "procs": args.procs, "rng": args.rng, "wall_seconds": round(wall, 1), "lai_robbins": bounds,
+            "rows": rows, "runs": runs, "failed_runs": failed,
             "goal": {"ratio_servers_b50_max": 1.2, "worst_ratio": worst, "verdict": verdict(worst, 1.2, False)}}
 
 
@@ -947,7 +1013,13 @@ def print_regret(r: dict[str, Any]) -> None:
     table(["policy", "problem", "servers", "offline b=50", "offline b=1", "servers / b=50", "servers / b=1",
            "Lai-Robbins", "same choices as b=50", "stale decisions", "ms/step", "promotion wait ms (median)"], rows)
     print(f"Goal: regret through servers / offline batch 50 <= 1.2: worst {r['goal']['worst_ratio']} "
-          f"({r['goal']['verdict']}).\n")
+          f"({r['goal']['verdict']}). Failed runs: {len(r['failed_runs'])}.")
+    if r["rng"] == "shared":
+        print("The runner's generator and the rewards use simulate()'s streams for the same seed, so a faithful "
+              "pipeline reproduces offline batch 50 choice for choice (see 'same choices').\n")
+    else:
+        print("The runner's generator is independent of simulate()'s policy stream (rewards are shared): the "
+              "ratio is a statistical comparison.\n")
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -964,7 +1036,10 @@ def main() -> None:
     ap.add_argument("--promotions", type=int, default=10)
     ap.add_argument("--horizon", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--policies", nargs="+", default=["thompson", "kl_ucb", "ucb1"])
+    ap.add_argument("--policies", nargs="+", default=["thompson", "kl_ucb", "ucb1", "exp3"])
+    ap.add_argument("--rng", choices=["shared", "independent"], default="shared",
+                    help="regret: the runner's generator is simulate()'s policy stream (shared: same choices "
+                    "expected) or a stream of its own (independent: a statistical comparison)")
     ap.add_argument("--problems", nargs="+", default=["bern9", "bern2", "bern9_reversed"],
                     choices=["bern9", "bern2", "bern9_reversed"])
     ap.add_argument("--procs", type=int, default=2, help="processes for the regret runs (at most 2 cores here)")
@@ -972,10 +1047,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 calls, 2 batches, 3 promotions, "
                     "horizon 500, 2 seeds, thompson")
     ap.add_argument("--out", type=Path, default=RESULTS / "servers.json")
+    if "--quick" in sys.argv[1:]:  # smaller defaults; flags given explicitly still win
+        ap.set_defaults(calls=200, warmup=20, batch_calls=2, promotions=3, horizon=500, seeds=2, policies=["thompson"])
     args = ap.parse_args()
-    if args.quick:
-        args.calls, args.batch_calls, args.promotions, args.horizon, args.seeds = 200, 2, 3, 500, 2
-        args.policies, args.warmup = ["thompson"], 20
     parts = list(PARTS) if "all" in args.part else [p for p in PARTS if p in args.part]
     from ratchet.plugins.tuner_strategies.bandits import BANDITS
 

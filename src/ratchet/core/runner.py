@@ -243,11 +243,8 @@ class Runner:
 
     def _prior_decisions(self, conversation_id: str) -> dict[str, Decision]:
         """Decisions of this conversation logged by earlier processes or replicas (latest per strategy)."""
-        found: dict[str, Decision] = {}
-        for row in self.workspace.store.decisions_for(conversation_id):
-            found[row["strategy"]] = Decision(strategy=row["strategy"], choice=row["choice"],
-                                              propensity=row["propensity"], sticky=row["sticky"],
-                                              info=row["info"] or {})
+        latest = self.workspace.store.latest_decisions([conversation_id]).get(conversation_id, {})
+        found = {key: Decision(**d) for key, d in latest.items()}
         for key, decision in found.items():
             self._sticky.put((conversation_id, key), decision)
         return found

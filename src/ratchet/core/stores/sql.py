@@ -100,6 +100,8 @@ def _sqlite_pragmas(engine: sa.Engine, sync: str) -> None:
 
     @sa_event.listens_for(engine, "begin")
     def _on_begin(conn):
+        if conn.get_execution_options().get("ratchet_read"):
+            return  # reads run as autocommit SELECTs: in WAL mode they never wait for a writer
         # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout) instead of
         # failing when a read transaction tries to upgrade.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -111,10 +113,14 @@ class Store:
     def __init__(self, url: str, *, sync: str = "normal"):
         self.url = url
         if url.startswith("sqlite"):
-            self.engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+            # Every write is an explicit BEGIN IMMEDIATE ... COMMIT and reads hold no transaction, so
+            # nothing needs rolling back when a connection returns to the pool.
+            self.engine = sa.create_engine(url, connect_args={"check_same_thread": False},
+                                           pool_reset_on_return=None)
             _sqlite_pragmas(self.engine, sync)
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.reader = self.engine.execution_options(ratchet_read=True)
         metadata.create_all(self.engine)
 
     @classmethod
@@ -128,14 +134,18 @@ class Store:
             url = prefix + str(path)
         return cls(url, sync=cfg.sync)
 
-    def _insert_ignoring(self, table: sa.Table, index: str):
+    def _insert(self, table: sa.Table):
+        """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL share the syntax)."""
         if self.engine.dialect.name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         elif self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:  # pragma: no cover
             raise NotImplementedError(self.engine.dialect.name)
-        return insert(table).on_conflict_do_nothing(index_elements=[index])
+        return insert(table)
+
+    def _insert_ignoring(self, table: sa.Table, index: str):
+        return self._insert(table).on_conflict_do_nothing(index_elements=[index])
 
     # --- feedback log ---
 
@@ -171,16 +181,16 @@ class Store:
         q = sa.select(feedback).where(feedback.c.seq > seq).order_by(feedback.c.seq)
         if limit:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def feedback_for(self, conversation_id: str) -> list[dict[str, Any]]:
         q = sa.select(feedback).where(feedback.c.conversation_id == conversation_id).order_by(feedback.c.seq)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def last_feedback_seq(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(sa.select(sa.func.coalesce(sa.func.max(feedback.c.seq), 0))).scalar_one()
 
     # --- sessions, turns and decisions ---
@@ -191,11 +201,11 @@ class Store:
                     decisions_: list[dict[str, Any]] = (), features: dict[str, Any] | None = None) -> None:
         """Write one call and the decisions it used in one transaction (before the reply leaves)."""
         now = time.time()
+        upsert = self._insert(sessions).values(conversation_id=conversation_id, created_at=now, updated_at=now, turns=1)
+        upsert = upsert.on_conflict_do_update(index_elements=["conversation_id"],
+                                              set_={"updated_at": now, "turns": sessions.c.turns + 1})
         with self.engine.begin() as conn:
-            conn.execute(self._insert_ignoring(sessions, "conversation_id"),
-                         {"conversation_id": conversation_id, "created_at": now, "updated_at": now, "turns": 0})
-            conn.execute(sessions.update().where(sessions.c.conversation_id == conversation_id)
-                         .values(updated_at=now, turns=sessions.c.turns + 1))
+            conn.execute(upsert)
             conn.execute(turns.insert(), {"conversation_id": conversation_id, "ts": now, "tool": tool,
                                           "arguments": arguments, "result": result, "error": error,
                                           "version": version, "latency_ms": latency_ms, "trace_id": trace_id})
@@ -206,23 +216,29 @@ class Store:
 
     def decisions_for(self, conversation_id: str) -> list[dict[str, Any]]:
         q = sa.select(decisions).where(decisions.c.conversation_id == conversation_id).order_by(decisions.c.seq)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def latest_decisions(self, conversation_ids: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        """``{conversation_id: {strategy: latest decision row}}`` for many conversations at once."""
+        """``{conversation_id: {strategy: decision}}`` (the latest per strategy) for many conversations.
+
+        A decision is ``{strategy, choice, propensity, sticky, info}``, the shape of ``Decision``.
+        """
         ids = list(dict.fromkeys(conversation_ids))
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        with self.engine.connect() as conn:
+        c = decisions.c
+        cols = (c.conversation_id, c.strategy, c.choice, c.propensity, c.sticky, c.info)
+        with self.reader.connect() as conn:
             for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
-                q = (sa.select(decisions).where(decisions.c.conversation_id.in_(ids[start:start + 500]))
-                     .order_by(decisions.c.seq))
-                for row in conn.execute(q):
-                    out.setdefault(row.conversation_id, {})[row.strategy] = dict(row._mapping)
+                q = sa.select(*cols).where(c.conversation_id.in_(ids[start:start + 500])).order_by(c.seq)
+                for cid, strategy, choice, propensity, sticky, info in conn.execute(q):  # tuples: no mappings
+                    out.setdefault(cid, {})[strategy] = {"strategy": strategy, "choice": choice,
+                                                         "propensity": propensity, "sticky": sticky,
+                                                         "info": info or {}}
         return out
 
     def session(self, conversation_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(sa.select(sessions).where(sessions.c.conversation_id == conversation_id)).first()
             if row is None:
                 return None
@@ -240,7 +256,7 @@ class Store:
         q = sa.select(events).where(events.c.seq > seq).order_by(events.c.seq)
         if kind:
             q = q.where(events.c.kind == kind)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def put_job(self, job_id: str, state: str, payload: dict[str, Any]) -> None:
@@ -253,7 +269,7 @@ class Store:
                                                   created_at=now, updated_at=now))
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
         return dict(row._mapping) if row else None
 
@@ -261,7 +277,7 @@ class Store:
         q = sa.select(jobs).order_by(jobs.c.created_at)
         if state:
             q = q.where(jobs.c.state == state)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def close(self) -> None:
