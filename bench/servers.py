@@ -460,14 +460,14 @@ async def part_runner(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
     def no_record(i: int, r=Runner(ws, record=False)):
         r.call("answer", {"question": q(i), "conversation_id": f"norec-{i}"})
 
-    async def wrap(fn):
+    def wrap(fn):
         async def call(i):
             fn(i)
         return call
 
-    out["core"] = await interleaved({"Runner.call": await wrap(core_call),
-                                     "Runner.call record=False": await wrap(no_record),
-                                     "tool fn only": await wrap(tool_only)},
+    out["core"] = await interleaved({"Runner.call": wrap(core_call),
+                                     "Runner.call record=False": wrap(no_record),
+                                     "tool fn only": wrap(tool_only)},
                                     calls=args.calls, warmup=args.warmup, block=args.block,
                                     max_seconds=args.max_seconds)
     for mode in ("http", "in_process"):

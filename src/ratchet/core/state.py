@@ -216,7 +216,9 @@ class StateManager:
             raise ConflictError(f"{name} state is at revision {current}, not {expected_revision}",
                                 field=name, fix="read it again and retry your change")
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data)
+        # Staging is rebuilt from active plus the feedback log, so after a power cut an older staging
+        # costs nothing: only active (committed to git at each promotion) pays for fsync.
+        atomic_write(path, data, durable=name == "active")
         sha = hashlib.sha256(data).hexdigest()
         revision = (current or 0) + 1
         # Not fsynced: if a power cut loses this record, the checksum no longer matches the file and

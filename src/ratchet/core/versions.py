@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class VersionStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._cache: dict[str, tuple[str, str | None, dict[str, Any]]] | None = None
+        self._cache_lock = threading.Lock()  # servers list versions from several threads
 
     # --- git plumbing ---
 
@@ -139,16 +141,14 @@ class VersionStore:
             key = precedence(name)
             if key is not None:
                 refs.append((name, obj, key))
-        cache = self._tag_cache()
-        missing = [obj for _, obj, _ in refs if obj not in cache]
-        if missing:
-            cache.update(self._read_tag_objects(missing))
-            self._save_tag_cache()
-        out = []
-        for name, obj, key in refs:
-            commit, created, meta = cache[obj]
-            out.append(Version(name, commit, meta, created, key))
-        return out
+        with self._cache_lock:
+            cache = self._tag_cache()
+            missing = [obj for _, obj, _ in refs if obj not in cache]
+            if missing:
+                cache.update(self._read_tag_objects(missing))
+                self._save_tag_cache()
+            found = [(name, cache[obj], key) for name, obj, key in refs]
+        return [Version(name, commit, meta, created, key) for name, (commit, created, meta), key in found]
 
     def _cache_path(self) -> Path:
         return self._common_dir / "ratchet-tag-cache.json"

@@ -92,6 +92,7 @@ def build_server(tuner: Tuner) -> MCPServer:
     async def lifespan(_server: MCPServer):
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
+            tg.start_soon(anyio.to_thread.run_sync, tuner.prepare)  # so the first promotion is not slow
             worker.poke()  # apply whatever was logged while no tuner ran
             yield {"tuner": tuner}
             tg.cancel_scope.cancel()
@@ -125,7 +126,10 @@ def build_server(tuner: Tuner) -> MCPServer:
     @server.tool()
     async def status() -> dict[str, Any]:
         """Staging vs active, pending events, the last promotion, and each strategy's KPIs."""
-        return await anyio.to_thread.run_sync(tuner.status)
+        try:
+            return await anyio.to_thread.run_sync(tuner.status)
+        except RatchetError as exc:
+            raise tool_error(exc) from exc
 
     @server.tool()
     async def rebuild_staging() -> dict[str, Any]:
