@@ -106,3 +106,24 @@ async def test_runner_hot_reload_notifies_and_serves_new_state(ws):
                     break
         state = json.loads((await c.read_resource("state://active")).contents[0].text)
         assert state["version"] == "v0.1.1" and state["state"]["params"]["max_sentences"] == 1
+
+
+async def test_hook_ratchet_extract_features_reach_decide_and_the_log(ws):
+    seen = []
+
+    class Spy:
+        from ratchet import hookimpl
+
+        @hookimpl
+        def ratchet_extract_features(self, tool, arguments):
+            return {"shouting": arguments["question"].isupper()}
+
+    ws.plugins.register(Spy(), "spy")
+    runner = Runner(ws, seed=1)
+    strategy = runner.strategies["style"]
+    original = strategy.decide
+    strategy.decide = lambda section, context, rng: seen.append(context["features"]) or original(section, context, rng)
+    runner.call("answer", {"question": "WHERE IS ORDER 123456", "conversation_id": "f1"})
+    assert seen[0] == {"shouting": True, "question_length": 4, "has_order_number": True}
+    logged = ws.store.decisions_for("f1")[0]["features"]
+    assert logged["shouting"] is True and logged["has_order_number"] is True and "topic" in logged

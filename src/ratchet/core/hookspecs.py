@@ -43,6 +43,26 @@ def ratchet_register_runner_tools(register: Callable[..., None], workspace: Work
     """
 
 
+@hookspec
+def ratchet_extract_features(tool: str, arguments: dict[str, Any], workspace: Workspace) -> dict[str, Any] | None:
+    """Compute a call's features before strategies decide (contextual bandits and rules use them).
+
+    The runner merges the dicts of all impls into ``context["features"]`` for ``Strategy.decide`` and
+    logs them with the decision, where feedback (e.g. a rule-mining ``label``) finds them later.
+
+    :param tool: the runner tool being called.
+    :param arguments: the call's arguments.
+    :param workspace: the workspace being served.
+    :return: ``{name: value}`` with JSON values, or None.
+
+    Example::
+
+        @hookimpl
+        def ratchet_extract_features(tool, arguments):
+            return {"question_length": len(arguments.get("question", "").split())}
+    """
+
+
 # --- tuner strategies -------------------------------------------------------------------------------
 
 

@@ -138,6 +138,7 @@ class Runner:
         self._snapshot = self._load()
         self._watch_key = self._change_key()
         self._listeners: list[Callable[[Snapshot], None]] = []
+        self._extracts_features = bool(self.plugins.pm.hook.ratchet_extract_features.get_hookimpls())
 
     # --- tools ---
 
@@ -244,7 +245,7 @@ class Runner:
     def _prior_decisions(self, conversation_id: str) -> dict[str, Decision]:
         """Decisions of this conversation logged by earlier processes or replicas (latest per strategy)."""
         latest = self.workspace.store.latest_decisions([conversation_id]).get(conversation_id, {})
-        found = {key: Decision(**d) for key, d in latest.items()}
+        found = {key: Decision(**{k: v for k, v in d.items() if k != "features"}) for key, d in latest.items()}
         for key, decision in found.items():
             self._sticky.put((conversation_id, key), decision)
         return found
@@ -276,10 +277,16 @@ class Runner:
                             field=OVERRIDES_META_KEY, fix="start the runner with --allow-test-overrides")
         snap = self._snapshot
         conversation_id = str(arguments.get("conversation_id") or f"anon-{time.time_ns()}")
-        context = {"tool": tool, "arguments": arguments, "conversation_id": conversation_id, "features": {}}
+        features: dict[str, Any] = {}
+        if self._extracts_features:
+            for found in self.plugins.call("ratchet_extract_features", tool=tool, arguments=arguments,
+                                           workspace=self.workspace):
+                features.update(found)
+        context = {"tool": tool, "arguments": arguments, "conversation_id": conversation_id,
+                   "features": features}
         decisions = self._decide(snap, conversation_id, context)
         run = RunContext(conversation_id=conversation_id, params=self.params_for(snap, decisions, overrides),
-                         decisions=decisions, version=snap.version)
+                         decisions=decisions, version=snap.version, features=dict(features))
         kwargs = dict(arguments)
         if spec.run_param:
             kwargs[spec.run_param] = run

@@ -51,13 +51,21 @@ class Decision(BaseModel):
 
 
 class FeedbackEvent(BaseModel):
-    """One feedback event, joined to the decision it is about (``decision`` is None if none joined)."""
+    """One feedback event, joined to the decisions it is about.
+
+    ``decision`` is this strategy's decision in the conversation named by the tool's first join field
+    (``conversation_id`` by default), or None. ``joined`` has one entry per join field that named a
+    conversation with a decision of this strategy, e.g. ``{"winner_conversation_id": ..., "loser_...": ...}``.
+    ``features`` are what the runner logged for the first joined conversation.
+    """
 
     event_id: str
     tool: str
     conversation_id: str | None = None
     payload: dict[str, Any]
     decision: Decision | None = None
+    joined: dict[str, Decision] = Field(default_factory=dict)
+    features: dict[str, Any] = Field(default_factory=dict)
     ts: float = 0.0
 
 
@@ -68,7 +76,11 @@ class FeedbackTool(BaseModel):
     description: str
     input_schema: dict[str, Any]
     needs_decision: bool = Field(
-        default=True, description="the event must join a logged decision of the named conversation"
+        default=True, description="every join field must name a conversation with a logged decision"
+    )
+    join: list[str] = Field(
+        default_factory=lambda: ["conversation_id"],
+        description="argument names that hold conversation ids to join to their logged decisions",
     )
     batch_of: str | None = Field(
         default=None,

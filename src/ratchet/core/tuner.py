@@ -120,19 +120,26 @@ class Tuner:
         route = self.validate(tool, arguments)
         batch = route.tool.batch_of is not None
         items = arguments["events"] if batch else [arguments]
-        joined = self.workspace.store.latest_decisions(str(i["conversation_id"]) for i in items
-                                                       if i.get("conversation_id") is not None)
+        fields = route.tool.join
+        joined = self.workspace.store.latest_decisions(
+            str(i[f]) for i in items for f in fields if i.get(f) is not None)
         rows = []
         for n, item in enumerate(items):
-            cid = item.get("conversation_id")
-            decisions = {k: d for k, d in joined.get(str(cid), {}).items() if k in route.keys}
-            if route.tool.needs_decision and not decisions:
-                where = f"events[{n}].conversation_id" if batch else "conversation_id"
-                raise NotFoundError(
-                    f"{where}: unknown conversation {cid!r}: the runner logged no decision for it, so "
-                    f"nothing was stored", field=where,
-                    fix="send feedback only for conversation ids a runner of this workspace served")
-            rows.append({"event_id": item.get("event_id"), "tool": route.event_tool, "conversation_id": cid,
+            # {join field: {strategy key: decision}} for the strategies this tool feeds
+            decisions: dict[str, dict[str, Any]] = {}
+            for f in fields:
+                cid = item.get(f)
+                found = {k: d for k, d in joined.get(str(cid), {}).items() if k in route.keys}
+                if found:
+                    decisions[f] = found
+                elif route.tool.needs_decision:
+                    where = f"events[{n}].{f}" if batch else f
+                    raise NotFoundError(
+                        f"{where}: unknown conversation {cid!r}: the runner logged no decision for it, so "
+                        f"nothing was stored", field=where,
+                        fix="send feedback only for conversation ids a runner of this workspace served")
+            rows.append({"event_id": item.get("event_id"), "tool": route.event_tool,
+                         "conversation_id": item.get(fields[0]) if fields else None,
                          "payload": {"args": item, "decisions": decisions}, "trace_id": trace_id})
         acks = self.workspace.store.append_feedback(rows)
         duplicates = sum(a["duplicate"] for a in acks)
@@ -173,7 +180,7 @@ class Tuner:
         sections = dict(document.get("strategies") or {})
         for key, strategy in self.strategies.items():
             tools = {t.batch_of or t.name for t in strategy.feedback_tools()}
-            events = [_event(row, key) for row in rows if row["tool"] in tools and key in row["payload"]["decisions"]]
+            events = [e for row in rows if row["tool"] in tools and (e := _event(row, key)) is not None]
             if not events:
                 continue
             section = sections.get(key) or strategy.initial_state()
@@ -327,12 +334,26 @@ class Tuner:
         }
 
 
-def _event(row: dict[str, Any], key: str) -> FeedbackEvent:
-    # model_construct: these rows were validated on the way into the log; re-validating costs ~30 us each
+def _event(row: dict[str, Any], key: str) -> FeedbackEvent | None:
+    """The event as strategy ``key`` sees it, or None if it joined none of that strategy's decisions.
+
+    Built with ``model_construct``: the rows were validated on their way into the log, and validating
+    again would cost ~30 us an event.
+    """
+    joined, features, first = {}, {}, None
+    for field_name, by_key in row["payload"]["decisions"].items():
+        d = by_key.get(key)
+        if d is None:
+            continue
+        decision = Decision.model_construct(**{k: v for k, v in d.items() if k != "features"})
+        joined[field_name] = decision
+        if first is None:
+            first, features = decision, d.get("features") or {}
+    if not joined and row["payload"]["decisions"]:
+        return None
     return FeedbackEvent.model_construct(
         event_id=row["event_id"], tool=row["tool"], conversation_id=row["conversation_id"],
-        payload=row["payload"]["args"], decision=Decision.model_construct(**row["payload"]["decisions"][key]),
-        ts=row["ts"])
+        payload=row["payload"]["args"], decision=first, joined=joined, features=features, ts=row["ts"])
 
 
 def _field_path(error) -> str:

@@ -222,19 +222,20 @@ class Store:
     def latest_decisions(self, conversation_ids: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """``{conversation_id: {strategy: decision}}`` (the latest per strategy) for many conversations.
 
-        A decision is ``{strategy, choice, propensity, sticky, info}``, the shape of ``Decision``.
+        A decision is ``{strategy, choice, propensity, sticky, info, features}``: a ``Decision`` plus the
+        features the runner logged for that call.
         """
         ids = list(dict.fromkeys(conversation_ids))
         out: dict[str, dict[str, dict[str, Any]]] = {}
         c = decisions.c
-        cols = (c.conversation_id, c.strategy, c.choice, c.propensity, c.sticky, c.info)
+        cols = (c.conversation_id, c.strategy, c.choice, c.propensity, c.sticky, c.info, c.features)
         with self.reader.connect() as conn:
             for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
                 q = sa.select(*cols).where(c.conversation_id.in_(ids[start:start + 500])).order_by(c.seq)
-                for cid, strategy, choice, propensity, sticky, info in conn.execute(q):  # tuples: no mappings
+                for cid, strategy, choice, propensity, sticky, info, feats in conn.execute(q):  # tuples: cheap
                     out.setdefault(cid, {})[strategy] = {"strategy": strategy, "choice": choice,
                                                          "propensity": propensity, "sticky": sticky,
-                                                         "info": info or {}}
+                                                         "info": info or {}, "features": feats or {}}
         return out
 
     def session(self, conversation_id: str) -> dict[str, Any] | None:

@@ -463,6 +463,16 @@ def _check_weights(w_question: Any, w_answer: Any) -> None:
 
 
 @hookimpl
+def ratchet_extract_features(tool, arguments):
+    """Features known before the answer is computed: what strategies (e.g. rules) can condition on."""
+    if tool != "answer":
+        return None
+    question = str(arguments.get("question") or "")
+    return {"question_length": len(question.split()),
+            "has_order_number": bool(ORDER_NUMBER_RE.search(question))}
+
+
+@hookimpl
 def ratchet_register_runner_tools(register, workspace):
     desk = SupportDesk(workspace.root / "data" / "kb.jsonl")
     desk._ensure_index()  # build it while the server starts, not during the first user's call
