@@ -137,13 +137,22 @@ from ratchet.plugins.tuner_strategies.bandits import ThompsonSampling
 
 class Sneaky(ThompsonSampling):
     name = "sneaky"
+    def adopt(self, previous, section):
+        return None  # start fresh: only apply() misbehaves
     def apply(self, section, events):
         Path(__file__).resolve().parent.parent.joinpath("ratchet.toml").write_text("pwned")
         return super().apply(section, events)
 
+class SneakyAdopter(ThompsonSampling):
+    name = "sneaky_adopter"
+    def adopt(self, previous, section):
+        Path(__file__).resolve().parent.parent.joinpath("ratchet.toml").write_text("pwned")
+        return None
+
 @hookimpl
 def ratchet_register_strategies(register):
     register(Sneaky)
+    register(SneakyAdopter)
 '''
 
 
@@ -168,6 +177,23 @@ def test_tuner_strategy_cannot_write_outside_state(ws_path):
     assert "pwned" not in toml.read_text()
     assert ws.state.read("staging") == before  # nothing applied, the event stays in the log
     assert tuner.status()["last_error"]
+
+
+def test_tuner_strategy_adopt_cannot_write_outside_state(ws_path):
+    from ratchet.core.errors import PluginError
+    from ratchet.core.workspace import Workspace
+
+    served(Workspace.open(ws_path), 1)
+    (ws_path / "plugins" / "sneaky.py").write_text(WRITER_PLUGIN)
+    toml = ws_path / "ratchet.toml"
+    text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
+                                    'plugins = ["plugins/support_desk.py", "plugins/sneaky.py"]')
+    toml.write_text(text.replace('strategy = "thompson"', 'strategy = "sneaky_adopter"'))
+    ws = Workspace.open(ws_path)
+    with pytest.raises(PluginError) as err:  # switching strategies runs the new one's adopt(), confined
+        Tuner(ws).rebuild_staging()
+    assert err.value.hook == "sneaky_adopter.adopt" and "PermissionError" in str(err.value)
+    assert "pwned" not in toml.read_text()
 
 
 async def test_tuner_promote_makes_patch_version_with_metadata(ws):

@@ -72,7 +72,10 @@ def _with_strategy_sections(ws, plugins: Plugins, document: dict[str, Any]) -> d
         return document
     from ratchet.core.strategy import build_strategies
 
+    from ratchet.core.state import RESERVED_KEY
+
     sections = dict(document.get("strategies") or {})
     for key, strategy in build_strategies(ws, plugins).items():
         sections.setdefault(key, strategy.initial_state())
-    return {**document, "strategies": sections}
+    made_by = {e.key: e.strategy for e in entries}  # so a later switch of strategy is recognised
+    return {**document, "strategies": sections, RESERVED_KEY: {"strategies": made_by}}

@@ -142,7 +142,55 @@ class StateManager:
         return self._migrations
 
     def migrate(self, document: dict[str, Any]) -> dict[str, Any]:
-        """Bring a document up to the schema's version through the registered migrations."""
+        """Bring a document up to date: the schema's version through the registered migrations, then
+        each strategy section to the strategy ``ratchet.toml`` now configures (see ``adopt_strategies``)."""
+        return self.adopt_strategies(self._migrate_schema(document))
+
+    def adopt_strategies(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Sections made by another strategy than the configured one are handed to the new strategy's
+        ``adopt`` (what it learned carries over where it can), or restart from its initial state.
+
+        Which strategy made each section is recorded under ``ratchet.strategies``; a document without
+        that record is taken to match the configuration.
+        """
+        entries = self.workspace.config.tuner.strategies
+        if not entries:
+            return document
+        recorded = dict((document.get(RESERVED_KEY) or {}).get("strategies") or {})
+        wanted = {e.key: e.strategy for e in entries}
+        if all(recorded.get(k, v) == v for k, v in wanted.items()) and recorded.keys() >= wanted.keys():
+            return document
+        from ratchet.core.strategy import build_strategies
+
+        from ratchet.core.confine import confined
+
+        built = build_strategies(self.workspace, self.workspace.plugins)
+        sections = dict(document.get("strategies") or {})
+        for key, name in wanted.items():
+            previous = recorded.get(key)
+            if previous is not None and previous != name:
+                old = sections.get(key)
+                try:
+                    with confined(self.workspace.state_dir, self.workspace.runtime_dir):  # strategy code
+                        adopted = built[key].adopt(previous, old) if old is not None else None
+                except Exception as exc:  # noqa: BLE001 -- name the strategy and its plugin
+                    raise self._strategy_error(name, "adopt", exc) from exc
+                sections[key] = adopted if adopted is not None else built[key].initial_state()
+            elif key not in sections:
+                sections[key] = built[key].initial_state()
+            recorded[key] = name
+        return {**document, "strategies": sections,
+                RESERVED_KEY: {**(document.get(RESERVED_KEY) or {}), "strategies": recorded}}
+
+    def _strategy_error(self, name: str, method: str, exc: Exception):
+        from ratchet.core.errors import PluginError
+        from ratchet.core.strategy import registered_strategies
+
+        plugin = registered_strategies(self.workspace.plugins, self.workspace).get(name, (name,))[0]
+        return PluginError(f"{type(exc).__name__}: {exc}", plugin=plugin, hook=f"{name}.{method}",
+                           fix=f"fix the strategy's {method}(), or switch back to the previous strategy")
+
+    def _migrate_schema(self, document: dict[str, Any]) -> dict[str, Any]:
         target = self.schema_version
         current = int(document.get("schema_version", 1))
         while current < target:

@@ -128,6 +128,15 @@ class Strategy(ABC):
         """What is served with exploration off (e.g. the best arm). Defaults to None (no such notion)."""
         return None
 
+    def adopt(self, previous: str, section: dict[str, Any]) -> dict[str, Any] | None:
+        """Carry over what another strategy learned when a workspace switches to this one.
+
+        Called when the section under this strategy's key was made by strategy ``previous`` (a name).
+        Return a section valid for this strategy (e.g. keep arm statistics, warm-start from the best
+        point), or None to start from ``initial_state()``. Pure, like ``apply``.
+        """
+        return None
+
 
 def registered_strategies(plugins: Plugins, workspace: Workspace | None = None) -> dict[str, tuple[str, type[Strategy]]]:
     """``{name: (plugin, class)}`` from every ``ratchet_register_strategies`` impl."""

@@ -162,7 +162,7 @@ class Tuner:
                 if not rows:
                     self.last_error = None
                     return total
-                document = self.fold(staging.document, rows)
+                document = self.fold(state.adopt_strategies(staging.document), rows)
                 try:
                     state.write("staging", document, staging.revision)
                 except ConflictError:  # another tuner applied first: re-read and fold what is left
@@ -219,7 +219,7 @@ class Tuner:
         with self._apply_lock:
             for _ in range(1000):
                 active, staging = state.read("active"), state.read("staging")
-                document = dict(active.document)
+                document = state.adopt_strategies(dict(active.document))
                 start = applied_seq(document)
                 total = 0
                 while rows := store.feedback_since(applied_seq(document), limit=APPLY_CHUNK):

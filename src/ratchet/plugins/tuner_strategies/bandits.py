@@ -205,6 +205,41 @@ class BanditStrategy(Strategy):
         return {"$schema": _SCHEMA, "title": f"{self.name} bandit section", "type": "object",
                 "properties": props, "required": list(props), "additionalProperties": False}
 
+    # --- switching strategies ---
+
+    ADOPT_CAP: ClassVar[int] = 10_000  # synthetic events replayed per arm at most
+
+    def adopt(self, previous: str, section: dict[str, Any]) -> dict[str, Any] | None:
+        """Keep what another bandit learned: every bandit section has per-arm ``pulls`` and
+        ``reward_sum``, and replaying each arm's pulls at its mean reward through this policy's own
+        ``apply`` rebuilds its statistics (exactly for Beta-Thompson, UCB1 and kl-UCB; approximately
+        for the discounted, windowed, adversarial and linear policies, whose extra state cannot be
+        recovered from totals). Arms are matched by name; new arms start fresh."""
+        arms, pulls, sums = section.get("arms"), section.get("pulls"), section.get("reward_sum")
+        if not (isinstance(arms, list) and isinstance(pulls, list) and isinstance(sums, list)):
+            return None
+        queues = []
+        for arm, n, total in zip(arms, pulls, sums):
+            if arm in self._index and n:
+                value = float(total) / n
+                queues.append((arm, min(int(n), self.ADOPT_CAP), min(max(value, 0.0), 1.0) if self.bounded else value))
+        events, i = [], 0
+        while queues:  # round-robin, so order-sensitive policies see the arms interleaved
+            queues = [(a, n, v) for a, n, v in queues if n > 0]
+            for k, (arm, n, value) in enumerate(queues):
+                events.append(FeedbackEvent.model_construct(
+                    event_id=f"adopt-{i}", tool="reward", conversation_id=None, payload={"value": value},
+                    decision=Decision.model_construct(strategy=self.key, choice=arm, propensity=1.0 / self.K,
+                                                      sticky=True, info=self._adopt_info()),
+                    joined={}, features={}, ts=0.0))
+                queues[k] = (arm, n - 1, value)
+                i += 1
+        adopted = self.apply(self.initial_state(), events)
+        return adopted if adopted.get("t", 0) > 0 else None
+
+    def _adopt_info(self) -> dict[str, Any]:
+        return {}
+
     # --- arm changes ---
 
     def _compatible(self, section: dict[str, Any]) -> bool:
@@ -586,6 +621,9 @@ class _LinearBandit(BanditStrategy):
             fresh = self.initial_state()
             s["A"], s["b"] = fresh["A"], fresh["b"]
         return s
+
+    def _adopt_info(self) -> dict[str, Any]:
+        return {"x": self.context_vector({})}  # totals carry no context: they teach the intercept only
 
     def context_vector(self, context: dict[str, Any]) -> list[float]:
         feats = context.get("features") or {}

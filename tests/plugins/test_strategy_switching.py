@@ -1,0 +1,72 @@
+"""Switching a workspace's strategy carries what was learned over, through the State Manager."""
+
+import pytest
+
+from ratchet.core.runner import Runner
+from ratchet.core.state import RESERVED_KEY
+from ratchet.core.tuner import Tuner
+from ratchet.core.workspace import Workspace
+
+
+def learn(ws, n=30):
+    runner, tuner = Runner(ws, seed=2), Tuner(ws)
+    for i in range(n):
+        out = runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"s{i}"})
+        tuner.feedback("reward", {"conversation_id": f"s{i}", "value": 1.0 if out["style"] == "concise" else 0.0})
+    tuner.apply_pending()
+    return ws.state.read("staging").document["strategies"]["style"]
+
+
+def switch(ws_path, strategy, extra=""):
+    toml = ws_path / "ratchet.toml"
+    text = toml.read_text()
+    old = next(line for line in text.splitlines() if line.startswith("strategy = "))
+    toml.write_text(text.replace(old, f'strategy = "{strategy}"{extra}'))
+    return Workspace.open(ws_path)
+
+
+@pytest.mark.parametrize("target", ["ucb1", "kl_ucb", "discounted_thompson", "exp3", "sw_ucb", "gaussian_thompson"])
+def test_switch_between_bandits_keeps_arm_statistics(ws_path, target):
+    before = learn(Workspace.open(ws_path))
+    ws = switch(ws_path, target)
+    adopted = ws.state.migrate(ws.state.read("staging").document)
+    section = adopted["strategies"]["style"]
+    assert section["policy"] == target
+    assert section["pulls"] == before["pulls"]
+    assert section["reward_sum"] == pytest.approx(before["reward_sum"])
+    assert adopted[RESERVED_KEY]["strategies"] == {"style": target}
+    # the runner serves the adopted section, and the tuner keeps learning on it
+    assert Runner(ws, explore=False).call("answer", {"question": "refund?", "conversation_id": "x"})["style"] == "concise"
+
+
+def test_switch_thompson_round_trip_is_exact(ws_path):
+    before = learn(Workspace.open(ws_path))
+    ws = switch(ws_path, "ucb1")
+    via_ucb = ws.state.migrate(ws.state.read("staging").document)
+    ws = switch(ws_path, "thompson")
+    back = ws.state.migrate(via_ucb)["strategies"]["style"]
+    assert back["alpha"] == pytest.approx(before["alpha"]) and back["beta"] == pytest.approx(before["beta"])
+
+
+def test_switch_to_linear_keeps_totals(ws_path):
+    before = learn(Workspace.open(ws_path))
+    ws = switch(ws_path, "lin_ucb", '\nfeatures = ["has_order_number"]')
+    section = ws.state.migrate(ws.state.read("staging").document)["strategies"]["style"]
+    assert section["pulls"] == before["pulls"]
+
+
+def test_switch_is_promoted_as_a_version(ws_path):
+    learn(Workspace.open(ws_path))
+    ws = switch(ws_path, "kl_ucb")
+    tuner = Tuner(ws)
+    import anyio
+
+    runner = Runner(ws, seed=4)
+    runner.call("answer", {"question": "refund?", "conversation_id": "after"})
+    tuner.feedback("reward", {"conversation_id": "after", "value": 1})
+    tuner.apply_pending()
+    outcome = anyio.run(tuner.promote)
+    assert outcome["promoted"]
+    active = ws.state.read("active").document
+    assert active["strategies"]["style"]["policy"] == "kl_ucb"
+    assert active[RESERVED_KEY]["strategies"] == {"style": "kl_ucb"}
