@@ -369,8 +369,11 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
 @transport_option
 @host_option
 @port_option
+@click.option("--worker", type=click.Choice(["process", "thread", "none"]), default="process", show_default=True,
+              help="Where feedback is folded into staging and promotions run: a worker process beside the "
+              "server, a thread in it, or nowhere (another tuner does it).")
 @workspace_option
-def serve_tuner(transport: str, host: str | None, port: int | None, workspace_dir: Path | None) -> None:
+def serve_tuner(transport: str, host: str | None, port: int | None, worker: str, workspace_dir: Path | None) -> None:
     """Serve the feedback tools, promote() and status()."""
     from ratchet.core.tuner import Tuner
     from ratchet.serving import serve_mcp
@@ -378,7 +381,7 @@ def serve_tuner(transport: str, host: str | None, port: int | None, workspace_di
 
     ws = open_workspace(workspace_dir)
     cfg = ws.config.tuner
-    serve_mcp(build_server(Tuner(ws)), transport=transport, host=host or cfg.host,
+    serve_mcp(build_server(Tuner(ws), worker=worker), transport=transport, host=host or cfg.host,
               port=cfg.port if port is None else port, label="tuner")
 
 

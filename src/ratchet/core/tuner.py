@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ratchet.core.confine import confined
-from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, UserError
+from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, RatchetError, UserError
 from ratchet.core.state import RESERVED_KEY, applied_seq
 from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, build_strategies
 
@@ -250,39 +250,82 @@ class Tuner:
         state = self.workspace.state
         return applied_seq(state.read("staging").document) - applied_seq(state.read("active").document) >= every
 
+    async def tick(self, timed: bool = False) -> dict[str, Any] | None:
+        """One pass of background work: fold new feedback into staging, then promote if the policy says
+        so (``timed``: the every_seconds period has passed). Returns the promotion outcome, if any."""
+        import anyio
+
+        try:
+            await anyio.to_thread.run_sync(self.apply_pending)
+            due = await anyio.to_thread.run_sync(self.due)
+            if due or (timed and (await anyio.to_thread.run_sync(self.pending))["staged"] > 0):
+                return await self.promote(reason="every_events policy" if due else "every_seconds policy")
+        except RatchetError as exc:  # reported by status(); the events stay in the log
+            self.last_error = str(exc)
+            self._save_worker_status()
+            raise
+        self._save_worker_status()
+        return None
+
+    def _save_worker_status(self) -> None:
+        """Share the background worker's last error with the server process's ``status``."""
+        import json
+
+        from ratchet.core.fsutil import atomic_write
+
+        atomic_write(self.workspace.runtime_dir / "tuner-worker.json",
+                     json.dumps({"last_error": self.last_error, "at": time.time()}).encode(), durable=False)
+
+    def _worker_error(self) -> str | None:
+        import json
+
+        try:
+            return json.loads((self.workspace.runtime_dir / "tuner-worker.json").read_text())["last_error"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
     async def promote(self, reason: str = "promotion policy") -> dict[str, Any]:
         """Run the micro tier on staging; on a pass make it active and tag a patch version."""
-        import anyio
+        from ratchet.core.fsutil import try_locked
 
         if not self._promote_lock.acquire(blocking=False):
             return {"promoted": False, "reason": "a promotion is already running"}
         try:
-            state = self.workspace.state
-            staging, active = state.read("staging"), state.read("active")
-            if staging.document == active.document:
-                return {"promoted": False, "reason": "staging equals active: nothing to promote"}
-            micro = await self.run_micro(staging.document)
-            if not micro.ok:
-                outcome = {"promoted": False, "reason": "micro tier failed: " + "; ".join(
-                    micro.violations + [f"{f['id']}: {f['reason']}" for f in micro.failures][:5]),
-                    "micro": micro.to_dict()}
-                self.workspace.emit("promotion.failed", outcome)
-                return outcome
-            events = applied_seq(staging.document) - applied_seq(active.document)
-            extra = {"strategies": {k: s.name for k, s in self.strategies.items()}, "events_applied": events,
-                     "applied_seq": applied_seq(staging.document), "micro": _micro_summary(micro)}
-            version = await anyio.to_thread.run_sync(lambda: state.promote(
-                document=staging.document, reason=reason, author="tuner", kind="tuner", extra=extra))
-            from ratchet.core.tiers import write_summary
-
-            write_summary(self.workspace, [micro], commit=version.commit)
-            outcome = {"promoted": True, "version": version.name, "commit": version.commit,
-                       "events_applied": events, "micro": _micro_summary(micro), "at": time.time()}
-            self.workspace.emit("state.promoted", outcome)
-            self.last_promotion = outcome
-            return outcome
+            # one promotion at a time across every tuner process of the workspace
+            with try_locked(self.workspace.runtime_dir / "locks" / "promote.lock") as mine:
+                if not mine:
+                    return {"promoted": False, "reason": "another tuner process is promoting"}
+                return await self._promote(reason)
         finally:
             self._promote_lock.release()
+
+    async def _promote(self, reason: str) -> dict[str, Any]:
+        import anyio
+
+        from ratchet.core.tiers import write_summary
+
+        state = self.workspace.state
+        staging, active = state.read("staging"), state.read("active")
+        if staging.document == active.document:
+            return {"promoted": False, "reason": "staging equals active: nothing to promote"}
+        micro = await self.run_micro(staging.document)
+        if not micro.ok:
+            outcome = {"promoted": False, "reason": "micro tier failed: " + "; ".join(
+                micro.violations + [f"{f['id']}: {f['reason']}" for f in micro.failures][:5]),
+                "micro": micro.to_dict()}
+            self.workspace.emit("promotion.failed", outcome)
+            return outcome
+        events = applied_seq(staging.document) - applied_seq(active.document)
+        extra = {"strategies": {k: s.name for k, s in self.strategies.items()}, "events_applied": events,
+                 "applied_seq": applied_seq(staging.document), "micro": _micro_summary(micro)}
+        version = await anyio.to_thread.run_sync(lambda: state.promote(
+            document=staging.document, reason=reason, author="tuner", kind="tuner", extra=extra))
+        write_summary(self.workspace, [micro], commit=version.commit)
+        outcome = {"promoted": True, "version": version.name, "commit": version.commit,
+                   "events_applied": events, "micro": _micro_summary(micro), "at": time.time()}
+        self.workspace.emit("state.promoted", outcome)
+        self.last_promotion = outcome
+        return outcome
 
     def prepare(self) -> None:
         """Build the micro tier's runner and cases now (a server calls this at start), not at the first
@@ -330,7 +373,7 @@ class Tuner:
             "last_promotion": self.last_promotion or (last[0]["payload"] if last else None),
             "policy": self.workspace.config.tuner.promotion.model_dump(),
             "strategies": strategies,
-            "last_error": self.last_error,
+            "last_error": self.last_error or self._worker_error(),
         }
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
+import subprocess
+import sys
 from typing import Any
 
 import anyio
@@ -26,7 +29,8 @@ COALESCE_SECONDS = 0.02  # let events arriving together be folded by one compare
 
 
 class _Worker:
-    """Applies feedback and promotes in the background, one pass at a time, woken by new events."""
+    """Applies feedback and promotes in a thread of this process, woken by new events (in-process
+    servers and tests; ``ratchet serve tuner`` runs :mod:`ratchet.tuner.worker` as a process instead)."""
 
     def __init__(self, tuner: Tuner):
         self.tuner = tuner
@@ -36,8 +40,7 @@ class _Worker:
         self.wake.set()
 
     async def run(self) -> None:
-        policy = self.tuner.workspace.config.tuner.promotion
-        period = policy.every_seconds or None
+        period = self.tuner.workspace.config.tuner.promotion.every_seconds or None
         next_timed = anyio.current_time() + period if period else None
         while True:
             timeout = None if next_timed is None else max(0.0, next_timed - anyio.current_time())
@@ -45,22 +48,34 @@ class _Worker:
                 await self.wake.wait()
             await anyio.sleep(COALESCE_SECONDS)
             self.wake = anyio.Event()
+            timed = next_timed is not None and anyio.current_time() >= next_timed
+            if timed:
+                next_timed = anyio.current_time() + period
             try:
-                await anyio.to_thread.run_sync(self.tuner.apply_pending)
-                timed = next_timed is not None and anyio.current_time() >= next_timed
-                if timed:
-                    next_timed = anyio.current_time() + period
-                due = await anyio.to_thread.run_sync(self.tuner.due)
-                if due or (timed and self.tuner.pending()["staged"] > 0):
-                    outcome = await self.tuner.promote(reason="every_events policy" if due else "every_seconds policy")
-                    if not outcome["promoted"]:
-                        log.warning("promotion skipped: %s", outcome["reason"])
-            except RatchetError as exc:  # reported by status(); the events stay in the log
-                self.tuner.last_error = str(exc)
+                outcome = await self.tuner.tick(timed=timed)
+            except RatchetError as exc:
                 log.error("%s", exc)
+                continue
+            if outcome and not outcome["promoted"]:
+                log.warning("promotion skipped: %s", outcome["reason"])
 
 
-def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker):
+@contextlib.asynccontextmanager
+async def _worker_process(tuner: Tuner):
+    """Run :mod:`ratchet.tuner.worker` beside this server; it exits with the server."""
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet.tuner.worker", str(tuner.workspace.root),
+                             str(os.getpid())])
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            await anyio.to_thread.run_sync(lambda: proc.wait(timeout=10))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
     """A function MCPServer can register for one feedback tool; its advertised schema is replaced by
     the strategy's JSON Schema, which the tuner also validates against."""
     schema = route.tool.input_schema
@@ -72,7 +87,8 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker):
             ack = await anyio.to_thread.run_sync(lambda: tuner.feedback(name, given, trace_id=_trace_id()))
         except RatchetError as exc:
             raise tool_error(exc) from exc
-        worker.poke()
+        if worker is not None:
+            worker.poke()
         return ack
 
     params = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=Any, default=None)
@@ -84,17 +100,26 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker):
     return call
 
 
-def build_server(tuner: Tuner) -> MCPServer:
-    """An MCPServer serving ``tuner``. Build one per uvicorn start: an MCP app runs only once."""
-    worker = _Worker(tuner)
+def build_server(tuner: Tuner, *, worker: str = "thread") -> MCPServer:
+    """An MCPServer serving ``tuner``. Build one per uvicorn start: an MCP app runs only once.
+
+    ``worker``: where feedback is folded and promotions run: ``"thread"`` (in this process),
+    ``"process"`` (a worker process beside the server, so acknowledging and folding use separate cores)
+    or ``"none"`` (another process does it, e.g. a second tuner).
+    """
+    if worker not in ("thread", "process", "none"):
+        raise ValueError(f"worker must be thread, process or none, not {worker!r}")
+    background = _Worker(tuner) if worker == "thread" else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
             tg.start_soon(anyio.to_thread.run_sync, tuner.prepare)  # so the first promotion is not slow
-            worker.poke()  # apply whatever was logged while no tuner ran
-            yield {"tuner": tuner}
+            if background is not None:
+                tg.start_soon(background.run)
+                background.poke()  # apply whatever was logged while no tuner ran
+            async with (_worker_process(tuner) if worker == "process" else contextlib.nullcontext()):
+                yield {"tuner": tuner}
             tg.cancel_scope.cancel()
 
     server = MCPServer(f"ratchet-tuner:{tuner.workspace.name}", version=__version__, log_level="WARNING",
@@ -102,7 +127,7 @@ def build_server(tuner: Tuner) -> MCPServer:
                        instructions="Tuner of a Ratchet workspace: send feedback about conversations the "
                        "runner served; promote() tests staging and makes it a patch version.")
     for route in tuner.routes.values():
-        server.add_tool(_feedback_tool(tuner, route, worker), name=route.tool.name,
+        server.add_tool(_feedback_tool(tuner, route, background), name=route.tool.name,
                         description=route.tool.description)
         tool = server._tool_manager.get_tool(route.tool.name)  # advertise the strategy's exact schema
         tool.parameters = route.tool.input_schema

@@ -8,6 +8,7 @@ acknowledged survives the process being killed (``sync = "full"`` also survives 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -161,14 +162,12 @@ class Store:
         if not rows:
             return []
         with self.engine.begin() as conn:
-            stmt = self._insert_ignoring(feedback, "event_id").returning(feedback.c.event_id, feedback.c.seq)
-            inserted = {r.event_id: r.seq for r in conn.execute(stmt, rows)}
-            missing = [r["event_id"] for r in rows if r["event_id"] not in inserted]
-            existing: dict[str, int] = {}
-            for start in range(0, len(missing), 500):  # stay under SQLite's parameter limit
-                sel = sa.select(feedback.c.event_id, feedback.c.seq).where(
-                    feedback.c.event_id.in_(missing[start:start + 500]))
-                existing.update({r.event_id: r.seq for r in conn.execute(sel)})
+            if self.engine.dialect.name == "sqlite":
+                inserted, existing = self._append_sqlite(conn, rows)
+            else:
+                stmt = self._insert_ignoring(feedback, "event_id").returning(feedback.c.event_id, feedback.c.seq)
+                inserted = {r.event_id: r.seq for r in conn.execute(stmt, rows)}
+                existing = self._seqs(conn, [r["event_id"] for r in rows if r["event_id"] not in inserted])
         out, seen = [], set()
         for r in rows:
             eid = r["event_id"]
@@ -177,12 +176,49 @@ class Store:
             out.append({"event_id": eid, "seq": inserted.get(eid) or existing[eid], "duplicate": duplicate})
         return out
 
+    @staticmethod
+    def _seqs(conn, event_ids: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(event_ids), 500):  # stay under SQLite's parameter limit
+            sel = sa.select(feedback.c.event_id, feedback.c.seq).where(
+                feedback.c.event_id.in_(event_ids[start:start + 500]))
+            found.update({eid: seq for eid, seq in conn.execute(sel)})
+        return found
+
+    def _append_sqlite(self, conn, rows: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
+        """The driver's executemany (a C loop), ~4x faster than multi-row INSERT ... RETURNING here.
+
+        Sequence numbers are derived, not returned: inside BEGIN IMMEDIATE this is the only writer, and
+        ``seq`` is SQLite's rowid, so the new rows get consecutive numbers after the current maximum.
+        """
+        existing = self._seqs(conn, list({r["event_id"] for r in rows}))
+        fresh, seen = [], set(existing)
+        for r in rows:
+            if r["event_id"] not in seen:
+                seen.add(r["event_id"])
+                fresh.append((r["event_id"], r["ts"], r["tool"], r["conversation_id"],
+                              json.dumps(r["payload"], separators=(",", ":")), r["trace_id"]))
+        inserted: dict[str, int] = {}
+        if fresh:
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                start = cursor.execute("SELECT coalesce(max(seq), 0) FROM feedback").fetchone()[0] + 1
+                cursor.executemany("INSERT INTO feedback (event_id, ts, tool, conversation_id, payload, trace_id) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)", fresh)
+            finally:
+                cursor.close()
+            inserted = {row[0]: start + i for i, row in enumerate(fresh)}
+        return inserted, existing
+
     def feedback_since(self, seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        q = sa.select(feedback).where(feedback.c.seq > seq).order_by(feedback.c.seq)
+        c = feedback.c
+        cols = (c.seq, c.event_id, c.ts, c.tool, c.conversation_id, c.payload, c.trace_id)
+        q = sa.select(*cols).where(c.seq > seq).order_by(c.seq)
         if limit:
             q = q.limit(limit)
-        with self.reader.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+        with self.reader.connect() as conn:  # tuples, not row mappings: this is the tuner's hot path
+            return [{"seq": r[0], "event_id": r[1], "ts": r[2], "tool": r[3], "conversation_id": r[4],
+                     "payload": r[5], "trace_id": r[6]} for r in conn.execute(q)]
 
     def feedback_for(self, conversation_id: str) -> list[dict[str, Any]]:
         q = sa.select(feedback).where(feedback.c.conversation_id == conversation_id).order_by(feedback.c.seq)
