@@ -59,6 +59,7 @@ class Tuner:
         self._section_validators: dict[str, Any] = {}
         self._apply_lock = threading.Lock()
         self._promote_lock = threading.Lock()
+        self._prepare_lock = threading.Lock()
         self._test_runner = None
         self.last_error: str | None = None
         self.last_promotion: dict[str, Any] | None = None
@@ -333,11 +334,12 @@ class Tuner:
         from ratchet.core.runner import Runner
         from ratchet.core.tiers import load_cases
 
-        if self._test_runner is None:
-            runner = Runner(self.workspace, explore=False, record=False, allow_overrides=True,
-                            document=self.workspace.state.read("staging").document)
-            self._micro_cases = load_cases(self.workspace, "micro", self.plugins)
-            self._test_runner = runner
+        with self._prepare_lock:  # start-up and an early promote() may both ask
+            if self._test_runner is None:
+                runner = Runner(self.workspace, explore=False, record=False, allow_overrides=True,
+                                document=self.workspace.state.read("staging").document)
+                self._micro_cases = load_cases(self.workspace, "micro", self.plugins)
+                self._test_runner = runner
 
     async def run_micro(self, document: dict[str, Any]):
         import anyio
