@@ -70,3 +70,16 @@ def test_switch_is_promoted_as_a_version(ws_path):
     active = ws.state.read("active").document
     assert active["strategies"]["style"]["policy"] == "kl_ucb"
     assert active[RESERVED_KEY]["strategies"] == {"style": "kl_ucb"}
+
+
+def test_switch_to_cmaes_warm_starts_from_the_best_point():
+    from ratchet.plugins.tuner_strategies.cmaes import CMAES
+
+    cma = CMAES("w", CMAES.Config.model_validate(
+        {"dimensions": {"w_question": {"low": 0, "high": 1}, "min_score": {"low": 0, "high": 0.5}}, "seed": 1}))
+    optuna_section = {"best": {"number": 7, "params": {"w_question": 0.9, "min_score": 0.8, "style": "formal"},
+                               "value": 0.7}}
+    adopted = cma.adopt("optuna", optuna_section)
+    assert adopted["mean"] == pytest.approx([0.9, 0.5])  # min_score clipped to its bound
+    assert adopted["generation"] == 0 and adopted["best"] is None
+    assert cma.adopt("thompson", {"arms": ["a", "b"], "pulls": [1, 2]}) is None  # nothing to start from

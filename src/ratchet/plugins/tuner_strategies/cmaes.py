@@ -266,13 +266,29 @@ class CMAES(Strategy):
 
     def initial_state(self) -> dict[str, Any]:
         if self._initial is None:  # the runner asks for it on every call until a section is promoted
-            s = {"policy": self.name, "names": list(self.names), "low": list(self.low), "high": list(self.high),
-                 "generation": 0, "restarts": 0, "asked_ts": None, "best": None, "stall": 0,
-                 "evaluations": 0, "dropped": 0, "skipped": 0}
-            with _lock:
-                self._ask(s, self._new_es(self.x0, self.config.sigma0, self.config.popsize))
-            self._initial = s
+            self._initial = self._start(self.x0)
         return _clone(self._initial)
+
+    def _start(self, x0: list[float]) -> dict[str, Any]:
+        s = {"policy": self.name, "names": list(self.names), "low": list(self.low), "high": list(self.high),
+             "generation": 0, "restarts": 0, "asked_ts": None, "best": None, "stall": 0,
+             "evaluations": 0, "dropped": 0, "skipped": 0}
+        with _lock:
+            self._ask(s, self._new_es(x0, self.config.sigma0, self.config.popsize))
+        return s
+
+    def adopt(self, previous: str, section: dict[str, Any]) -> dict[str, Any] | None:
+        """Warm-start from another search's best point (a CMA-ES ``best.point`` or an Optuna
+        ``best.params``): dimensions it has are started there, clipped to bounds; the others at ``x0``.
+        The search itself (covariance, step size) starts afresh with ``sigma0``."""
+        best = section.get("best") if isinstance(section, dict) else None
+        point = (best or {}).get("point") or (best or {}).get("params") or {}
+        known = {n: float(v) for n, v in point.items() if n in self.names and isinstance(v, (int, float))}
+        if not known:
+            return None
+        x0 = [min(max(known[n], lo), hi) if n in known else d
+              for n, lo, hi, d in zip(self.names, self.low, self.high, self.x0)]
+        return self._start(x0)
 
     def state_schema(self) -> dict[str, Any]:
         n = len(self.names)
