@@ -74,3 +74,33 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def assert_valid_section(strategy, section) -> None:
+    """A strategy section is valid against the strategy's own JSON Schema and is plain JSON."""
+    import json
+
+    import jsonschema
+
+    schema = strategy.state_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(section)
+    assert json.loads(json.dumps(section)) == section
+
+
+async def call_tool(client, tool: str, args: dict | None = None):
+    """``(is_error, text or structured result)`` of an MCP tool call."""
+    r = await client.call_tool(tool, args or {})
+    return r.is_error, (r.content[0].text if r.is_error else r.structured_content)
+
+
+def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) -> None:
+    """Replace the workspace's [[tuner.strategies]] table (and optionally its plugin list)."""
+    import json
+    import re
+
+    toml = ws_path / "ratchet.toml"
+    text = re.sub(r"\[\[tuner\.strategies\]\].*?\n\n", block.strip() + "\n\n", toml.read_text(), flags=re.S)
+    if plugins:
+        text = text.replace('plugins = ["plugins/support_desk.py"]', f"plugins = {json.dumps(plugins)}")
+    toml.write_text(text)

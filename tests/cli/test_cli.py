@@ -1,7 +1,6 @@
 """The ``ratchet`` command through click's CliRunner: outputs, exit codes, and nothing written on errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

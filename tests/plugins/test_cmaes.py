@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import re
 import subprocess
 import sys
 import zlib
 
 import anyio
-import jsonschema
 import numpy as np
 import pytest
 from mcp import Client
@@ -19,6 +17,7 @@ from pydantic import ValidationError
 
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import cmaes as C
+from helpers import assert_valid_section
 
 NAMES = ["a", "b", "c"]
 OPT5 = {"x0": 0.2, "x1": 0.8, "x2": 0.5, "x3": 0.35, "x4": 0.65}
@@ -46,13 +45,6 @@ def run(st, section, evals, rng, f=sphere, start=0):
     return section
 
 
-def validate(st, section):
-    schema = st.state_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(section)
-    assert json.loads(json.dumps(section)) == section
-
-
 # --- contract ---------------------------------------------------------------------------------------
 
 
@@ -60,7 +52,7 @@ def test_contract_and_initial_section():
     assert issubclass(C.CMAES, Strategy) and C.CMAES.family == "cmaes" and C.CMAES.name == "cmaes"
     st = make()
     s = st.initial_state()
-    validate(st, s)
+    assert_valid_section(st, s)
     assert s == st.initial_state() and s is not st.initial_state()
     assert s["generation"] == 0 and len(s["candidates"]) == s["popsize"] == 7  # pycma: 4 + int(3 ln 3)
     assert all(list(p) == NAMES for p in s["points"])
@@ -114,7 +106,7 @@ def test_apply_is_pure_deterministic_and_batch_invariant():
     for e in evs:
         one_by_one = st.apply(one_by_one, [e])
     assert one_by_one == s2
-    validate(st, s2)
+    assert_valid_section(st, s2)
     assert st.apply(s2, []) == s2 and st.apply(s2, []) is not s2
 
 
@@ -165,7 +157,7 @@ def test_unreadable_pickle_restarts_at_the_stored_mean():
         d = st.decide(broken, {}, rng)
         out = broken = st.apply(broken, [event(d, -1.0, 50 + n)])
     assert out["generation"] == s["generation"] + 1
-    validate(st, out)
+    assert_valid_section(st, out)
 
 
 # --- decisions, feedback, deadlines, restarts -------------------------------------------------------
@@ -245,7 +237,7 @@ def test_restart_after_stall_from_the_best_point():
     assert s["restarts"] == 1 and s["popsize"] == 8 and s["stall"] == 0
     assert s["sigma"] == pytest.approx(st.config.sigma0, rel=1e-6)
     assert s["mean"] == pytest.approx(s["best"]["x"])
-    validate(st, s)
+    assert_valid_section(st, s)
 
 
 def test_other_dimensions_start_afresh():
@@ -311,7 +303,7 @@ def test_reaches_target_on_noisy_quadratic_through_runner_and_tuner(ws_path):
     section = ws.state.read("staging").document["strategies"]["point"]
     assert sphere(tuner.strategies["point"].served(section), OPT5) < 0.005, tuner.status()["strategies"]
     assert section["evaluations"] == n + 1 and section["generation"] > 5
-    validate(tuner.strategies["point"], section)
+    assert_valid_section(tuner.strategies["point"], section)
 
 
 async def _call(client, tool, args=None):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 import sqlite3
 
 import anyio
-import jsonschema
 import numpy as np
 import pytest
 from mcp import Client
@@ -16,6 +14,7 @@ from pydantic import ValidationError
 
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import optuna_tpe as O
+from helpers import assert_valid_section
 
 SPACE = {"variant": {"type": "categorical", "choices": ["A", "B", "C", "D"]},
          "temperature": {"type": "float", "low": 0.0, "high": 2.0},
@@ -42,13 +41,6 @@ def play(st, section, n, rng, start=0):
     return [event(d, objective(d.choice), start + j) for j in range(n) for d in [st.decide(section, {}, rng)]]
 
 
-def validate(st, section):
-    schema = st.state_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(section)
-    assert json.loads(json.dumps(section)) == section
-
-
 @pytest.fixture
 def db(tmp_path):
     return f"sqlite:///{tmp_path / 'study.db'}"
@@ -61,7 +53,7 @@ def test_contract_and_initial_section():
     assert issubclass(O.OptunaTPE, Strategy) and (O.OptunaTPE.name, O.OptunaTPE.family) == ("optuna", "optuna")
     st = make()
     s = st.initial_state()
-    validate(st, s)
+    assert_valid_section(st, s)
     assert s["pool"] == [] and s["study"] == "ratchet:k" and st.storage_url is None  # in memory
     assert st.served(s) == {"variant": "A", "temperature": 1.0, "top_k": 4}
     assert make(space={**SPACE, "variant": {**SPACE["variant"], "default": "B"}}).served(s)["variant"] == "B"
@@ -126,7 +118,7 @@ def test_warm_up_then_pool(db):
     warm = play(st, s0, 5, rng)
     assert all(e.decision.info == {"trial": None} and st._valid(e.decision.choice) for e in warm)
     s1 = st.apply(s0, warm)
-    validate(st, s1)
+    assert_valid_section(st, s1)
     assert (s1["trials"], s1["added"], s1["asked"], len(s1["pool"])) == (5, 5, 8, 8)
     assert [e["number"] for e in s1["pool"]] == list(range(8))  # the pool is asked first; warm-up got 8..12
     assert st.apply(s0, warm) == s1  # idempotent: the warm-up trials and asks are found, not redone
@@ -151,7 +143,7 @@ def test_apply_is_pure_deterministic_and_batch_invariant(db):
     assert one_by_one == s2
     fresh = make(db, seed=2)  # another process would build its own instance: same answer from the DB
     assert fresh.apply(s1, evs) == s2
-    validate(st, s2)
+    assert_valid_section(st, s2)
     study = fresh.study()
     assert {t.state.name for t in study.trials} == {"COMPLETE", "RUNNING"}
     assert sum(t.state.name == "RUNNING" for t in study.trials) == len(s2["pool"])
@@ -279,7 +271,7 @@ def test_study_lives_in_the_store_and_a_restarted_tuner_resumes_it(ws_path):
     with sqlite3.connect(ws.root / ".ratchet" / "ratchet.db") as con:  # the store's own database
         assert con.execute("select study_name from studies").fetchall() == [("support-desk:tune",)]
         assert con.execute("select count(*) from feedback").fetchone() == (30,)
-    validate(tuner2.strategies["tune"], after)
+    assert_valid_section(tuner2.strategies["tune"], after)
     # staging rebuilt from active + the log equals the incremental one: nothing is re-told or re-asked
     incremental = ws2.state.read("staging").document
     ws2.state.write("staging", ws2.state.read("active").document, None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 
 import anyio
 import jsonschema
@@ -21,6 +20,7 @@ from ratchet.core.tuner import Tuner
 from ratchet.plugins.tuner_strategies import preference as P
 from ratchet.runner.server import build_server as runner_server
 from ratchet.tuner.server import build_server as tuner_server
+from helpers import assert_valid_section, call_tool, set_strategy
 
 STYLES = ["concise", "friendly", "detailed", "formal"]
 
@@ -52,13 +52,6 @@ def bt_events(variants, theta, n, seed, kind=by_name):
     return out
 
 
-def validate(st, section):
-    schema = st.state_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(section)
-    assert json.loads(json.dumps(section)) == section
-
-
 # --- contract and config ----------------------------------------------------------------------------
 
 
@@ -66,7 +59,7 @@ def test_contract_and_initial_state():
     assert issubclass(P.Preference, Strategy) and P.Preference.family == "preference"
     st = make()
     s0 = st.initial_state()
-    validate(st, s0)
+    assert_valid_section(st, s0)
     assert s0 == st.initial_state() and s0 is not st.initial_state()
     assert s0["fit"]["theta"] == [0.0] * 4 and st.served(s0) == "concise"
     seen = []
@@ -87,15 +80,6 @@ def test_config_errors_name_the_field(kw, field):
     with pytest.raises(ValidationError) as err:
         P.Preference.Config(**kw)
     assert field in str(err.value)
-
-
-def set_strategy(ws_path, block: str, plugins: list[str] | None = None) -> None:
-    """Replace the workspace's [[tuner.strategies]] table (and optionally its plugin list)."""
-    toml = ws_path / "ratchet.toml"
-    text = re.sub(r"\[\[tuner\.strategies\]\].*?\n\n", block.strip() + "\n\n", toml.read_text(), flags=re.S)
-    if plugins:
-        text = text.replace('plugins = ["plugins/support_desk.py"]', f"plugins = {json.dumps(plugins)}")
-    toml.write_text(text)
 
 
 PREF_STYLES = """
@@ -132,7 +116,7 @@ def test_apply_is_pure_deterministic_and_batch_invariant():
     for e in evs:
         one_by_one = st.apply(one_by_one, [e])
     assert one_by_one == s1
-    validate(st, s1)
+    assert_valid_section(st, s1)
     assert s1["n"] == 60 and sum(map(sum, s1["wins"])) == 60 and s1["fit"]["n"] == 60 and s1["since_fit"] == 0
     again = st.apply(s1, [])
     assert again == s1 and again is not s1 and again["wins"] is not s1["wins"]
@@ -145,7 +129,7 @@ def test_apply_skips_unusable_events():
            by_name("formal", "formal"), by_conv("detailed", "detailed")]
     s = st.apply(st.initial_state(), evs)
     assert (s["skipped"], s["same_variant"], s["n"]) == (4, 2, 0)
-    validate(st, s)
+    assert_valid_section(st, s)
 
 
 def test_fit_is_the_penalised_mle_with_centred_laplace_errors():
@@ -169,7 +153,7 @@ def test_variants_changed_in_config_rekeys_counts():
     s = st.apply(st.initial_state(), bt_events(STYLES, [0, 1, 2, 3], 50, seed=2))
     new = make(["formal", "concise", "brand_new"])
     s2 = new.apply(s, [])
-    validate(new, s2)
+    assert_valid_section(new, s2)
     assert s2["wins"][0][1] == s["wins"][3][0] and s2["wins"][2] == [0, 0, 0]
     assert s2["n"] == s["wins"][3][0] + s["wins"][0][3] and new.served(s) == "formal"
 
@@ -230,11 +214,6 @@ def pref_ws(ws_path):
     return Workspace.open(ws_path)
 
 
-async def call(client, tool, args=None):
-    r = await client.call_tool(tool, args or {})
-    return r.is_error, (r.content[0].text if r.is_error else r.structured_content)
-
-
 BAD = [
     ("prefer", {"loser_conversation_id": "c1"}, "winner_conversation_id"),
     ("prefer", {"winner_conversation_id": "c0"}, "loser_conversation_id"),
@@ -267,7 +246,7 @@ async def test_bad_feedback_names_the_field_and_stores_nothing(pref_ws, tool, ar
     for i in range(2):
         runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"c{i}"})
     async with Client(tuner_server(Tuner(pref_ws))) as c:
-        is_error, text = await call(c, tool, args)
+        is_error, text = await call_tool(c, tool, args)
     assert is_error and field in text, text
     if "ghost" in json.dumps(args):
         assert "unknown conversation 'ghost'" in text
@@ -299,11 +278,11 @@ async def test_end_to_end_styles_through_the_servers(pref_ws):
             if rng.random() >= 1 / (1 + np.exp(TRUE_STYLES[served[b]] - TRUE_STYLES[served[a]])):
                 a, b = b, a
             events.append({"winner_conversation_id": a, "loser_conversation_id": b})
-        is_error, ack = await call(tc, "prefer_batch", {"events": events})
+        is_error, ack = await call_tool(tc, "prefer_batch", {"events": events})
         assert not is_error and ack["accepted"] == 100
-        is_error, outcome = await call(tc, "promote")
+        is_error, outcome = await call_tool(tc, "promote")
         assert not is_error and outcome["promoted"], outcome
-        _, status = await call(tc, "status")
+        _, status = await call_tool(tc, "status")
         kpis = status["strategies"]["style"]["kpis"]
         same = sum(served[e["winner_conversation_id"]] == served[e["loser_conversation_id"]] for e in events)
         assert kpis["comparisons"] + kpis["same_variant"] == 100 and kpis["same_variant"] == same

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 
 import jsonschema
 import numpy as np
@@ -19,6 +18,7 @@ from ratchet.core.tuner import Tuner
 from ratchet.plugins.tuner_strategies import rules as R
 from ratchet.runner.server import build_server as runner_server
 from ratchet.tuner.server import build_server as tuner_server
+from helpers import assert_valid_section, call_tool, set_strategy
 
 FEATURES = ["has_order_number", "question_length"]
 ACTIONS = {"escalated": {"style": "formal"}}
@@ -64,13 +64,6 @@ def play(st, section, world, n, rng, start=0, long=0):
     return out
 
 
-def validate(st, section):
-    schema = st.state_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(section)
-    assert json.loads(json.dumps(section)) == section
-
-
 PLANTED = "if has_order_number = true then escalated"
 
 
@@ -81,7 +74,7 @@ def test_contract_and_initial_state():
     assert issubclass(R.Rules, Strategy) and R.Rules.family == "rules"
     st = make()
     s0 = st.initial_state()
-    validate(st, s0)
+    assert_valid_section(st, s0)
     assert s0 == st.initial_state() and s0 is not st.initial_state()
     assert st.served(s0) == {} and st.kpis(s0)["active"] == []
     seen = []
@@ -128,11 +121,6 @@ max_depth = 2
 """
 
 
-def set_strategy(ws_path, block: str) -> None:
-    toml = ws_path / "ratchet.toml"
-    toml.write_text(re.sub(r"\[\[tuner\.strategies\]\].*?\n\n", block.strip() + "\n\n", toml.read_text(), flags=re.S))
-
-
 def test_config_error_in_ratchet_toml_names_the_key(ws_path):
     from ratchet.core.workspace import Workspace
 
@@ -158,8 +146,8 @@ def test_apply_is_pure_deterministic_and_batch_invariant():
     for e in evs:
         one_by_one = st.apply(one_by_one, [e])
     assert one_by_one == s2
-    validate(st, s1)
-    validate(st, s2)
+    assert_valid_section(st, s1)
+    assert_valid_section(st, s2)
     assert s2["t"] == 270 and s2["skipped"] == 0 and s2["fits"] == 270 // 7
     again = st.apply(s2, [])
     assert again == s2 and again is not s2
@@ -182,7 +170,7 @@ def test_window_is_bounded():
     st = make(window=50, refit_every=1000)
     s = st.apply(st.initial_state(), play(st, st.initial_state(), World(2), 120, np.random.default_rng(2)))
     assert len(s["examples"]) == 50 and s["t"] == 120
-    validate(st, s)
+    assert_valid_section(st, s)
 
 
 # --- mining, activation, retirement -----------------------------------------------------------------
@@ -236,7 +224,7 @@ def test_rule_that_stops_holding_is_retired_with_reason():
     retired = s["retired"][0]
     assert retired["text"] == PLANTED and "< retire_below 0.5" in retired["reason"] and retired["retired_at"] > 500
     assert st.kpis(s)["retired"] == 1 and st.kpis(s)["last_retired"]["text"] == PLANTED
-    validate(st, s)
+    assert_valid_section(st, s)
 
 
 def test_features_changed_in_config_retires_active_rules():
@@ -245,7 +233,7 @@ def test_features_changed_in_config_retires_active_rules():
     assert s["active"]
     other = make(features=["question_length"])
     s2 = other.apply(s, [])
-    validate(other, s2)
+    assert_valid_section(other, s2)
     assert s2["active"] == [] and s2["examples"] == [] and "features" in s2["retired"][-1]["reason"]
 
 
@@ -290,11 +278,6 @@ def rules_ws(ws_path):
     return Workspace.open(ws_path)
 
 
-async def call(client, tool, args=None):
-    r = await client.call_tool(tool, args or {})
-    return r.is_error, (r.content[0].text if r.is_error else r.structured_content)
-
-
 BAD = [
     ("label", {"outcome": "resolved"}, "conversation_id"),
     ("label", {"conversation_id": "c0"}, "outcome"),
@@ -318,7 +301,7 @@ async def test_bad_feedback_names_the_field_and_stores_nothing(rules_ws, tool, a
     for i in range(2):
         runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"c{i}"})
     async with Client(tuner_server(Tuner(rules_ws))) as c:
-        is_error, text = await call(c, tool, args)
+        is_error, text = await call_tool(c, tool, args)
     assert is_error and field in text, text
     if "ghost" in json.dumps(args):
         assert "unknown conversation 'ghost'" in text
@@ -360,11 +343,11 @@ async def test_end_to_end_mines_acts_and_retires(rules_ws):
             r = (await rc.call_tool("answer", {"question": q, "conversation_id": f"a{i}"})).structured_content
             assert r["style"] == "friendly"  # nothing mined yet
             labels.append({"conversation_id": f"a{i}", "outcome": outcome(world, r["style"], q)})
-        is_error, ack = await call(tc, "label_batch", {"events": labels})
+        is_error, ack = await call_tool(tc, "label_batch", {"events": labels})
         assert not is_error and ack["accepted"] == 250
-        is_error, promoted = await call(tc, "promote")
+        is_error, promoted = await call_tool(tc, "promote")
         assert not is_error and promoted["promoted"], promoted
-        _, status = await call(tc, "status")
+        _, status = await call_tool(tc, "status")
     kpis = status["strategies"]["rules"]["kpis"]
     assert [r["text"] for r in kpis["active"]] == [PLANTED]
     assert kpis["active"][0]["support"] >= 20 and kpis["active"][0]["confidence"] >= 0.8

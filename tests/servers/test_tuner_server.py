@@ -1,17 +1,15 @@
 """The tuner over MCP, in process: feedback tools, staging, promotion, confinement."""
 
 import json
-from pathlib import Path
 
 import anyio
 import pytest
 from mcp import Client
 
-from helpers import git
+from helpers import call_tool, git
 from ratchet.core.runner import Runner
 from ratchet.core.state import applied_seq
 from ratchet.core.tuner import Tuner
-from ratchet.runner.server import build_server as runner_server
 from ratchet.tuner.server import build_server as tuner_server
 
 pytestmark = pytest.mark.anyio
@@ -21,11 +19,6 @@ def served(ws, n=3, prefix="c"):
     runner = Runner(ws, seed=1)
     return [runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"{prefix}{i}"})
             for i in range(n)]
-
-
-async def call(client, tool, args=None):
-    r = await client.call_tool(tool, args or {})
-    return r.is_error, (r.content[0].text if r.is_error else r.structured_content)
 
 
 async def test_tuner_tools_and_schemas(ws):
@@ -48,7 +41,7 @@ async def test_tuner_tools_and_schemas(ws):
 async def test_tuner_reward_bad_input_names_field_and_stores_nothing(ws, args, field):
     served(ws, 1)
     async with Client(tuner_server(Tuner(ws))) as c:
-        is_error, text = await call(c, "reward", args)
+        is_error, text = await call_tool(c, "reward", args)
     assert is_error and field in text
     assert ws.store.last_feedback_seq() == 0
 
@@ -56,22 +49,22 @@ async def test_tuner_reward_bad_input_names_field_and_stores_nothing(ws, args, f
 async def test_tuner_reward_batch_bad_input_is_all_or_nothing(ws):
     served(ws, 2)
     async with Client(tuner_server(Tuner(ws))) as c:
-        is_error, text = await call(c, "reward_batch", {"events": [{"conversation_id": "c0", "value": 1},
+        is_error, text = await call_tool(c, "reward_batch", {"events": [{"conversation_id": "c0", "value": 1},
                                                                     {"conversation_id": "c1", "value": 9}]})
         assert is_error and "events[1].value" in text
-        is_error, text = await call(c, "reward_batch", {"events": [{"conversation_id": "c0", "value": 1},
+        is_error, text = await call_tool(c, "reward_batch", {"events": [{"conversation_id": "c0", "value": 1},
                                                                     {"conversation_id": "ghost", "value": 1}]})
         assert is_error and "events[1].conversation_id" in text and "unknown conversation 'ghost'" in text
-        is_error, text = await call(c, "reward_batch", {"events": "all of them"})
+        is_error, text = await call_tool(c, "reward_batch", {"events": "all of them"})
         assert is_error and "events" in text
-        is_error, text = await call(c, "reward_batch", {})
+        is_error, text = await call_tool(c, "reward_batch", {})
         assert is_error and "events" in text
     assert ws.store.last_feedback_seq() == 0
 
 
 async def test_tuner_unknown_conversation_is_refused_and_not_kept(ws):
     async with Client(tuner_server(Tuner(ws))) as c:
-        is_error, text = await call(c, "reward", {"conversation_id": "never-served", "value": 1})
+        is_error, text = await call_tool(c, "reward", {"conversation_id": "never-served", "value": 1})
     assert is_error and "unknown conversation 'never-served'" in text and "nothing was stored" in text
     assert ws.store.feedback_since(0) == []
 
@@ -79,8 +72,8 @@ async def test_tuner_unknown_conversation_is_refused_and_not_kept(ws):
 async def test_tuner_reward_is_idempotent_by_event_id(ws):
     served(ws, 1)
     async with Client(tuner_server(Tuner(ws))) as c:
-        _, first = await call(c, "reward", {"conversation_id": "c0", "value": 1, "event_id": "e-1"})
-        _, again = await call(c, "reward", {"conversation_id": "c0", "value": 0, "event_id": "e-1"})
+        _, first = await call_tool(c, "reward", {"conversation_id": "c0", "value": 1, "event_id": "e-1"})
+        _, again = await call_tool(c, "reward", {"conversation_id": "c0", "value": 0, "event_id": "e-1"})
     assert (first["accepted"], again["accepted"], again["duplicates"]) == (1, 0, 1)
     assert len(ws.store.feedback_since(0)) == 1
 
@@ -89,12 +82,12 @@ async def test_tuner_feedback_reaches_staging_not_active(ws):
     outs = served(ws, 3)
     tuner = Tuner(ws)
     async with Client(tuner_server(tuner)) as c:
-        _, ack = await call(c, "reward_batch", {"events": [{"conversation_id": f"c{i}", "value": 1} for i in range(3)]})
+        _, ack = await call_tool(c, "reward_batch", {"events": [{"conversation_id": f"c{i}", "value": 1} for i in range(3)]})
         assert ack["accepted"] == 3
         with anyio.fail_after(5):
-            while (await call(c, "status"))[1]["staging"]["applied_seq"] < 3:
+            while (await call_tool(c, "status"))[1]["staging"]["applied_seq"] < 3:
                 await anyio.sleep(0.02)
-        _, status = await call(c, "status")
+        _, status = await call_tool(c, "status")
     assert status["pending_events"] == 3 and status["unapplied_events"] == 0
     assert status["strategies"]["style"]["kpis"]["pulls"] == 3
     staging = ws.state.read("staging").document
@@ -113,7 +106,7 @@ async def test_tuner_rebuild_staging_equals_incremental(ws):
     incremental = ws.state.read("staging").document
     ws.state.write("staging", ws.state.read("active").document, None)  # lose staging
     async with Client(tuner_server(Tuner(ws))) as c:
-        _, result = await call(c, "rebuild_staging")
+        _, result = await call_tool(c, "rebuild_staging")
     assert result["events_applied"] == 4
     assert ws.state.read("staging").document == incremental
 
@@ -202,9 +195,9 @@ async def test_tuner_promote_makes_patch_version_with_metadata(ws):
     for i in range(3):
         tuner.feedback("reward", {"conversation_id": f"c{i}", "value": 1})
     async with Client(tuner_server(tuner)) as c:
-        _, outcome = await call(c, "promote")
+        _, outcome = await call_tool(c, "promote")
         assert outcome["promoted"] and outcome["version"] == "v0.1.1"
-        _, again = await call(c, "promote")
+        _, again = await call_tool(c, "promote")
         assert not again["promoted"] and "nothing to promote" in again["reason"]
     meta = json.loads(git(ws.root, "tag", "-l", "--format=%(contents)", "v0.1.1"))
     assert meta["kind"] == "tuner" and meta["author"] == "tuner" and meta["events_applied"] == 3
@@ -222,7 +215,7 @@ async def test_tuner_promote_failing_micro_tier_keeps_active(ws):
     tuner.feedback("reward", {"conversation_id": "c0", "value": 1})
     active_before = ws.state.path("active").read_bytes()
     async with Client(tuner_server(tuner)) as c:
-        _, outcome = await call(c, "promote")
+        _, outcome = await call_tool(c, "promote")
     assert not outcome["promoted"] and "impossible" in outcome["reason"]
     assert ws.state.path("active").read_bytes() == active_before
     assert git(ws.root, "tag").split() == ["v0.1.0"]
@@ -236,7 +229,7 @@ async def test_tuner_promotes_by_event_policy(ws_path):
     ws = Workspace.open(ws_path)
     served(ws, 5)
     async with Client(tuner_server(Tuner(ws))) as c:
-        await call(c, "reward_batch", {"events": [{"conversation_id": f"c{i}", "value": 1} for i in range(5)]})
+        await call_tool(c, "reward_batch", {"events": [{"conversation_id": f"c{i}", "value": 1} for i in range(5)]})
         with anyio.fail_after(10):
             while ws.versions.latest().name == "v0.1.0":
                 await anyio.sleep(0.05)
@@ -251,7 +244,7 @@ async def test_tuner_promotes_by_time_policy(ws_path):
     ws = Workspace.open(ws_path)
     served(ws, 1)
     async with Client(tuner_server(Tuner(ws))) as c:
-        await call(c, "reward", {"conversation_id": "c0", "value": 1})
+        await call_tool(c, "reward", {"conversation_id": "c0", "value": 1})
         with anyio.fail_after(10):
             while ws.versions.latest().name == "v0.1.0":
                 await anyio.sleep(0.05)
