@@ -6,10 +6,16 @@ compare-and-swap: under an exclusive lock, the caller's expected revision must e
 then the file is replaced atomically and the revision advanced. A crash between those two steps is
 detected by the checksum and counted as a new revision, so a stale writer still loses the swap.
 
-``active.state.json`` is committed to git at every promotion and tagged as a patch version;
-``staging.state.json`` is runtime data (git-ignored) that the tuner can rebuild from active plus the
-feedback log. A rollback is a new version whose active state equals an older version's: history is
-never rewritten. A pin makes the runner serve a fixed version's state without changing active.
+``active.state.json`` is committed to git at every promotion and tagged as a patch version (it alone
+is fsynced); ``staging.state.json`` is runtime data (git-ignored) that the tuner can rebuild from
+active plus the feedback log. A rollback is a new version whose active state equals an older
+version's: history is never rewritten. A pin makes the runner serve a fixed version's state without
+changing active.
+
+Every read goes through ``migrate``: the schema's registered migrations (``x-schema-version``), then
+strategy adoption when ``ratchet.toml`` now names another strategy for a section than the one that
+made it. Ratchet's own bookkeeping (the last feedback event folded in, which strategy made each
+section) lives under the reserved top-level key ``ratchet``, which the workspace's schema never sees.
 """
 
 from __future__ import annotations
