@@ -116,7 +116,7 @@ def main() -> None:
     print("| Lai-Robbins bound | " + " | ".join(f"{bounds[p]:.1f}" if p in bounds else "n/a" for p, _ in cols) + " | |")
 
     # Kaufmann et al. (2012) Fig. 1 style: regret against log t on bern9, batch 1, with the bound's slope
-    print(f"\nbern9, batch 1: mean regret at log-spaced t (bound = Lai-Robbins constant * log t)\n")
+    print("\nbern9, batch 1: mean regret at log-spaced t (bound = Lai-Robbins constant * log t)\n")
     shown = [c for c in cps if c in (10, 100, 1000) or c == cps[-1] or c in cps[::3]]
     print("| policy | " + " | ".join(f"t={c}" for c in shown) + " |")
     print("|---" * (len(shown) + 1) + "|")

@@ -334,7 +334,7 @@ def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: s
 
 @cli.group()
 def serve() -> None:
-    """Serve a workspace: the runner and tuner over MCP."""
+    """Serve a workspace: the runner and tuner over MCP, the read-only versions registry over REST."""
 
 
 transport_option = click.option("--transport", type=click.Choice(["http", "stdio"]), default="http",
@@ -353,6 +353,7 @@ port_option = click.option("--port", type=int, default=None, help="Port (default
 def serve_runner(transport: str, host: str | None, port: int | None, pin: str | None,
                  allow_test_overrides: bool, workspace_dir: Path | None) -> None:
     """Serve the runner tools with the active state (hot-reloaded on promotion or rollback)."""
+    from ratchet.core import telemetry
     from ratchet.core.runner import Runner
     from ratchet.runner.server import build_server
     from ratchet.serving import serve_mcp
@@ -361,8 +362,9 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
     source = ws.versions.get(pin).name if pin else "active"
     runner = Runner(ws, source=source, allow_overrides=allow_test_overrides)
     cfg = ws.config.runner
-    serve_mcp(build_server(runner), transport=transport, host=host or cfg.host,
-              port=cfg.port if port is None else port, label="runner")
+    with telemetry.serving("runner", ws):
+        serve_mcp(build_server(runner), transport=transport, host=host or cfg.host,
+                  port=cfg.port if port is None else port, label="runner")
 
 
 @serve.command("tuner")
@@ -375,14 +377,64 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
 @workspace_option
 def serve_tuner(transport: str, host: str | None, port: int | None, worker: str, workspace_dir: Path | None) -> None:
     """Serve the feedback tools, promote() and status()."""
+    from ratchet.core import telemetry
     from ratchet.core.tuner import Tuner
     from ratchet.serving import serve_mcp
     from ratchet.tuner.server import build_server
 
     ws = open_workspace(workspace_dir)
     cfg = ws.config.tuner
-    serve_mcp(build_server(Tuner(ws), worker=worker), transport=transport, host=host or cfg.host,
-              port=cfg.port if port is None else port, label="tuner")
+    with telemetry.serving("tuner", ws):
+        serve_mcp(build_server(Tuner(ws), worker=worker), transport=transport, host=host or cfg.host,
+                  port=cfg.port if port is None else port, label="tuner")
+
+
+@serve.command("versions")
+@host_option
+@port_option
+@workspace_option
+def serve_versions(host: str | None, port: int | None, workspace_dir: Path | None) -> None:
+    """Serve the read-only Versions API (REST; OpenAPI at /docs)."""
+    from ratchet.versions.app import serve as serve_app
+
+    ws = open_workspace(workspace_dir)
+    cfg = ws.config.versions
+    serve_app(ws, host=host or cfg.host, port=cfg.port if port is None else port)
+
+
+# --- trace -------------------------------------------------------------------------------------------
+
+
+@cli.command("trace")
+@click.argument("conversation_id")
+@workspace_option
+@json_option
+def trace_conversation(conversation_id: str, workspace_dir: Path | None, as_json: bool) -> None:
+    """The story of a conversation: its calls, decisions, feedback, the version the feedback fed into
+    (or "pending"), and its spans from the object store's telemetry."""
+    from ratchet.core.story import conversation_story, summarize, when
+
+    ws = open_workspace(workspace_dir)
+    story = conversation_story(ws, conversation_id)
+    if as_json:
+        echo_json(story)
+        return
+    cid = conversation_id
+    print_table(["time", "tool", "arguments", "version", "latency ms", "trace_id"],
+                [[when(c["ts"]), c["tool"] + (" (error)" if c["error"] else ""), summarize(c["arguments"]),
+                  c["version"], None if c["latency_ms"] is None else f"{c['latency_ms']:.2f}", c["trace_id"]]
+                 for c in story["calls"]], title=f"calls of {cid}")
+    print_table(["time", "strategy", "choice", "propensity", "version"],
+                [[when(d["ts"]), d["strategy"], summarize(d["choice"]),
+                  None if d["propensity"] is None else f"{d['propensity']:.4g}", d["version"]]
+                 for d in story["decisions"]], title=f"decisions of {cid}")
+    print_table(["time", "tool", "payload", "event id", "in version"],
+                [[when(f["ts"]), f["tool"], summarize(f["payload"]), f["event_id"], f["version"]]
+                 for f in story["feedback"]], title=f"feedback on {cid}")
+    if story["spans"]:
+        print_table(["start", "component", "span", "duration ms", "trace_id"],
+                    [[s["start"], s["component"], s["name"], s["duration_ms"], s["trace_id"]] for s in story["spans"]],
+                    title=f"spans of {cid}")
 
 
 # --- demo --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ratchet.core import telemetry
 from ratchet.core.errors import NotFoundError, UserError
 from ratchet.core.state import RESERVED_KEY
 from ratchet.core.strategy import Decision, Strategy, build_strategies
@@ -277,36 +278,51 @@ class Runner:
                             field=OVERRIDES_META_KEY, fix="start the runner with --allow-test-overrides")
         snap = self._snapshot
         conversation_id = str(arguments.get("conversation_id") or f"anon-{time.time_ns()}")
-        features: dict[str, Any] = {}
-        if self._extracts_features:
-            for found in self.plugins.call("ratchet_extract_features", tool=tool, arguments=arguments,
-                                           workspace=self.workspace):
-                features.update(found)
-        context = {"tool": tool, "arguments": arguments, "conversation_id": conversation_id,
-                   "features": features}
-        decisions = self._decide(snap, conversation_id, context)
-        run = RunContext(conversation_id=conversation_id, params=self.params_for(snap, decisions, overrides),
-                         decisions=decisions, version=snap.version, features=dict(features))
-        kwargs = dict(arguments)
-        if spec.run_param:
-            kwargs[spec.run_param] = run
-        started = time.perf_counter()
-        result = error = None
-        try:
-            result = spec.fn(**kwargs)
-            return result
-        except Exception as exc:  # noqa: BLE001 -- logged, then re-raised unchanged
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            if self.record:
-                self.workspace.store.record_turn(
-                    conversation_id=conversation_id, tool=tool, arguments=_jsonable(arguments),
-                    result=_jsonable(result), error=error, version=snap.version,
-                    latency_ms=(time.perf_counter() - started) * 1e3, trace_id=trace_id,
-                    decisions_=[{"strategy": d.strategy, "choice": d.choice, "propensity": d.propensity,
-                                 "sticky": d.sticky, "info": d.info} for d in decisions.values()],
-                    features=_jsonable(run.features) or None)
+        tel = telemetry.current()
+        attributes = {telemetry.TOOL: tool, telemetry.CONVERSATION_ID: conversation_id}
+        if snap.version:
+            attributes[telemetry.VERSION] = snap.version
+        with tel.tracer.start_as_current_span(telemetry.RUNNER_CALL, attributes=attributes) as span:
+            features: dict[str, Any] = {}
+            if self._extracts_features:
+                for found in self.plugins.call("ratchet_extract_features", tool=tool, arguments=arguments,
+                                               workspace=self.workspace):
+                    features.update(found)
+            context = {"tool": tool, "arguments": arguments, "conversation_id": conversation_id,
+                       "features": features}
+            decisions = self._decide(snap, conversation_id, context)
+            if span.is_recording():
+                for d in decisions.values():
+                    span.add_event("ratchet.decision", _decision_attributes(d))
+            if trace_id is None:  # this span's trace: the caller's, when the caller propagated one
+                trace_id = telemetry.trace_id_hex(span)
+            run = RunContext(conversation_id=conversation_id, params=self.params_for(snap, decisions, overrides),
+                             decisions=decisions, version=snap.version, features=dict(features))
+            kwargs = dict(arguments)
+            if spec.run_param:
+                kwargs[spec.run_param] = run
+            started = time.perf_counter()
+            result = error = None
+            metric_attrs = {telemetry.TOOL: tool}
+            try:
+                result = spec.fn(**kwargs)
+                return result
+            except Exception as exc:  # noqa: BLE001 -- logged, then re-raised unchanged
+                error = f"{type(exc).__name__}: {exc}"
+                tel.runner_errors.add(1, metric_attrs)
+                raise
+            finally:
+                latency_ms = (time.perf_counter() - started) * 1e3
+                tel.runner_calls.add(1, metric_attrs)
+                tel.runner_latency.record(latency_ms, metric_attrs)
+                if self.record:
+                    self.workspace.store.record_turn(
+                        conversation_id=conversation_id, tool=tool, arguments=_jsonable(arguments),
+                        result=_jsonable(result), error=error, version=snap.version,
+                        latency_ms=latency_ms, trace_id=trace_id,
+                        decisions_=[{"strategy": d.strategy, "choice": d.choice, "propensity": d.propensity,
+                                     "sticky": d.sticky, "info": d.info} for d in decisions.values()],
+                        features=_jsonable(run.features) or None)
 
     def session(self, conversation_id: str) -> dict[str, Any]:
         store = self.workspace.store
@@ -316,6 +332,15 @@ class Runner:
                                 fix="call a runner tool with this conversation_id first")
         return {**session, "decisions": store.decisions_for(conversation_id),
                 "feedback": store.feedback_for(conversation_id)}
+
+
+def _decision_attributes(d: Decision) -> dict[str, Any]:
+    """A decision as span-event attributes (strategy key, choice as JSON unless a scalar, propensity)."""
+    choice = d.choice if isinstance(d.choice, (str, bool, int, float)) else json.dumps(_jsonable(d.choice))
+    attrs = {telemetry.STRATEGY: d.strategy, telemetry.CHOICE: choice, "ratchet.sticky": bool(d.sticky)}
+    if d.propensity is not None:
+        attrs[telemetry.PROPENSITY] = float(d.propensity)
+    return attrs
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ratchet.core import telemetry
 from ratchet.core.confine import confined
 from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, RatchetError, UserError
 from ratchet.core.state import RESERVED_KEY, applied_seq
@@ -118,6 +119,21 @@ class Tuner:
 
     def feedback(self, tool: str, arguments: dict[str, Any], *, trace_id: str | None = None) -> dict[str, Any]:
         """Validate, join and durably append feedback. All events of a call are stored, or none is."""
+        tel = telemetry.current()
+        with tel.tracer.start_as_current_span(telemetry.TUNER_FEEDBACK, attributes={telemetry.TOOL: tool}) as span:
+            if trace_id is None:  # this span's trace: the caller's, when the caller propagated one
+                trace_id = telemetry.trace_id_hex(span)
+            ack = self._feedback(tool, arguments, trace_id)
+            span.set_attributes({telemetry.EVENTS_ACCEPTED: ack["accepted"],
+                                 telemetry.EVENTS_DUPLICATE: ack["duplicates"]})
+            if ack["conversation_id"] is not None:
+                span.set_attribute(telemetry.CONVERSATION_ID, ack["conversation_id"])
+            if ack["accepted"]:
+                tel.feedback_events.add(ack["accepted"], {telemetry.TOOL: tool})
+            del ack["conversation_id"]
+            return ack
+
+    def _feedback(self, tool: str, arguments: dict[str, Any], trace_id: str | None) -> dict[str, Any]:
         route = self.validate(tool, arguments)
         batch = route.tool.batch_of is not None
         items = arguments["events"] if batch else [arguments]
@@ -148,12 +164,23 @@ class Tuner:
                "last_seq": max((a["seq"] for a in acks), default=None)}
         if not batch:
             ack["event_id"] = acks[0]["event_id"]
+        cids = {str(r["conversation_id"]) for r in rows if r["conversation_id"] is not None}
+        ack["conversation_id"] = cids.pop() if len(cids) == 1 else None  # for the span; not returned
         return ack
 
     # --- staging ---
 
     def apply_pending(self) -> int:
         """Fold every logged event after staging's ``applied_seq`` into staging. Returns how many."""
+        tel = telemetry.current()
+        with tel.tracer.start_as_current_span(telemetry.TUNER_APPLY) as span:
+            total = self._apply_pending()
+            span.set_attribute(telemetry.EVENTS_APPLIED, total)
+            if total:
+                tel.events_applied.add(total)
+            return total
+
+    def _apply_pending(self) -> int:
         state, store = self.workspace.state, self.workspace.store
         total, conflicts = 0, 0
         with self._apply_lock:
@@ -291,12 +318,21 @@ class Tuner:
 
         if not self._promote_lock.acquire(blocking=False):
             return {"promoted": False, "reason": "a promotion is already running"}
+        tel = telemetry.current()
         try:
-            # one promotion at a time across every tuner process of the workspace
-            with try_locked(self.workspace.runtime_dir / "locks" / "promote.lock") as mine:
-                if not mine:
-                    return {"promoted": False, "reason": "another tuner process is promoting"}
-                return await self._promote(reason)
+            with tel.tracer.start_as_current_span(telemetry.TUNER_PROMOTE, attributes={"ratchet.reason": reason}) as span:
+                # one promotion at a time across every tuner process of the workspace
+                with try_locked(self.workspace.runtime_dir / "locks" / "promote.lock") as mine:
+                    outcome = (await self._promote(reason) if mine else
+                               {"promoted": False, "reason": "another tuner process is promoting"})
+                span.set_attribute(telemetry.PROMOTED, outcome["promoted"])
+                if outcome["promoted"]:
+                    span.set_attributes({telemetry.VERSION: outcome["version"],
+                                         telemetry.EVENTS_APPLIED: outcome["events_applied"]})
+                else:
+                    span.set_attribute("ratchet.skipped_reason", outcome["reason"])
+                tel.promotions.add(1, {telemetry.PROMOTED: outcome["promoted"]})
+                return outcome
         finally:
             self._promote_lock.release()
 
@@ -360,7 +396,7 @@ class Tuner:
         state, store = self.workspace.state, self.workspace.store
         staging, active = state.read("staging"), state.read("active")
         latest = self.workspace.versions.latest()
-        last = store.events_since(0, kind="state.promoted")[-1:] if self.last_promotion is None else []
+        last = store.last_event("state.promoted") if self.last_promotion is None else None
         strategies = {}
         for key, strategy in self.strategies.items():
             section = (staging.document.get("strategies") or {}).get(key) or strategy.initial_state()
@@ -372,7 +408,7 @@ class Tuner:
                        "version": latest.name if latest else None},
             "pending_events": applied_seq(staging.document) - applied_seq(active.document),
             "unapplied_events": store.last_feedback_seq() - applied_seq(staging.document),
-            "last_promotion": self.last_promotion or (last[0]["payload"] if last else None),
+            "last_promotion": self.last_promotion or (last["payload"] if last else None),
             "policy": self.workspace.config.tuner.promotion.model_dump(),
             "strategies": strategies,
             "last_error": self.last_error or self._worker_error(),

@@ -40,7 +40,7 @@ def _mcp_tool(runner: Runner, spec: ToolSpec):
         meta = ctx.request_context.meta or {}
         overrides = meta.get(OVERRIDES_META_KEY) if hasattr(meta, "get") else None
         try:
-            return runner.call(spec.name, arguments, overrides=overrides, trace_id=_trace_id())
+            return runner.call(spec.name, arguments, overrides=overrides)  # trace id: the call's span
         except (RatchetError, ValueError, TypeError, KeyError) as exc:  # the caller's to fix
             raise tool_error(exc) from exc
 
@@ -52,13 +52,6 @@ def _mcp_tool(runner: Runner, spec: ToolSpec):
     call.__name__ = spec.name
     call.__doc__ = spec.description
     return call
-
-
-def _trace_id() -> str | None:
-    from opentelemetry import trace
-
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
 def build_server(runner: Runner) -> MCPServer:

@@ -22,7 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from ratchet import __version__
 from ratchet.core.errors import RatchetError
 from ratchet.core.tuner import Route, Tuner
-from ratchet.runner.server import _trace_id, tool_error
+from ratchet.runner.server import tool_error
 
 log = logging.getLogger("ratchet.tuner")
 COALESCE_SECONDS = 0.02  # let events arriving together be folded by one compare-and-swap
@@ -84,7 +84,7 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
     async def call(ctx: Context, **arguments: Any) -> dict[str, Any]:
         given = {k: v for k, v in arguments.items() if v is not None}  # absent and null are alike here
         try:
-            ack = await anyio.to_thread.run_sync(lambda: tuner.feedback(name, given, trace_id=_trace_id()))
+            ack = await anyio.to_thread.run_sync(lambda: tuner.feedback(name, given))  # trace id: its span's
         except RatchetError as exc:
             raise tool_error(exc) from exc
         if worker is not None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import anyio
 
+from ratchet.core import telemetry
 from ratchet.core.errors import RatchetError
 from ratchet.core.tuner import Tuner
 from ratchet.core.workspace import Workspace
@@ -25,7 +27,12 @@ log = logging.getLogger("ratchet.tuner.worker")
 
 
 async def work(workspace_dir: str, server_pid: int) -> None:
-    tuner = Tuner(Workspace.open(workspace_dir, search_parents=False))
+    workspace = Workspace.open(workspace_dir, search_parents=False)
+    with telemetry.serving("tuner-worker", workspace):  # spans of apply_pending and promote, flushed on exit
+        await _work(Tuner(workspace), server_pid)
+
+
+async def _work(tuner: Tuner, server_pid: int) -> None:
     await anyio.to_thread.run_sync(tuner.prepare)
     store = tuner.workspace.store
     period = tuner.workspace.config.tuner.promotion.every_seconds or None
@@ -49,8 +56,13 @@ async def work(workspace_dir: str, server_pid: int) -> None:
         await anyio.sleep(POLL_SECONDS)
 
 
+def _stop(_signum, _frame) -> None:
+    raise KeyboardInterrupt  # the server terminates us: unwind, so telemetry is flushed
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="ratchet tuner worker: %(message)s")
+    signal.signal(signal.SIGTERM, _stop)
     try:
         anyio.run(work, sys.argv[1], int(sys.argv[2]))
     except KeyboardInterrupt:

@@ -289,6 +289,12 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(events.insert().values(ts=time.time(), kind=kind, payload=payload)).inserted_primary_key[0]
 
+    def last_event(self, kind: str) -> dict[str, Any] | None:
+        q = sa.select(events).where(events.c.kind == kind).order_by(events.c.seq.desc()).limit(1)
+        with self.reader.connect() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
+
     def events_since(self, seq: int = 0, kind: str | None = None) -> list[dict[str, Any]]:
         q = sa.select(events).where(events.c.seq > seq).order_by(events.c.seq)
         if kind:

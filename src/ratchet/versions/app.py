@@ -1,0 +1,253 @@
+"""The Versions API as a FastAPI app: a thin, read-only adapter over :class:`ratchet.core.catalog.Catalog`.
+
+Routes: ``GET /versions`` (filtered, paginated), ``/versions/{version}``, ``/versions/{version}/evals``,
+``/versions/{a}/diff/{b}`` and ``/active``; OpenAPI at ``/docs`` and ``/openapi.json``. ``v1.2.3`` and
+``1.2.3`` name the same version. Errors carry ``error``, ``detail``, ``field`` and ``fix``: 404 for an
+unknown version, 422 for a malformed parameter.
+
+Pagination is by offset (``limit``, ``offset``), with ``total`` and ``next`` (the URL of the next page,
+or null). Offsets count from the newest version with ``order=desc`` (the default), so a version made
+while you page shifts a desc listing by one; page with ``order=asc`` for a stable walk.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ratchet import __version__
+from ratchet.core.catalog import Catalog
+from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, UserError
+
+# SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
+_NUM = r"(0|[1-9][0-9]*)"
+_PRE = r"(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
+VERSION_PATTERN = (rf"^v?{_NUM}\.{_NUM}\.{_NUM}(-{_PRE}(\.{_PRE})*)?(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?$")
+_VERSION_DOC = "A version: v1.2.3 or 1.2.3."
+
+
+# --- response models ---------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="the error class, e.g. NotFoundError")
+    detail: str = Field(description="what failed and which thing")
+    field: str | None = Field(default=None, description="the parameter or field at fault")
+    fix: str | None = Field(default=None, description="how to fix it")
+
+
+class VersionSummary(BaseModel):
+    version: str = Field(description="the tag, vMAJOR.MINOR.PATCH")
+    commit: str
+    created: str | None = Field(description="when it was tagged (ISO 8601)")
+    kind: str | None = Field(description="who made it: tuner, rollback, manual, architect, initial, ...")
+    author: str | None
+    bump: str | None = Field(description="major, minor, patch or initial")
+    reason: str | None
+    metadata: dict[str, Any] = Field(description="the tag's whole JSON metadata")
+
+
+class VersionPage(BaseModel):
+    items: list[VersionSummary]
+    total: int = Field(description="versions matching the filters, over all pages")
+    limit: int
+    offset: int
+    next: str | None = Field(description="URL of the next page; null on the last one")
+
+
+class ToolSchema(BaseModel):
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None
+
+
+class EvalsLink(BaseModel):
+    href: str
+    exists: bool = Field(description="whether an eval summary was recorded for this version's commit")
+
+
+class VersionDetail(VersionSummary):
+    state: dict[str, Any] | None = Field(description="the active state at this version (null if it has none)")
+    tools: dict[str, dict[str, ToolSchema]] | None = Field(
+        description="MCP tool schemas at this version, by server (runner, tuner) and tool")
+    tools_error: str | None = Field(description="why the tool schemas could not be read, if they could not")
+    evals: EvalsLink
+
+
+class EvalSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    commit: str
+    tiers: dict[str, Any] = Field(default_factory=dict, description="per test tier: results and budget checks")
+    updated: str | None = None
+
+
+class StateChange(BaseModel):
+    path: str = Field(description="JSON pointer, e.g. /strategies/style/arms/0")
+    op: Literal["add", "remove", "replace"]
+    old: Any = None
+    new: Any = None
+
+
+class Narrowing(BaseModel):
+    argument: str
+    change: str = Field(description="e.g. 'type number -> integer'")
+
+
+class ToolChange(BaseModel):
+    required_added: list[str]
+    arguments_added: list[str]
+    arguments_removed: list[str]
+    narrowed: list[Narrowing]
+    breaking: bool
+
+
+class ServerDiff(BaseModel):
+    added: list[str]
+    removed: list[str]
+    changed: dict[str, ToolChange]
+    breaking: bool
+
+
+class SchemaDiff(BaseModel):
+    servers: dict[str, ServerDiff]
+    breaking: bool = Field(description="a tool removed, an argument newly required, or a type narrowed")
+
+
+class VersionDiff(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    state: list[StateChange]
+    tools: SchemaDiff | None
+    tools_error: str | None
+
+
+class Active(BaseModel):
+    version: str | None = Field(description="the latest version")
+    commit: str | None
+    state_revision: int = Field(description="revision of state/active.state.json")
+    pinned: str | None = Field(description="the pinned version, if the runner is pinned")
+    served: str | None = Field(description="the version whose state the runner serves")
+
+
+# --- routes --------------------------------------------------------------------------------------------
+
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown version"},
+                                           422: {"model": ErrorBody, "description": "Malformed parameter"}}
+
+
+def catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+def version_param():
+    return Path(pattern=VERSION_PATTERN, description=_VERSION_DOC, examples=["v0.1.0"])
+
+
+versions_router = APIRouter(prefix="/versions", tags=["versions"], responses=ERRORS)
+
+
+@versions_router.get("", response_model=VersionPage)
+def list_versions(
+    request: Request,
+    kind: str | None = Query(None, description="tuner (tuner, rollback and manual versions), architect, or "
+                             "any raw metadata kind; an unknown kind matches nothing"),
+    since: str | None = Query(None, pattern=VERSION_PATTERN, description="only versions newer than this one"),
+    order: Literal["asc", "desc"] = Query("desc", description="desc: newest first"),
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0, description="versions to skip, counted in the chosen order"),
+    cat: Catalog = Depends(catalog),
+) -> dict[str, Any]:
+    """Versions in semver order, newest first by default."""
+    page = cat.page(kind=kind, since=since, order=order, limit=limit, offset=offset)
+    following = page.pop("next_offset")
+    query = {k: v for k, v in {"kind": kind, "since": since, "order": order, "limit": limit,
+                               "offset": following}.items() if v is not None}
+    page["next"] = f"{request.url.path}?{urlencode(query)}" if following is not None else None
+    return page
+
+
+@versions_router.get("/{version}", response_model=VersionDetail)
+def show_version(version: str = version_param(), cat: Catalog = Depends(catalog)) -> dict[str, Any]:
+    """A version's metadata, its active state, its tool schemas and a link to its eval summary."""
+    found = cat.detail(version)
+    found["evals"] = {"href": f"/versions/{found['version']}/evals", "exists": found.pop("evals_exist")}
+    return found
+
+
+@versions_router.get("/{version}/evals", response_model=EvalSummary)
+def version_evals(version: str = version_param(), cat: Catalog = Depends(catalog)) -> dict[str, Any]:
+    """The eval summary (``evals/{commit}/summary.json``) recorded for a version."""
+    return cat.evals(version)
+
+
+@versions_router.get("/{a}/diff/{b}", response_model=VersionDiff)
+def diff_versions(a: str = version_param(), b: str = version_param(),
+                  cat: Catalog = Depends(catalog)) -> dict[str, Any]:
+    """What changed from version ``a`` to version ``b``: state paths and tool schemas."""
+    return cat.diff(a, b)
+
+
+active_router = APIRouter(tags=["active"])
+
+
+@active_router.get("/active", response_model=Active)
+def active(cat: Catalog = Depends(catalog)) -> dict[str, Any]:
+    """What is served: the latest version, the active state's revision, and the pin if any."""
+    return cat.active()
+
+
+# --- the app ---------------------------------------------------------------------------------------------
+
+
+def _status(exc: RatchetError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, UserError):
+        return 422
+    return 409 if isinstance(exc, ConflictError) else 500
+
+
+def create_app(workspace) -> FastAPI:
+    """The read-only Versions API of ``workspace``."""
+    app = FastAPI(title=f"Ratchet versions: {workspace.name}", version=__version__,
+                  description="Read-only view of a Ratchet workspace's versions: metadata, state, tool "
+                  "schemas, eval summaries and diffs.")
+    app.state.catalog = Catalog(workspace)
+    app.include_router(versions_router)
+    app.include_router(active_router)
+
+    @app.exception_handler(RatchetError)
+    async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        field = str(err["loc"][-1]) if err.get("loc") else None
+        if err.get("type") == "string_pattern_mismatch":  # only version parameters have a pattern
+            detail, fix = f"{field}: {err.get('input')!r} is not a version", "write it like v1.2.3 or 1.2.3"
+        else:
+            detail, fix = f"{field}: {err.get('msg')}", f"correct {field} (see /docs)"
+        body = {"error": "ValidationError", "detail": detail, "field": field, "fix": fix}
+        return JSONResponse(body, status_code=422)
+
+    return app
+
+
+def serve(workspace, *, host: str, port: int) -> None:
+    """Serve until interrupted; port 0 picks a free one."""
+    import uvicorn
+
+    from ratchet.serving import free_port
+
+    port = port or free_port(host)
+    # One line on stderr that tools (and `ratchet up`) can wait for.
+    print(f"ratchet versions listening on http://{host}:{port}", file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn.Config(create_app(workspace), host=host, port=port, log_level="warning")).run()
