@@ -281,15 +281,12 @@ def templates_show(name: str) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--data", "-d", multiple=True, metavar="KEY=VALUE", help="Answer a template question.")
 def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
-    """Render template NAME into DEST (a new folder)."""
-    from ratchet.core.errors import UserError
-
+    """Render template NAME into DEST: a new folder, or an existing one (e.g. a workspace), which
+    gains the files; an existing file is never overwritten."""
     tl, library = _library()
     t = tl.get(library, name)
-    if dest.exists():
-        raise UserError(f"{dest} already exists", field="DEST", fix="choose a new folder")
-    tl.render(t, dest, tl.parse_data(t, list(data)))
-    click.echo(f"Rendered {name} into {dest}.")
+    files = tl.render(t, dest, tl.parse_data(t, list(data)))
+    click.echo(f"Rendered {name} into {dest}: {', '.join(files)}")
 
 
 # --- tests -----------------------------------------------------------------------------------------
@@ -400,6 +397,38 @@ def serve_versions(host: str | None, port: int | None, workspace_dir: Path | Non
     ws = open_workspace(workspace_dir)
     cfg = ws.config.versions
     serve_app(ws, host=host or cfg.host, port=cfg.port if port is None else port)
+
+
+@serve.command("triggerer")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+              help="Seconds between KPI checks.")
+@workspace_option
+def serve_triggerer(interval: float, workspace_dir: Path | None) -> None:
+    """Compare online KPIs with the SLO in ci/budgets.json; on a breach wake the Architect."""
+    import signal
+    import threading
+
+    from ratchet.core.triggers import Triggerer, architect_wake
+
+    ws = open_workspace(workspace_dir)
+    post = architect_wake(ws)
+
+    def wake(report: dict) -> None:
+        names = ", ".join(f"{b['kpi']}={b['value']:.4g} (slo {b['slo']:g})" for b in report["breaches"])
+        print(f"ratchet triggerer: waking the architect: {names}", file=sys.stderr, flush=True)
+        post(report)
+
+    triggerer = Triggerer(ws, wake=wake)
+    triggerer.slo()  # a missing or invalid ci/budgets.json fails now, with its fix
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"ratchet triggerer watching {ws.root} every {interval:g} s", file=sys.stderr, flush=True)
+    try:
+        triggerer.run(interval, stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- trace -------------------------------------------------------------------------------------------

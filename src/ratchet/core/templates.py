@@ -75,11 +75,13 @@ def _read_template(path: Path, family: str | None, plugin: str, version: str) ->
         if isinstance(choices, dict):
             choices = list(choices.values())
         questions.append(Question(key, spec.get("type", "str"), spec.get("help", ""), spec.get("default"), choices))
-    summary = ""
+    paragraph: list[str] = []  # the README's first paragraph of prose
     for line in Template(path.name, "", path, plugin, version).readme.splitlines():
         if line.strip() and not line.startswith("#"):
-            summary = line.strip()
+            paragraph.append(line.strip())
+        elif paragraph:
             break
+    summary = " ".join(paragraph)
     return Template(path.name, config.get("_ratchet_family") or family or "template", path, plugin, version,
                     summary, questions)
 
@@ -202,8 +204,10 @@ def versioned_source(template: Template) -> tuple[str, str]:
         return str(repo), tag
 
 
-def render(template: Template, dest: Path, data: dict[str, Any]) -> None:
-    """Render ``template`` into ``dest`` (which must not exist) without prompts; all or nothing."""
+def render(template: Template, dest: Path, data: dict[str, Any]) -> list[str]:
+    """Render ``template`` without prompts into ``dest``: a new folder, or an existing one (e.g. a
+    workspace) that gains the rendered files. All or nothing: a file that already exists is never
+    overwritten, and then nothing is written. Returns the rendered paths, relative to ``dest``."""
     import copier
 
     dest = Path(dest)
@@ -211,12 +215,23 @@ def render(template: Template, dest: Path, data: dict[str, Any]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.render-"))
     try:
+        out = tmp / "out"
         try:
-            copier.run_copy(src, tmp, data=data, defaults=True, quiet=True, vcs_ref=ref, unsafe=False)
+            copier.run_copy(src, out, data=data, defaults=True, quiet=True, vcs_ref=ref, unsafe=False)
         except Exception as exc:  # copier's validators and type errors: translate, name the template
             raise UserError(f"template {template.name!r} refused the answers: {exc}", field="--data",
                             fix=f"check the values against `ratchet templates show {template.name}`") from None
-        tmp.rename(dest)
+        files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+        if not dest.exists():
+            out.rename(dest)
+            return files
+        clashes = [f for f in files if (dest / f).exists()]
+        if clashes:
+            raise UserError(f"rendering {template.name!r} into {dest} would overwrite {', '.join(clashes)}",
+                            field="DEST", fix="choose other answers (e.g. another module name), or move those files")
+        for f in files:
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out / f, dest / f)
+        return files
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
