@@ -331,7 +331,8 @@ def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: s
 
 @cli.group()
 def serve() -> None:
-    """Serve a workspace: the runner and tuner over MCP, the read-only versions registry over REST."""
+    """Serve a workspace: the runner and tuner over MCP, the read-only versions registry over REST, and
+    the triggerer that watches the online SLOs."""
 
 
 transport_option = click.option("--transport", type=click.Choice(["http", "stdio"]), default="http",

@@ -34,7 +34,7 @@ turns = sa.Table(
     "turns", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
-    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False, index=True),  # the Triggerer aggregates by time window
     sa.Column("tool", sa.String(200), nullable=False),
     sa.Column("arguments", sa.JSON, nullable=False),
     sa.Column("result", sa.JSON),
@@ -63,7 +63,7 @@ feedback = sa.Table(
     "feedback", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("event_id", sa.String(200), nullable=False, unique=True),
-    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
     sa.Column("tool", sa.String(200), nullable=False),
     sa.Column("conversation_id", sa.String(200), index=True),
     sa.Column("payload", sa.JSON, nullable=False),
