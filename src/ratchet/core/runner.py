@@ -138,7 +138,6 @@ class Runner:
         self._fixed_document = document
         self._snapshot = self._load()
         self._watch_key = self._change_key()
-        self._listeners: list[Callable[[Snapshot], None]] = []
         self._extracts_features = bool(self.plugins.pm.hook.ratchet_extract_features.get_hookimpls())
 
     # --- tools ---
@@ -204,18 +203,12 @@ class Runner:
         changed = (new.sha256, new.version, new.source) != (self._snapshot.sha256, self._snapshot.version,
                                                            self._snapshot.source) or new.document != self._snapshot.document
         self._snapshot = new  # one reference assignment: calls in flight keep the one they took
-        if changed:
-            for listener in list(self._listeners):
-                listener(new)
         return changed
 
     def serve_document(self, document: dict[str, Any]) -> None:
         """Serve a given document from now on (test tiers run candidate states this way)."""
         self._fixed_document = document
         self._snapshot = Snapshot(document, None, 0, "fixed")
-
-    def on_reload(self, listener: Callable[[Snapshot], None]) -> None:
-        self._listeners.append(listener)
 
     # --- decisions ---
 
