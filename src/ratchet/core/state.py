@@ -216,6 +216,18 @@ class StateManager:
         with self._lock():
             return self._read_locked(name)
 
+    def exclusive(self):
+        """Hold the state lock across several steps (e.g. the Architect's merge and tag): no promotion,
+        rollback or write runs meanwhile. Inside it, use ``read_held`` and ``write_held`` only."""
+        return self._lock()
+
+    def read_held(self, name: DocName) -> StateDoc:
+        return self._read_locked(name)
+
+    def write_held(self, name: DocName, document: dict[str, Any]) -> StateDoc:
+        self.validate(document, f"{name} state")
+        return self._write_locked(name, dumps(document), None)
+
     def _read_locked(self, name: str) -> StateDoc:
         path = self.path(name)
         if name == "staging" and not path.exists():

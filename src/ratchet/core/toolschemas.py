@@ -43,7 +43,12 @@ def tool_schemas(workspace: Workspace, version: Version | str) -> dict[str, dict
     """
     if isinstance(version, str):
         version = workspace.versions.get(version)
-    key = cache_key(version.commit)
+    return tool_schemas_at(workspace, version.commit)
+
+
+def tool_schemas_at(workspace: Workspace, commit: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """As :func:`tool_schemas`, for any commit of the repository (e.g. an Architect job's branch)."""
+    key = cache_key(commit)
     cached = workspace.objects.get_json(key)
     if cached and cached.get("framework") == __version__:
         return cached["servers"]
@@ -51,8 +56,8 @@ def tool_schemas(workspace: Workspace, version: Version | str) -> dict[str, dict
         cached = workspace.objects.get_json(key)
         if cached and cached.get("framework") == __version__:
             return cached["servers"]
-        servers = _build(workspace, version.commit)
-        workspace.objects.put_json(key, {"commit": version.commit, "framework": __version__, "servers": servers})
+        servers = _build(workspace, commit)
+        workspace.objects.put_json(key, {"commit": commit, "framework": __version__, "servers": servers})
     return servers
 
 

@@ -243,8 +243,7 @@ class VersionStore:
         name = tag_name(INITIAL) if bump == "initial" else self.next_version(bump)
         if bump == "initial" and self.latest() is not None:
             raise UserError(f"{self.root} already has versions", fix="make a new version with a bump instead")
-        metadata = {"kind": kind, "bump": "initial" if bump == "initial" else bump, "reason": reason,
-                    "author": author, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+        metadata = self._metadata(name, bump, reason=reason, kind=kind, author=author, extra=extra)
         old_head = self.head()
         changed = False
         if paths:
@@ -260,8 +259,7 @@ class VersionStore:
                 commit_args.append("--allow-empty")
             self.git(*commit_args, *(["--", *paths] if changed else []), env=self._identity_env)
             commit = self.head()
-            self.git("tag", "-a", name, "-m", json.dumps(metadata, sort_keys=True), commit,
-                     env=self._identity_env)
+            self._tag(name, commit, metadata)
         except BaseException:
             if old_head is not None and self.head() != old_head:
                 self.git("reset", "-q", "--soft", old_head, check=False)
@@ -269,6 +267,26 @@ class VersionStore:
                 self.git("reset", "-q", old_head, "--", *paths, check=False)  # unstage, keep the files
             raise
         return Version(name, commit, metadata, metadata["created"], precedence(name))
+
+    def tag_head_locked(self, bump: Bump, *, reason: str, kind: str, author: str,
+                        extra: dict[str, Any] | None = None) -> Version:
+        """Tag the current head (already committed, e.g. by a merge) as the next version.
+
+        The caller holds :meth:`lock` (a merge and its tag must be one step for other version makers).
+        """
+        name = self.next_version(bump)
+        metadata = self._metadata(name, bump, reason=reason, kind=kind, author=author, extra=extra or {})
+        commit = self.head()
+        self._tag(name, commit, metadata)
+        return Version(name, commit, metadata, metadata["created"], precedence(name))
+
+    @staticmethod
+    def _metadata(name: str, bump: str, *, reason: str, kind: str, author: str, extra: dict[str, Any]) -> dict:
+        return {"kind": kind, "bump": bump, "reason": reason, "author": author,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+
+    def _tag(self, name: str, commit: str, metadata: dict[str, Any]) -> None:
+        self.git("tag", "-a", name, "-m", json.dumps(metadata, sort_keys=True), commit, env=self._identity_env)
 
 
 def _tagger_date(tagger: str | None) -> str | None:

@@ -1,0 +1,1 @@
+"""The Architect's REST adapter (FastAPI) over :mod:`ratchet.core.architect`."""

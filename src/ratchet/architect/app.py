@@ -1,0 +1,46 @@
+"""The Architect as a FastAPI app: a thin adapter over :class:`ratchet.core.architect.Architect`.
+
+Routes: ``POST /feedback`` and ``POST /wake`` create jobs; ``GET /jobs``, ``GET /jobs/{id}``; approval
+and abandonment; the steps an external agent drives (``POST /jobs``, then ``/jobs/{id}/files``,
+``/actions``, ``/render``, ``/tiers``, ``/release``); the template library (``/templates``). OpenAPI at
+``/docs`` and ``/openapi.json``. Errors carry ``error``, ``detail``, ``field`` and ``fix``.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ratchet import __version__
+from ratchet.architect.routes import jobs, steps, templates
+from ratchet.core.architect import Architect
+from ratchet.rest import install_error_handlers, install_tracing, serve_app
+
+
+def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True) -> FastAPI:
+    """The Architect API of ``workspace``. ``run_jobs=False`` leaves queued jobs alone (tests drive them)."""
+    arch = architect or Architect(workspace)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if run_jobs:
+            arch.start()
+        try:
+            yield
+        finally:
+            arch.stop()
+
+    app = FastAPI(title=f"Ratchet architect: {workspace.name}", version=__version__, lifespan=lifespan,
+                  description="Plans, applies, tests, merges and tags changes to a Ratchet workspace, from "
+                  "free-text feedback, Triggerer wake-ups, or an external agent's steps.")
+    app.state.architect = arch
+    for module in (jobs, steps, templates):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    install_tracing(app, "architect")
+    return app
+
+
+def serve(workspace, *, host: str, port: int) -> None:
+    serve_app(create_app(workspace), host=host, port=port, label="architect")

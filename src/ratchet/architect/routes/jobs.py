@@ -1,0 +1,105 @@
+"""Jobs: free-text feedback and wake-ups create them; read them, approve them, abandon them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from ratchet.architect.deps import architect, job_id_param
+from ratchet.core.architect import Architect
+from ratchet.core.jobs import JOB_STATES, Job
+from ratchet.rest import ERROR_RESPONSES
+
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
+
+_VERSION = r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=20_000, pattern=r"\S",
+                      description="what users or operators say, e.g. 'answers are too long'")
+    version: str | None = Field(default=None, pattern=_VERSION, description="the version it is about")
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class Breach(BaseModel):
+    kpi: str = Field(min_length=1, description="reward_rate, error_rate or latency_p95_ms")
+    value: float
+    slo: float
+    window_seconds: float | None = None
+
+
+class WakeRequest(BaseModel):
+    """The Triggerer's KPI report (``ratchet serve triggerer`` posts it)."""
+
+    breaches: list[Breach] = Field(min_length=1)
+    kpis: dict[str, Any] = Field(default_factory=dict, description="the KPIs over the window")
+    at: float | None = Field(default=None, description="Unix time of the check")
+
+
+class OpenJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=500, pattern=r"\S",
+                       description="what the agent means to change (the version's reason)")
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.post("/feedback", status_code=202, response_model=Job)
+def post_feedback(body: FeedbackRequest, arch: Architect = Depends(architect)) -> Job:
+    """Free-text feedback: a job plans a change from it, tests it and, if it passes, merges and tags."""
+    return arch.submit_feedback(body.text, version=body.version, conversation_id=body.conversation_id)
+
+
+@router.post("/wake", status_code=202, response_model=Job)
+def post_wake(body: WakeRequest, arch: Architect = Depends(architect)) -> Job:
+    """A wake-up from the Triggerer with its KPI report: a job plans a change from the breaches."""
+    return arch.submit_wake(body.model_dump(mode="json"))
+
+
+@router.get("/jobs", response_model=JobPage)
+def list_jobs(state: Literal[JOB_STATES] | None = Query(None, description="only jobs in this state"),  # type: ignore[valid-type]
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+              arch: Architect = Depends(architect)) -> dict[str, Any]:
+    """Jobs, newest first."""
+    jobs = list(reversed(arch.list(state)))
+    return {"items": jobs[offset:offset + limit], "total": len(jobs), "limit": limit, "offset": offset}
+
+
+@router.post("/jobs", status_code=201, response_model=Job)
+def open_job(body: OpenJobRequest, arch: Architect = Depends(architect)) -> Job:
+    """Open a job for an external agent: a worktree and branch of its own, changed step by step
+    (``/jobs/{id}/actions``, ``/files``, ``/render``, ``/tiers``), then released."""
+    return arch.open_job(body.title)
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+def get_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
+    """A job: its state, plan, step log, tier results, bump and the version it made (or why it failed)."""
+    return arch.get(job_id)
+
+
+@router.post("/jobs/{job_id}/release", status_code=202, response_model=Job)
+def release_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
+    """Finish an agent's job: commit, run micro → fast → full, bump, then merge and tag (or wait for approval)."""
+    return arch.release(job_id)
+
+
+@router.post("/jobs/{job_id}/approve", status_code=202, response_model=Job)
+def approve_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
+    """Approve a job held in needs_approval by the approval gate; it then merges and tags."""
+    return arch.approve(job_id)
+
+
+@router.delete("/jobs/{job_id}", response_model=Job)
+def abandon_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
+    """Abandon an open agent job or one waiting for approval: nothing is merged."""
+    return arch.abandon(job_id)

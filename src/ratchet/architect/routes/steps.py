@@ -1,0 +1,87 @@
+"""Steps an external agent takes on its open job (``POST /jobs``): read and write files, apply any
+action, render templates, run tiers. Each change is recorded in the job and decides its bump."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from ratchet.architect.deps import architect, job_id_param
+from ratchet.core.architect import Architect
+from ratchet.core.jobs import Job
+from ratchet.core.plans import Action, RenderTemplate
+from ratchet.rest import ERROR_RESPONSES
+
+router = APIRouter(prefix="/jobs/{job_id}", tags=["steps"], responses=ERROR_RESPONSES)
+
+
+class Applied(BaseModel):
+    files: list[str] = Field(description="paths the step wrote, relative to the workspace")
+    job: Job
+
+
+class FileContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str
+
+
+class FileBody(BaseModel):
+    path: str
+    content: str
+
+
+class TiersRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tiers: list[str] = Field(default=["micro"], min_length=1, description="micro, fast and/or full, run in order")
+
+
+_PATH = Path(min_length=1, description="a path relative to the workspace root")
+
+
+@router.get("/files", response_model=list[str])
+def list_files(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> list[str]:
+    """The files of the job's worktree."""
+    with arch.session(job_id) as s:
+        return s.files()
+
+
+@router.get("/files/{path:path}", response_model=FileBody)
+def read_file(job_id: str = job_id_param(), path: str = _PATH, arch: Architect = Depends(architect)) -> dict:
+    """One file of the job's worktree."""
+    with arch.session(job_id) as s:
+        return {"path": path, "content": s.read_file(path)}
+
+
+@router.put("/files/{path:path}", response_model=Applied)
+def write_file(body: FileContent, job_id: str = job_id_param(), path: str = _PATH,
+               arch: Architect = Depends(architect)) -> dict[str, Any]:
+    """Write a whole file in the job's worktree (a ``write_file`` action)."""
+    with arch.session(job_id) as s:
+        files = s.apply({"kind": "write_file", "path": path, "content": body.content})
+        return {"files": files, "job": s.job}
+
+
+@router.post("/actions", response_model=Applied)
+def apply_action(action: Action = Body(discriminator="kind"), job_id: str = job_id_param(),
+                 arch: Architect = Depends(architect)) -> dict[str, Any]:
+    """Apply any action: set_state, render_template, write_file, replace_text, edit_config, add_test."""
+    with arch.session(job_id) as s:
+        files = s.apply(action)
+        return {"files": files, "job": s.job}
+
+
+@router.post("/render", response_model=Applied)
+def render(body: RenderTemplate, job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> dict:
+    """Render a template of the library into the job's worktree (never overwriting a file)."""
+    with arch.session(job_id) as s:
+        files = s.apply(body)
+        return {"files": files, "job": s.job}
+
+
+@router.post("/tiers", response_model=list[dict[str, Any]])
+def run_tiers(body: TiersRequest, job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> list:
+    """Run tiers on the worktree as it is now, stopping at the first that fails; nothing is merged."""
+    with arch.session(job_id) as s:
+        return s.run_tiers(body.tiers)

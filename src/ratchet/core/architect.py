@@ -1,0 +1,541 @@
+"""The Architect: turns free-text feedback or a Triggerer wake-up into a tested, merged, tagged version.
+
+A job (``core/jobs.py``) runs in its own git worktree and branch (``core/worktree.py``):
+
+1. **plan**: the selected planner (``core/planners.py``) turns the request into a :class:`Plan`;
+2. **apply**: each action (``core/plans.py``) is applied to the worktree, then committed on the branch;
+3. **test**: micro → fast → full, each in a fresh ``ratchet test`` process against ``ci/budgets.json``,
+   stopping at the first tier that fails or misses its budget;
+4. **bump**: from what changed (active state only → patch; anything more → minor) and from the runner's
+   and tuner's tool schemas at the base and at the job's commit (a breaking change → major);
+5. **approve** (optional): ``[architect] approval`` holds major jobs (or all) in ``needs_approval``;
+6. **merge and tag**: under the state lock and the versions lock (so no tuner promotion interleaves),
+   main is merged into the branch if it moved (tuner promotions that landed meanwhile are kept: the
+   job's state changes are re-applied on top of main's active state, and the micro tier runs again),
+   then main is fast-forwarded to the branch and tagged; staging gets the job's state changes too, so
+   the next promotion keeps them.
+
+Every failure before the fast-forward leaves main, the tags and active exactly as they were; the job
+records why (``error``: detail, field, fix, step). The time limit (``[architect] job_timeout_seconds``)
+covers planning, applying and testing; a job waiting for approval does not expire.
+
+An external agent drives the same steps over REST: open a job (``source = "agent"``), then apply
+actions, read files and run tiers in its worktree (:meth:`Architect.session`), then release it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ratchet.core import telemetry
+from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, TestsFailedError, UserError
+from ratchet.core.jobs import Job, JobError, JobStore, new_job
+from ratchet.core.plans import (
+    TIERS, Action, EditConfig, Plan, apply_action, apply_changes, bump_for, parse_action, state_changes,
+    _inside,
+)
+from ratchet.core.state import ACTIVE_PATH
+from ratchet.core.worktree import JobWorktree
+
+if TYPE_CHECKING:
+    from ratchet.core.planners import Planner
+    from ratchet.core.tiers import TierResult
+    from ratchet.core.workspace import Workspace
+
+log = logging.getLogger("ratchet.architect")
+
+AUTHOR_KIND = "architect"
+# A job interrupted in one of these states (the Architect stopped) cannot be resumed safely.
+_IN_FLIGHT = ("planning", "testing")
+
+
+class TimeLimitError(RatchetError):
+    """A job ran past ``[architect] job_timeout_seconds``."""
+
+
+class Architect:
+    """The Architect service over one workspace. ``start()`` runs queued jobs in a worker thread."""
+
+    def __init__(self, workspace: Workspace, *, planner: str | None = None):
+        self.workspace = workspace
+        self.config = workspace.config.architect
+        self.planner_name = planner or self.config.planner
+        self.jobs = JobStore(workspace.store)
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._job_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._library = None
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        """Recover jobs a previous process left unfinished, then start the worker thread."""
+        self.recover()
+        self._thread = threading.Thread(target=self._work, name="ratchet-architect", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def recover(self) -> None:
+        """Queued jobs run again; a job cut off while planning or testing fails (its worktree is
+        dropped; main was never touched); agent jobs and jobs awaiting approval carry on."""
+        for job in self.jobs.list():
+            if job.state == "queued":
+                self._queue.put((job.id, "run"))
+            elif job.state in _IN_FLIGHT or (job.state == "applying" and job.source != "agent"):
+                self._fail(job, RatchetError(f"the architect stopped while the job was {job.state}; main and "
+                                             "the tags are unchanged", fix="submit the request again"),
+                           step=job.state)
+
+    @property
+    def library(self):
+        """The template library (installed template libraries; loaded once)."""
+        if self._library is None:
+            from ratchet.core import templates
+
+            self._library = templates.discover(self.workspace.plugins)
+        return self._library
+
+    # --- submitting ---
+
+    def submit_feedback(self, text: str, *, version: str | None = None, conversation_id: str | None = None) -> Job:
+        request = {"text": text, "version": version, "conversation_id": conversation_id}
+        return self._submit("feedback", {k: v for k, v in request.items() if v is not None})
+
+    def submit_wake(self, report: dict[str, Any]) -> Job:
+        return self._submit("wake", {"report": report})
+
+    def _submit(self, source: str, request: dict[str, Any]) -> Job:
+        job = new_job(source, request, self.config.job_timeout_seconds)  # type: ignore[arg-type]
+        self.jobs.save(job)
+        self.workspace.emit("job.queued", {"job": job.id, "source": source})
+        self._queue.put((job.id, "run"))
+        return job
+
+    def open_job(self, title: str) -> Job:
+        """A job an external agent drives step by step: its worktree is ready when this returns."""
+        job = new_job("agent", {"title": title}, self.config.job_timeout_seconds, state="applying")
+        wt = self._worktree(job)
+        job.base = self.workspace.versions.head()
+        wt.create(job.base)
+        job.branch = wt.branch
+        job.note("worktree", f"branch {wt.branch} from {job.base[:12]}")
+        self.jobs.save(job)
+        self.workspace.emit("job.opened", {"job": job.id})
+        return job
+
+    # --- reading ---
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        return self._expire_if_due(job)
+
+    def list(self, state: str | None = None) -> list[Job]:
+        return [self._expire_if_due(j) for j in self.jobs.list(state)]
+
+    def _expire_if_due(self, job: Job) -> Job:
+        """An agent job past its time limit fails when next looked at (nothing else is running it)."""
+        if job.source == "agent" and job.state == "applying" and time.time() > job.deadline:
+            with self._job_lock(job.id):
+                job = self.jobs.get(job.id)
+                if job.state == "applying" and time.time() > job.deadline:
+                    self._fail(job, self._time_limit("applying"), step="applying")
+        return job
+
+    # --- the agent's steps ---
+
+    @contextlib.contextmanager
+    def session(self, job_id: str) -> Iterator[JobSession]:
+        """The steps an agent may take on its open job, one request at a time per job."""
+        with self._job_lock(job_id):
+            job = self.get(job_id)
+            if job.source != "agent" or job.state != "applying":
+                raise ConflictError(f"job {job_id} is a {job.source} job in state {job.state}, not open for "
+                                    "an agent's changes", field="job_id", fix="open a job with POST /jobs")
+            yield JobSession(self, job)
+
+    def release(self, job_id: str) -> Job:
+        """Finish an agent's job: commit, test, bump, merge and tag (in the worker; poll the job)."""
+        with self._job_lock(job_id):
+            job = self.get(job_id)
+            if job.source != "agent" or job.state != "applying":
+                raise ConflictError(f"job {job_id} is a {job.source} job in state {job.state}; only an open "
+                                    "agent job can be released", field="job_id",
+                                    fix="open one with POST /jobs, or follow this one with GET /jobs/{id}")
+            if not job.actions:
+                raise UserError(f"job {job_id} has no changes to release", field="actions",
+                                fix="apply an action first, or abandon the job with DELETE /jobs/{id}")
+            job.state = "testing"
+            job.note("release", "released by the agent")
+            self.jobs.save(job)
+        self._queue.put((job_id, "finish"))
+        return job
+
+    def approve(self, job_id: str) -> Job:
+        with self._job_lock(job_id):
+            job = self.get(job_id)
+            if job.state != "needs_approval":
+                raise ConflictError(f"job {job_id} is {job.state}, not waiting for approval", field="job_id",
+                                    fix="only a job in needs_approval can be approved")
+            job.state = "testing"
+            job.deadline = time.time() + self.config.job_timeout_seconds  # the clock restarts for the merge
+            job.note("approve", "approved")
+            self.jobs.save(job)
+        self._queue.put((job_id, "merge"))
+        return job
+
+    def abandon(self, job_id: str) -> Job:
+        with self._job_lock(job_id):
+            job = self.get(job_id)
+            if job.state not in ("applying", "needs_approval") or (job.state == "applying" and job.source != "agent"):
+                raise ConflictError(f"job {job_id} is {job.state} and cannot be abandoned now", field="job_id",
+                                    fix="abandon an open agent job, or one waiting for approval")
+            self._fail(job, UserError("abandoned: nothing was merged", fix="open a new job to try again"),
+                       step="abandon")
+            return job
+
+    # --- the worker ---
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                self._sweep()
+                continue
+            if item is None:
+                return
+            job_id, what = item
+            try:
+                with self._job_lock(job_id):
+                    job = self.jobs.get(job_id)
+                    if job.final:
+                        continue
+                    self.process(job, what)
+            except Exception:  # noqa: BLE001 -- the worker must outlive any one job
+                log.exception("architect job %s crashed", job_id)
+
+    def _sweep(self) -> None:
+        for job in self.jobs.list("applying"):
+            self._expire_if_due(job)
+
+    def process(self, job: Job, what: str = "run") -> Job:
+        """Run ``job`` from where ``what`` says (run: plan first; finish: test and merge; merge: merge)."""
+        with telemetry.span("ratchet.architect.job", **{"ratchet.job": job.id, "ratchet.job.source": job.source,
+                                                        "ratchet.job.step": what}):
+            try:
+                if what == "run":
+                    self._plan_and_apply(job)
+                if what in ("run", "finish"):
+                    self._test(job)
+                    if self._needs_approval(job):
+                        job.state = "needs_approval"
+                        job.note("approval", f"a {job.bump} change waits for POST /jobs/{job.id}/approve")
+                        self.jobs.save(job)
+                        self.workspace.emit("job.needs_approval", {"job": job.id, "bump": job.bump})
+                        return job
+                self._merge(job)
+            except RatchetError as exc:
+                self._fail(job, exc, step=job.log[-1].step if job.log else None)
+            except subprocess.TimeoutExpired:
+                self._fail(job, self._time_limit(job.state), step=job.state)
+            except Exception as exc:  # noqa: BLE001 -- a bug or a broken plugin: record it, keep main intact
+                log.exception("job %s failed unexpectedly", job.id)
+                self._fail(job, RatchetError(f"{type(exc).__name__}: {exc}",
+                                             fix="see the architect's log; main and the tags are unchanged"),
+                           step=job.log[-1].step if job.log else None)
+        return job
+
+    def _set(self, job: Job, state: str, step: str, message: str) -> None:
+        self._check_deadline(job, state)
+        job.state = state  # type: ignore[assignment]
+        job.note(step, message)
+        self.jobs.save(job)
+
+    def _plan_and_apply(self, job: Job) -> None:
+        from ratchet.core.planners import PlanRequest, select_planner
+
+        wt = self._worktree(job)
+        job.base = self.workspace.versions.head()
+        wt.create(job.base)
+        job.branch = wt.branch
+        planner: Planner = select_planner(self.workspace, self.planner_name)
+        job.planner = planner.name
+        self._set(job, "planning", "plan", f"planner {planner.name} on branch {wt.branch} from {job.base[:12]}")
+        request = PlanRequest(source=job.source, **job.request)
+        session = JobSession(self, job)
+        with telemetry.span("ratchet.architect.plan", **{"ratchet.job": job.id, "ratchet.planner": planner.name}):
+            plan = planner.plan(request, session)
+        if not isinstance(plan, Plan):
+            raise UserError(f"planner {planner.name!r} returned {type(plan).__name__}, not a Plan",
+                            field="planner", fix="return ratchet.core.plans.Plan from plan()")
+        job.plan = plan
+        self._set(job, "applying", "plan", plan.summary)
+        for action in plan.actions:
+            session.apply(action)
+        if not job.actions:
+            raise UserError(f"the planner found nothing to change: {plan.summary}", field="text",
+                            fix="rephrase the request, or add a rule to the workspace's architect playbook")
+
+    def _test(self, job: Job) -> None:
+        wt = self._worktree(job)
+        self._set(job, "testing", "commit", f"{len(job.actions)} action(s)")
+        commit = wt.commit(self._commit_message(job))
+        job.commit = wt.head()
+        job.changed = wt.changed(job.base)
+        if not job.changed:
+            raise UserError("the job's actions changed nothing", field="actions",
+                            fix="the requested change is already in place")
+        job.note("commit", f"{job.commit[:12]}: {', '.join(job.changed)}" if commit else "nothing new to commit")
+        self.jobs.save(job)
+        results = self._run_tiers(job, wt, list(TIERS))
+        job.tiers = [r.to_dict() for r in results]
+        self.jobs.save(job)
+        self._ensure_passed(results)
+        job.bump, job.schema_diff = self._bump(job)
+        job.note("bump", f"{job.bump}: " + ("breaking tool-schema change" if job.bump == "major" else
+                                             "state only" if job.bump == "patch" else "code, tests or config"))
+        self.jobs.save(job)
+
+    def _needs_approval(self, job: Job) -> bool:
+        gate = self.config.approval
+        return gate == "all" or (gate == "major" and job.bump == "major")
+
+    def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str]) -> list[TierResult]:
+        """Run ``tiers`` in order in fresh processes (the job's code never runs in the Architect),
+        stopping at the first that fails or misses its budget."""
+        from ratchet.core.tiers import TierResult
+
+        results = []
+        for tier in tiers:
+            remaining = self._check_deadline(job, "testing")
+            argv = [sys.executable, "-m", "ratchet", "test", "--tier", tier, "--json", "--no-summary",
+                    "-w", str(wt.path)]
+            with telemetry.span("ratchet.architect.tier", **{"ratchet.job": job.id, "ratchet.tier": tier}):
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=remaining)
+            try:
+                result = TierResult.model_validate(json.loads(proc.stdout)["tiers"][0])
+            except (ValueError, KeyError, IndexError):
+                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+                job.note("tiers", f"{tier}: could not run", ok=False)
+                raise TestsFailedError(f"tier {tier} could not run on the job's worktree:\n{tail}",
+                                       field=f"tiers.{tier}", fix="fix the error above in the planned change")
+            results.append(result)
+            job.note("tiers", f"{tier}: {result.passed}/{result.total} passed, "
+                              + ("within budget" if result.ok else "; ".join(result.violations) or "failed"),
+                     ok=result.ok)
+            if not result.ok:
+                break
+        return results
+
+    @staticmethod
+    def _ensure_passed(results: list[TierResult]) -> None:
+        from ratchet.core.tiers import ensure_ok
+
+        ensure_ok(results)
+
+    def _bump(self, job: Job) -> tuple[str, dict[str, Any] | None]:
+        from ratchet.core.toolschemas import schema_diff, tool_schemas_at
+
+        diff = None
+        if any(p != ACTIVE_PATH for p in job.changed):  # state alone cannot change a tool's schema
+            diff = schema_diff(tool_schemas_at(self.workspace, job.base), tool_schemas_at(self.workspace, job.commit))
+        return bump_for(job.changed, bool(diff and diff["breaking"])), diff
+
+    def _merge(self, job: Job) -> None:
+        """Bring main's new commits into the branch, fast-forward main to it, tag, update staging."""
+        from ratchet.core.tiers import write_summary
+
+        ws, wt = self.workspace, self._worktree(job)
+        base_state = json.loads(ws.versions.git("show", f"{job.base}:{ACTIVE_PATH}"))
+        job_state = json.loads((wt.path / ACTIVE_PATH).read_text())
+        changes = state_changes(base_state, job_state)
+        with ws.state.exclusive(), ws.versions.lock():
+            main = ws.versions.head()
+            extra_results: list[TierResult] = []
+            if main != job.base:
+                self._bring_in_main(job, wt, main, changes)
+                extra_results = self._run_tiers(job, wt, ["micro"])
+                self._ensure_passed(extra_results)
+            commit = wt.head()
+            ws.versions.git("merge", "--ff-only", "-q", commit)
+            try:
+                version = ws.versions.tag_head_locked(
+                    job.bump or "minor", reason=job.plan.summary if job.plan else job.request.get("title", "agent job"),
+                    kind=AUTHOR_KIND, author=job.planner or "agent",
+                    extra={"job": job.id, "source": job.source, "request": _short_request(job),
+                           "actions": [a.kind for a in job.actions], "changed": job.changed,
+                           "tiers": {r["tier"]: r["ok"] for r in job.tiers},
+                           "breaking": bool(job.schema_diff and job.schema_diff["breaking"])})
+            except BaseException:
+                ws.versions.git("reset", "-q", "--keep", main, check=False)  # main as it was; no tag
+                raise
+            if changes:  # the next tuner promotion starts from staging: it must carry the job's change
+                staging = ws.state.read_held("staging")
+                ws.state.write_held("staging", apply_changes(staging.document, changes))
+        job.version, job.commit = version.name, version.commit
+        job.tiers = job.tiers + [r.to_dict() | {"after_merge": True} for r in extra_results]
+        all_results = [_tier_result(r) for r in job.tiers]
+        write_summary(ws, list({r.tier: r for r in all_results}.values()), commit=version.commit)
+        job.state = "succeeded"
+        job.note("tag", f"{version.name} at {version.commit[:12]}")
+        self.jobs.save(job)
+        ws.emit("job.succeeded", {"job": job.id, "version": version.name, "bump": job.bump})
+        ws.versioned(version)
+        self._reload_config()
+        wt.remove()
+
+    def _bring_in_main(self, job: Job, wt: JobWorktree, main: str, changes) -> None:
+        """Merge main into the branch. The active state is recomputed as main's plus the job's changes,
+        so tuner promotions made while the job ran are kept whether or not git saw a conflict."""
+        from ratchet.core.state import dumps
+
+        conflicts = wt.merge(main, f"Merge main into architect job {job.id}")
+        others = [p for p in conflicts if p != ACTIVE_PATH]
+        if others:
+            wt.abort_merge()
+            raise ConflictError(f"main changed {', '.join(others)} while the job ran", field="merge",
+                                fix="submit the request again: the new job starts from the new main")
+        main_state = json.loads(self.workspace.versions.git("show", f"{main}:{ACTIVE_PATH}"))
+        merged = apply_changes(main_state, changes)
+        self.workspace.state.validate(merged, "state after merging main")
+        (wt.path / ACTIVE_PATH).write_bytes(dumps(merged))
+        wt.git("add", ACTIVE_PATH)
+        if conflicts:
+            wt.git("commit", "-q", "--no-verify", "--no-edit")
+        else:
+            wt.commit(f"Architect job {job.id}: re-apply its state change on main's state")
+        job.note("merge", f"brought in main {main[:12]}" + (" (state conflict resolved)" if conflicts else ""))
+
+    def _reload_config(self) -> None:
+        """A merged job may have changed ratchet.toml or the state schema: read them again."""
+        from ratchet.core.workspace import CONFIG_NAME, load_config
+
+        ws = self.workspace
+        ws.config = load_config(ws.root / CONFIG_NAME)
+        ws.__dict__.pop("state", None)
+        self.config = ws.config.architect
+
+    # --- helpers ---
+
+    def _fail(self, job: Job, exc: RatchetError, *, step: str | None) -> None:
+        job.state = "failed"
+        job.error = JobError(detail=exc.message, field=exc.field, fix=exc.fix, step=step)
+        job.note("failed", exc.message.splitlines()[0], ok=False)
+        self.jobs.save(job)
+        self.workspace.emit("job.failed", {"job": job.id, "step": step, "detail": exc.message})
+        wt = self._worktree(job)
+        if wt.path.exists():
+            self.workspace.versions.git("worktree", "remove", "--force", str(wt.path), check=False)
+            self.workspace.versions.git("worktree", "prune", check=False)
+        # The branch is kept for inspection (`git log ratchet/job-<id>`); main and the tags are untouched.
+
+    def _check_deadline(self, job: Job, during: str) -> float:
+        remaining = job.deadline - time.time()
+        if remaining <= 0:
+            raise self._time_limit(during)
+        return remaining
+
+    def _time_limit(self, during: str) -> TimeLimitError:
+        return TimeLimitError(f"the job ran past its time limit of {self.config.job_timeout_seconds:g} s "
+                              f"while {during}", field="architect.job_timeout_seconds",
+                              fix="raise [architect] job_timeout_seconds, or make the change smaller")
+
+    def _worktree(self, job: Job) -> JobWorktree:
+        return JobWorktree(self.workspace, job.id)
+
+    def _job_lock(self, job_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._job_locks.setdefault(job_id, threading.Lock())
+
+    @staticmethod
+    def _commit_message(job: Job) -> str:
+        title = job.plan.summary if job.plan else job.request.get("title", "agent job")
+        return f"architect: {title}\n\nRatchet-Job: {job.id}\n"
+
+
+def _short_request(job: Job) -> dict[str, Any]:
+    if job.source == "wake":
+        return {"breaches": [b.get("kpi") for b in job.request.get("report", {}).get("breaches", [])]}
+    return {k: (v[:500] if isinstance(v, str) else v) for k, v in job.request.items()}
+
+
+def _tier_result(data: dict[str, Any]) -> TierResult:
+    from ratchet.core.tiers import TierResult
+
+    return TierResult.model_validate({k: v for k, v in data.items() if k in TierResult.model_fields})
+
+
+class JobSession:
+    """One job's workbench: the steps the REST step endpoints, the LLM planner's tools and the
+    playbook's actions all go through. Every applied action is recorded in the job."""
+
+    def __init__(self, architect: Architect, job: Job):
+        self.architect = architect
+        self.job = job
+        self.worktree = architect._worktree(job)
+        self._workspace: Workspace | None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        if self._workspace is None:
+            self._workspace = self.worktree.open()
+        return self._workspace
+
+    def templates(self) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in sorted(self.architect.library.values(), key=lambda t: t.name)]
+
+    def template(self, name: str) -> dict[str, Any]:
+        from ratchet.core import templates
+
+        t = templates.get(self.architect.library, name)
+        return {**t.to_dict(), "readme": t.readme}
+
+    def files(self) -> list[str]:
+        out = self.worktree.git("ls-files", "--cached", "--others", "--exclude-standard")
+        return sorted(p for p in out.splitlines() if p)
+
+    def read_file(self, path: str) -> str:
+        file = _inside(self.worktree.path, path, "path")
+        if not file.is_file():
+            raise NotFoundError(f"{path} does not exist in the job's worktree", field="path",
+                                fix="list the files with GET /jobs/{id}/files")
+        return file.read_text(encoding="utf-8", errors="replace")
+
+    def apply(self, action: Action | dict[str, Any]) -> list[str]:
+        if isinstance(action, dict):
+            action = parse_action(action)
+        self.architect._check_deadline(self.job, "applying")
+        with telemetry.span("ratchet.architect.apply", **{"ratchet.job": self.job.id, "ratchet.action": action.kind}):
+            files = apply_action(self.workspace, action, library=self.architect.library)
+        if isinstance(action, EditConfig):
+            self._workspace = None  # the next step reads the new ratchet.toml
+        self.job.actions.append(action)
+        self.job.note("apply", f"{action.kind}: {', '.join(files)}")
+        self.architect.jobs.save(self.job)
+        return files
+
+    def run_tiers(self, tiers: list[str]) -> list[dict[str, Any]]:
+        """Run tiers on the worktree as it is now (uncommitted changes included)."""
+        unknown = [t for t in tiers if t not in TIERS]
+        if unknown or not tiers:
+            raise UserError(f"unknown tier(s) {unknown}" if unknown else "no tiers given", field="tiers",
+                            fix=f"choose from {', '.join(TIERS)}")
+        results = self.architect._run_tiers(self.job, self.worktree, tiers)
+        self.job.tiers = [r.to_dict() for r in results]
+        self.architect.jobs.save(self.job)
+        return self.job.tiers

@@ -1,0 +1,101 @@
+"""Architect jobs: their record and its persistence in the store (so jobs survive a restart).
+
+A job moves ``queued → planning → applying → testing → succeeded``, or to ``failed`` from any step,
+or through ``needs_approval`` (a major change under an approval gate) before it merges. A job an
+external agent drives (``source = "agent"``) starts in ``applying`` and stays there, step by step,
+until it is released.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ratchet.core.errors import NotFoundError
+from ratchet.core.plans import Action, Plan
+
+if TYPE_CHECKING:
+    from ratchet.core.stores.sql import Store
+
+JobState = Literal["queued", "planning", "applying", "testing", "needs_approval", "succeeded", "failed"]
+JOB_STATES: tuple[str, ...] = JobState.__args__  # type: ignore[attr-defined]
+FINAL_STATES = ("succeeded", "failed")
+JobSource = Literal["feedback", "wake", "agent"]
+
+
+class LogEntry(BaseModel):
+    at: float = Field(description="Unix time")
+    step: str = Field(description="queued, plan, apply, commit, tiers, bump, merge, tag, ...")
+    message: str
+    ok: bool = True
+
+
+class JobError(BaseModel):
+    detail: str
+    field: str | None = None
+    fix: str | None = None
+    step: str | None = Field(default=None, description="the step that failed")
+
+
+class Job(BaseModel):
+    """One Architect job: what was asked, the plan, every step taken, the tier results, the version."""
+
+    id: str
+    state: JobState
+    source: JobSource
+    request: dict[str, Any] = Field(description="the feedback text (and ids), the KPI report, or the agent's title")
+    planner: str | None = None
+    plan: Plan | None = None
+    actions: list[Action] = Field(default_factory=list, description="every action applied, in order")
+    log: list[LogEntry] = Field(default_factory=list)
+    tiers: list[dict[str, Any]] = Field(default_factory=list, description="tier results of the last run")
+    base: str | None = Field(default=None, description="main's commit the job's branch started from")
+    branch: str | None = None
+    commit: str | None = Field(default=None, description="the job branch's head once committed")
+    changed: list[str] = Field(default_factory=list, description="paths the job changed")
+    bump: Literal["major", "minor", "patch"] | None = None
+    schema_diff: dict[str, Any] | None = Field(default=None, description="runner/tuner tool-schema diff")
+    version: str | None = Field(default=None, description="the version the job made")
+    error: JobError | None = None
+    created: float
+    updated: float
+    deadline: float = Field(description="Unix time after which the job fails (the time limit)")
+
+    def note(self, step: str, message: str, ok: bool = True) -> None:
+        now = time.time()
+        self.log.append(LogEntry(at=now, step=step, message=message, ok=ok))
+        self.updated = now
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def new_job(source: JobSource, request: dict[str, Any], timeout: float, *, state: JobState = "queued") -> Job:
+    now = time.time()
+    job = Job(id=uuid.uuid4().hex[:12], state=state, source=source, request=request, created=now, updated=now,
+              deadline=now + timeout)
+    job.note(state if state == "queued" else "open", f"{source} job created")
+    return job
+
+
+class JobStore:
+    """Jobs as JSON rows of the store's ``jobs`` table."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def save(self, job: Job) -> None:
+        self.store.put_job(job.id, job.state, job.model_dump(mode="json"))
+
+    def get(self, job_id: str) -> Job:
+        row = self.store.get_job(job_id)
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}", field="job_id", fix="list jobs with GET /jobs")
+        return Job.model_validate(row["payload"])
+
+    def list(self, state: str | None = None) -> list[Job]:
+        return [Job.model_validate(r["payload"]) for r in self.store.list_jobs(state)]

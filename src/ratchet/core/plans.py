@@ -1,0 +1,339 @@
+"""Architect plans: what a planner decided, as actions that are applied to a folder (a job's worktree).
+
+An action is one of:
+
+* ``set_state``: set a JSON pointer in ``state/active.state.json`` (validated against the schema);
+* ``render_template``: render a template of the library into the workspace (never overwriting a file);
+* ``write_file`` / ``replace_text``: write a whole file, or replace one exact occurrence of a text;
+* ``edit_config``: set or append keys of ``ratchet.toml`` (comments kept; the result is validated);
+* ``add_test``: append a case to ``tests/<tier>/architect.yaml`` (validated like every case).
+
+Every action is checked before anything is written, so a bad action fails with the field at fault and
+leaves the folder as it was. The bump of the version a plan makes follows from what it changed, not from
+what the planner says: see :func:`bump_for`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ratchet.core.errors import UserError
+from ratchet.core.state import ACTIVE_PATH, dumps
+
+if TYPE_CHECKING:
+    from ratchet.core.templates import Template
+    from ratchet.core.workspace import Workspace
+
+TIERS = ("micro", "fast", "full")
+TEST_FILE = "architect.yaml"
+# Paths an action may never write: git's own files, runtime data, and the tags' source of truth.
+_FORBIDDEN = (".git", ".ratchet")
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SetState(_Action):
+    """Set one value of the active state, by JSON pointer (RFC 6901), e.g. ``/params/max_sentences``."""
+
+    kind: Literal["set_state"] = "set_state"
+    pointer: str = Field(pattern=r"^(/[^/]*)+$", description="JSON pointer into the state, e.g. /params/top_k")
+    value: Any = Field(description="the new value (any JSON)")
+
+
+class RenderTemplate(_Action):
+    """Render a template of the library into the workspace."""
+
+    kind: Literal["render_template"] = "render_template"
+    template: str = Field(min_length=1, description="template name, as `ratchet templates list` shows it")
+    data: dict[str, Any] = Field(default_factory=dict, description="answers to the template's questions")
+
+
+class WriteFile(_Action):
+    """Write a whole file (created or replaced)."""
+
+    kind: Literal["write_file"] = "write_file"
+    path: str = Field(min_length=1, description="path relative to the workspace root")
+    content: str
+
+
+class ReplaceText(_Action):
+    """Replace the one occurrence of ``old`` in a file with ``new``."""
+
+    kind: Literal["replace_text"] = "replace_text"
+    path: str = Field(min_length=1, description="path relative to the workspace root")
+    old: str = Field(min_length=1, description="text that occurs exactly once in the file")
+    new: str
+
+
+class EditConfig(_Action):
+    """Edit ``ratchet.toml``. Keys are dotted; ``tuner.strategies[key=style].strategy`` selects a table
+    of an array of tables by one of its values."""
+
+    kind: Literal["edit_config"] = "edit_config"
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> new value")
+    append: dict[str, Any] = Field(default_factory=dict, description="dotted key of a list -> item to add")
+
+
+class AddTest(_Action):
+    """Add a test case to a tier (``tests/<tier>/architect.yaml``)."""
+
+    kind: Literal["add_test"] = "add_test"
+    tier: Literal["micro", "fast", "full"]
+    case: dict[str, Any] = Field(description="a case: id, tool, args, expect (as in tests/<tier>/*.yaml)")
+
+
+Action = Annotated[SetState | RenderTemplate | WriteFile | ReplaceText | EditConfig | AddTest,
+                   Field(discriminator="kind")]
+ACTION_KINDS = ("set_state", "render_template", "write_file", "replace_text", "edit_config", "add_test")
+_action_adapter: TypeAdapter = TypeAdapter(Action)
+
+
+class Plan(BaseModel):
+    """What a planner decided: a one-line summary, why, and the actions."""
+
+    model_config = ConfigDict(extra="forbid")
+    summary: str = Field(min_length=1)
+    rationale: str = ""
+    actions: list[Action] = Field(default_factory=list)
+    rule: str | None = Field(default=None, description="the playbook rule that produced it, if any")
+
+
+def parse_action(data: dict[str, Any]) -> Action:
+    """An action from JSON; raises a ``UserError`` naming the field."""
+    from pydantic import ValidationError
+
+    try:
+        return _action_adapter.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "kind"
+        raise UserError(f"invalid action: {loc}: {err['msg']}", field=f"action.{loc}",
+                        fix=f"an action has kind one of {', '.join(ACTION_KINDS)} and that kind's fields") from None
+
+
+# --- applying ---------------------------------------------------------------------------------------
+
+
+def _inside(root: Path, rel: str, field: str) -> Path:
+    parts = PurePosixPath(rel).parts
+    if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
+        raise UserError(f"path {rel!r} leaves the workspace", field=field, fix="give a path relative to the root")
+    if parts[0] in _FORBIDDEN:
+        raise UserError(f"path {rel!r} is Ratchet's or git's own data", field=field,
+                        fix=f"write anywhere but {', '.join(_FORBIDDEN)}")
+    return root / Path(*parts)
+
+
+def apply_action(workspace: Workspace, action: Action, *, library: dict[str, Template] | None = None) -> list[str]:
+    """Apply ``action`` to ``workspace`` (a job's worktree); return the paths it wrote, relative.
+
+    ``library`` is the template library to render from (default: what the workspace's plugins register).
+    """
+    root = workspace.root
+    if isinstance(action, SetState):
+        path = root / ACTIVE_PATH
+        document = set_pointer(json.loads(path.read_text(encoding="utf-8")), action.pointer, action.value)
+        workspace.state.validate(document, f"state after setting {action.pointer}")
+        path.write_bytes(dumps(document))
+        return [ACTIVE_PATH]
+    if isinstance(action, RenderTemplate):
+        from ratchet.core import templates
+
+        template = templates.get(library if library is not None else templates.discover(workspace.plugins),
+                                 action.template)
+        known = {q.name for q in template.questions}
+        unknown = sorted(set(action.data) - known)
+        if unknown:
+            raise UserError(f"template {template.name!r} has no question {unknown[0]!r}", field=f"data.{unknown[0]}",
+                            fix=f"use one of: {', '.join(sorted(known))}")
+        return templates.render(template, root, action.data)
+    if isinstance(action, WriteFile):
+        path = _inside(root, action.path, "path")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(action.content, encoding="utf-8")
+        return [action.path]
+    if isinstance(action, ReplaceText):
+        path = _inside(root, action.path, "path")
+        if not path.is_file():
+            raise UserError(f"{action.path} does not exist", field="path", fix="write_file creates a file")
+        text = path.read_text(encoding="utf-8")
+        count = text.count(action.old)
+        if count != 1:
+            raise UserError(f"the text to replace occurs {count} times in {action.path}", field="old",
+                            fix="give a longer text that occurs exactly once")
+        path.write_text(text.replace(action.old, action.new), encoding="utf-8")
+        return [action.path]
+    if isinstance(action, EditConfig):
+        return [edit_config(root, action)]
+    if isinstance(action, AddTest):
+        return [add_test(workspace, action)]
+    raise UserError(f"unknown action {action!r}", field="action.kind")  # pragma: no cover
+
+
+def set_pointer(document: dict[str, Any], pointer: str, value: Any) -> dict[str, Any]:
+    """A copy of ``document`` with ``value`` at ``pointer`` (the parent must exist)."""
+    out = copy.deepcopy(document)
+    keys = [k.replace("~1", "/").replace("~0", "~") for k in pointer.split("/")[1:]]
+    node: Any = out
+    for i, key in enumerate(keys[:-1]):
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            at = "/" + "/".join(keys[: i + 1])
+            raise UserError(f"state has no object at {at}", field="pointer", fix="point into an existing object")
+    node[keys[-1]] = value
+    return out
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def state_changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """The leaf changes that turn ``before`` into ``after``: ``(pointer, value)``, with ``REMOVED`` as the
+    value of a deleted key. Objects are compared key by key; anything else is replaced whole."""
+    out: list[tuple[str, Any]] = []
+    for key in sorted(before.keys() | after.keys()):
+        pointer = f"{prefix}/{_escape(key)}"
+        if key not in after:
+            out.append((pointer, REMOVED))
+        elif key not in before:
+            out.append((pointer, after[key]))
+        elif isinstance(before[key], dict) and isinstance(after[key], dict):
+            out += state_changes(before[key], after[key], pointer)
+        elif before[key] != after[key]:
+            out.append((pointer, after[key]))
+    return out
+
+
+def apply_changes(document: dict[str, Any], changes: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``document`` with ``changes`` (from :func:`state_changes`) applied; missing parents are created."""
+    out = copy.deepcopy(document)
+    for pointer, value in changes:
+        keys = [k.replace("~1", "/").replace("~0", "~") for k in pointer.split("/")[1:]]
+        node = out
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if value is REMOVED:
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = copy.deepcopy(value)
+    return out
+
+
+class _Removed:
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+
+REMOVED = _Removed()
+
+
+_SELECTOR = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)(\[(?P<key>[A-Za-z0-9_-]+)=(?P<value>[^\]]+)\])?$")
+
+
+def _walk(doc, dotted: str, create: bool):
+    """The container and last key that ``dotted`` names in a tomlkit document."""
+    import tomlkit
+
+    parts = dotted.split(".")
+    node = doc
+    for i, part in enumerate(parts):
+        m = _SELECTOR.match(part)
+        if not m:
+            raise UserError(f"ratchet.toml key {dotted!r} is malformed at {part!r}", field="edit_config",
+                            fix="write keys like tuner.promotion.every_events or tuner.strategies[key=style].strategy")
+        name = m["name"]
+        last = i == len(parts) - 1
+        if last and not m["key"]:
+            return node, name
+        if name not in node:
+            if not create or m["key"]:
+                raise UserError(f"ratchet.toml has no {'.'.join(parts[: i + 1])!r}", field="edit_config",
+                                fix="name an existing table, or set the key on its own")
+            node[name] = tomlkit.table()
+        node = node[name]
+        if m["key"]:
+            match = [t for t in node if str(t.get(m["key"])) == m["value"]]
+            if len(match) != 1:
+                raise UserError(f"ratchet.toml: {len(match)} tables of {name} have {m['key']} = {m['value']!r}",
+                                field="edit_config", fix="select exactly one table")
+            node = match[0]
+            if last:
+                raise UserError(f"{dotted!r} names a table, not a key", field="edit_config",
+                                fix="add .KEY to name a key of that table")
+    raise UserError(f"empty key {dotted!r}", field="edit_config")  # pragma: no cover
+
+
+def edit_config(root: Path, action: EditConfig) -> str:
+    import tomlkit
+    from pydantic import ValidationError
+
+    from ratchet.core.workspace import CONFIG_NAME, Config, config_error
+
+    path = root / CONFIG_NAME
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    for dotted, value in action.set.items():
+        node, key = _walk(doc, dotted, create=True)
+        node[key] = value
+    for dotted, item in action.append.items():
+        node, key = _walk(doc, dotted, create=True)
+        current = node.get(key)
+        if current is None:
+            node[key] = [item]
+        elif not isinstance(current, list):
+            raise UserError(f"ratchet.toml {dotted!r} is not a list", field="edit_config", fix="use set instead")
+        elif item not in current:
+            current.append(item)
+    try:
+        Config.model_validate(json.loads(json.dumps(doc.unwrap())))
+    except ValidationError as exc:
+        raise config_error(exc, f"{CONFIG_NAME} after the edit") from None
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    return CONFIG_NAME
+
+
+def add_test(workspace: Workspace, action: AddTest) -> str:
+    from ratchet.core.tiers import Case, _case_error, expectations, load_cases
+
+    from pydantic import ValidationError
+
+    rel = f"tests/{action.tier}/{TEST_FILE}"
+    try:
+        Case.model_validate(action.case, context={"kinds": expectations(workspace.plugins)})
+    except ValidationError as exc:
+        raise _case_error(exc, f"new {action.tier} case") from None
+    existing = {c.id for c in load_cases(workspace, action.tier, workspace.plugins)} \
+        if (workspace.root / "tests" / action.tier).is_dir() else set()
+    if action.case["id"] in existing:
+        raise UserError(f"tier {action.tier} already has a case {action.case['id']!r}", field="case.id",
+                        fix="give the new case a unique id")
+    path = workspace.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "" if path.exists() else "# Cases added by the Architect (each job's reason is in its version's metadata).\n"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(header + yaml.safe_dump([action.case], sort_keys=False, allow_unicode=True))
+    return rel
+
+
+# --- bumps ------------------------------------------------------------------------------------------
+
+
+def bump_for(changed: list[str], breaking: bool) -> str:
+    """The bump a change earns: a breaking tool-schema change is major; anything beyond the active
+    state (a plugin, a template's files, tests, config) is minor; the active state alone is a patch."""
+    if breaking:
+        return "major"
+    if changed and all(p == ACTIVE_PATH for p in changed):
+        return "patch"
+    return "minor"

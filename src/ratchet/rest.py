@@ -1,0 +1,91 @@
+"""What the REST adapters (Architect, Versions) share: error bodies, trace context, serving.
+
+Errors: a :class:`RatchetError` becomes ``{"error", "detail", "field", "fix"}`` with 404 (not found),
+422 (bad input), 409 (conflict) or 500; a request that fails validation becomes the same body with 422
+and the field named. Trace context: a ``traceparent`` header from the client becomes the parent of the
+request's server span, so a client's trace continues through the server (and into jobs it creates).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, UserError
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="the error class, e.g. NotFoundError")
+    detail: str = Field(description="what failed and which thing")
+    field: str | None = Field(default=None, description="the parameter or field at fault")
+    fix: str | None = Field(default=None, description="how to fix it")
+
+
+ERROR_RESPONSES = {404: {"model": ErrorBody, "description": "not found"},
+                   409: {"model": ErrorBody, "description": "conflict with the current state"},
+                   422: {"model": ErrorBody, "description": "invalid input; `field` names it"}}
+
+
+def status_of(exc: RatchetError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, UserError):
+        return 422
+    return 409 if isinstance(exc, ConflictError) else 500
+
+
+def validation_body(exc: RequestValidationError) -> dict:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    field = ".".join(loc) or None
+    if err.get("type") == "string_pattern_mismatch" and "version" in (field or ""):
+        detail, fix = f"{field}: {err.get('input')!r} is not a version", "write it like v1.2.3 or 1.2.3"
+    else:
+        detail, fix = f"{field or 'body'}: {err.get('msg')}", f"correct {field or 'the body'} (see /docs)"
+    return {"error": "ValidationError", "detail": detail, "field": field, "fix": fix}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RatchetError)
+    async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(exc), status_code=422)
+
+
+def install_tracing(app: FastAPI, component: str) -> None:
+    """A SERVER span per request, child of the client's ``traceparent`` when it sends one."""
+    from opentelemetry import context, propagate, trace
+
+    from ratchet.core import telemetry
+
+    @app.middleware("http")
+    async def traced(request: Request, call_next):
+        token = context.attach(propagate.extract(dict(request.headers)))
+        try:
+            tracer = telemetry.current().tracer
+            with tracer.start_as_current_span(f"ratchet.{component}.request", kind=trace.SpanKind.SERVER,
+                                              attributes={"http.request.method": request.method,
+                                                          "url.path": request.url.path}) as span:
+                response = await call_next(request)
+                span.set_attribute("http.response.status_code", response.status_code)
+                return response
+        finally:
+            context.detach(token)
+
+
+def serve_app(app: FastAPI, *, host: str, port: int, label: str) -> None:
+    """Serve until interrupted; port 0 picks a free one. Prints the one line ``ratchet up`` waits for."""
+    import uvicorn
+
+    from ratchet.serving import free_port
+
+    port = port or free_port(host)
+    print(f"ratchet {label} listening on http://{host}:{port}", file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
