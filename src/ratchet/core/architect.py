@@ -316,30 +316,26 @@ class Architect:
         return gate == "all" or (gate == "major" and job.bump == "major")
 
     def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str]) -> list[TierResult]:
-        """Run ``tiers`` in order in fresh processes (the job's code never runs in the Architect),
-        stopping at the first that fails or misses its budget."""
+        """Run ``tiers`` in order in a fresh ``ratchet test`` process (the job's code never runs in the
+        Architect), stopping at the first that fails or misses its budget."""
         from ratchet.core.tiers import TierResult
 
-        results = []
-        for tier in tiers:
-            remaining = self._check_deadline(job, "testing")
-            argv = [sys.executable, "-m", "ratchet", "test", "--tier", tier, "--json", "--no-summary",
-                    "-w", str(wt.path)]
-            with telemetry.span("ratchet.architect.tier", **{"ratchet.job": job.id, "ratchet.tier": tier}):
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=remaining)
-            try:
-                result = TierResult.model_validate(json.loads(proc.stdout)["tiers"][0])
-            except (ValueError, KeyError, IndexError):
-                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-                job.note("tiers", f"{tier}: could not run", ok=False)
-                raise TestsFailedError(f"tier {tier} could not run on the job's worktree:\n{tail}",
-                                       field=f"tiers.{tier}", fix="fix the error above in the planned change")
-            results.append(result)
-            job.note("tiers", f"{tier}: {result.passed}/{result.total} passed, "
+        remaining = self._check_deadline(job, "testing")
+        argv = [sys.executable, "-m", "ratchet", "test", *(f"--tier={t}" for t in tiers), "--fail-fast", "--json",
+                "--no-summary", "-w", str(wt.path)]
+        with telemetry.span("ratchet.architect.tiers", **{"ratchet.job": job.id, "ratchet.tiers": ",".join(tiers)}):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=remaining)
+        try:
+            results = [TierResult.model_validate(r) for r in json.loads(proc.stdout)["tiers"]]
+        except (ValueError, KeyError, TypeError):
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+            job.note("tiers", f"{', '.join(tiers)}: could not run", ok=False)
+            raise TestsFailedError(f"the tiers could not run on the job's worktree:\n{tail}",
+                                   field=f"tiers.{tiers[0]}", fix="fix the error above in the planned change") from None
+        for result in results:
+            job.note("tiers", f"{result.tier}: {result.passed}/{result.total} passed, "
                               + ("within budget" if result.ok else "; ".join(result.violations) or "failed"),
                      ok=result.ok)
-            if not result.ok:
-                break
         return results
 
     @staticmethod
@@ -422,12 +418,14 @@ class Architect:
         job.note("merge", f"brought in main {main[:12]}" + (" (state conflict resolved)" if conflicts else ""))
 
     def _reload_config(self) -> None:
-        """A merged job may have changed ratchet.toml or the state schema: read them again."""
+        """A merged job may have changed ratchet.toml, the workspace's plugins or the state schema: read
+        them again (the plugins load on next use)."""
         from ratchet.core.workspace import CONFIG_NAME, load_config
 
         ws = self.workspace
         ws.config = load_config(ws.root / CONFIG_NAME)
-        ws.__dict__.pop("state", None)
+        for cached in ("plugins", "state"):
+            ws.__dict__.pop(cached, None)
         self.config = ws.config.architect
 
     # --- helpers ---

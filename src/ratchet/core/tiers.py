@@ -457,15 +457,21 @@ async def run_tier(target: Any, cases: list[Case], *, shards: int = 4, budgets: 
 
 
 def run_tiers(workspace: Workspace, tiers: str | list[str], target: Any, shards: int = 4,
-              budgets: Budgets | None = None) -> list[TierResult]:
-    """Load and run each tier in order (sync). ``budgets`` defaults to the workspace's ``ci/budgets.json``."""
+              budgets: Budgets | None = None, fail_fast: bool = False) -> list[TierResult]:
+    """Load and run each tier in order (sync). ``budgets`` defaults to the workspace's ``ci/budgets.json``;
+    ``fail_fast`` stops after the first tier that fails or misses its budget."""
     tiers = [tiers] if isinstance(tiers, str) else list(tiers)
     budgets = budgets if budgets is not None else load_budgets(workspace)
     # Load every tier first so that a bad case file fails before any call is made.
     loaded = [(t, load_cases(workspace, t, workspace.plugins)) for t in tiers]
 
     async def main() -> list[TierResult]:
-        return [await run_tier(target, cases, shards=shards, budgets=budgets.tier(t), tier=t) for t, cases in loaded]
+        results = []
+        for t, cases in loaded:
+            results.append(await run_tier(target, cases, shards=shards, budgets=budgets.tier(t), tier=t))
+            if fail_fast and not results[-1].ok:
+                break
+        return results
 
     return anyio.run(main)
 

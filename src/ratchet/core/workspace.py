@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+import typing
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -106,6 +107,8 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
             continue
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
+        if typing.get_origin(ann) in (list, dict):  # a list (or dict) of models: the item's keys
+            ann = typing.get_args(ann)[-1]
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann

@@ -17,6 +17,8 @@ Parameters (read from the state's ``params``, with every strategy's decision app
 * ``w_question`` / ``w_answer``: weights of the question+keywords and answer similarities (0.7 / 0.3)
 * ``max_sentences``: cap on the sentences of the reply's content (the style's greeting and sign-off
   are kept); ``null`` for no cap
+* ``tone``: ``null`` (each style's own register) or ``formal`` (every style in the formal register:
+  no contractions, and the friendly style greets and signs off formally)
 
 Three places to edit:
 
@@ -52,7 +54,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "w_question": 0.7,
     "w_answer": 0.3,
     "max_sentences": None,
+    "tone": None,
 }
+TONES = (None, "formal")
 
 # How much the word n-gram and the char n-gram similarities count inside each field's similarity.
 WORD_WEIGHT = 0.6
@@ -344,9 +348,9 @@ class SupportDesk:
         score = round(best["score"], 4)
         fallback = best["score"] < params["min_score"]
         if fallback:
-            text = self._render(params["style"], None, [], params["max_sentences"])
+            text = self._render(params["style"], None, [], params["max_sentences"], params["tone"])
         else:
-            text = self._render(params["style"], best, hits[1:], params["max_sentences"])
+            text = self._render(params["style"], best, hits[1:], params["max_sentences"], params["tone"])
 
         if run is not None:
             run.log_features(
@@ -383,6 +387,8 @@ class SupportDesk:
         if not isinstance(min_score, (int, float)) or isinstance(min_score, bool):
             raise ValueError(f"min_score must be a number, got {min_score!r}")
         _check_weights(params["w_question"], params["w_answer"])
+        if params["tone"] not in TONES:
+            raise ValueError(f"tone must be null or 'formal', got {params['tone']!r}")
         return params
 
     # ------------------------------------------------------------------ styles
@@ -393,9 +399,13 @@ class SupportDesk:
         entry: dict[str, Any] | None,
         others: list[dict[str, Any]],
         max_sentences: int | None,
+        tone: str | None = None,
     ) -> str:
         body = FALLBACK_TEXT if entry is None else entry["answer"]
-        return getattr(self, f"_style_{style}")(body, entry, others, max_sentences)
+        if tone == "formal" and style == "friendly":
+            return self._friendly_formal(body, entry, max_sentences)
+        text = getattr(self, f"_style_{style}")(body, entry, others, max_sentences)
+        return formalize(text) if tone == "formal" else text
 
     @staticmethod
     def _cap(text: str, max_sentences: int | None) -> str:
@@ -416,6 +426,15 @@ class SupportDesk:
             else "Thanks for your patience!"
         )
         return f"Hi there, thanks for reaching out! {self._cap(body, max_sentences)} {closing}"
+
+    def _friendly_formal(self, body, entry, max_sentences):
+        """The friendly style in the formal register: a courteous greeting and sign-off, no contractions."""
+        closing = (
+            "Please let us know if there is anything else we can help you with."
+            if entry is not None
+            else "Thank you for your patience."
+        )
+        return f"Hello, and thank you for contacting us. {formalize(self._cap(body, max_sentences))} {closing}"
 
     def _style_detailed(self, body, entry, others, max_sentences):
         """The full answer plus a "Related:" line from a neighbouring entry."""

@@ -1,0 +1,210 @@
+"""Architect jobs on a real workspace: worktree, tiers, bump, merge, tag, and every way they can fail."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from helpers import git, tree_snapshot
+from ratchet import hookimpl
+from ratchet.core.architect import Architect
+from ratchet.core.errors import ConfigError
+from ratchet.core.plans import Plan, SetState
+from ratchet.core.planners import select_planner
+
+DRIFT = "Our users' preferences have drifted: they used to like friendly answers, now they don't."
+
+
+@pytest.fixture
+def arch(ws):
+    return Architect(ws)
+
+
+def run(arch: Architect, job):
+    return arch.process(arch.jobs.get(job.id))
+
+
+def main_snapshot(ws):
+    return {"head": git(ws.root, "rev-parse", "HEAD"), "tags": git(ws.root, "tag", "-l"),
+            "branches": git(ws.root, "branch", "--list", "main"), "active": (ws.root / "state/active.state.json").read_bytes()}
+
+
+def test_drift_feedback_becomes_a_tested_minor_version_listed_by_the_versions_api(ws, arch):
+    from ratchet.versions.app import create_app
+
+    job = run(arch, arch.submit_feedback(DRIFT))
+    assert job.state == "succeeded", job.error
+    assert job.version == "v0.2.0" and job.bump == "minor" and job.planner == "playbook"
+    assert job.plan.rule == "drifting-preferences"
+    assert [a.kind for a in job.actions] == ["render_template", "edit_config"]
+    assert set(job.changed) == {".copier-answers.drift-bandit.yml", "plugins/drift_style.py", "ratchet.toml"}
+    assert [t["tier"] for t in job.tiers] == ["micro", "fast", "full"] and all(t["ok"] for t in job.tiers)
+    assert job.schema_diff is not None and not job.schema_diff["breaking"]
+    steps = [e.step for e in job.log]
+    assert steps.index("plan") < steps.index("apply") < steps.index("tiers") < steps.index("bump") < steps.index("tag")
+
+    # main moved to the job's commit; the worktree and its branch are gone
+    assert git(ws.root, "describe", "--tags", "--exact-match", "HEAD").strip() == "v0.2.0"
+    assert 'strategy = "drift_style"' in (ws.root / "ratchet.toml").read_text()
+    assert not (ws.runtime_dir / "jobs" / job.id / "worktree").exists()
+    assert "ratchet/job-" not in git(ws.root, "branch", "--list")
+    assert git(ws.root, "status", "--porcelain").strip() == ""
+
+    client = TestClient(create_app(ws))
+    listed = client.get("/versions", params={"kind": "architect"}).json()["items"]
+    assert [v["version"] for v in listed] == ["v0.2.0"]
+    detail = client.get("/versions/v0.2.0").json()
+    assert detail["evals"]["exists"] and detail["metadata"]["job"] == job.id
+    evals = client.get("/versions/0.2.0/evals").json()
+    assert set(evals["tiers"]) == {"micro", "fast", "full"}
+
+    # the new strategy is what the runner and tuner now build
+    from ratchet.core.workspace import Workspace
+
+    fresh = Workspace.open(ws.root)
+    from ratchet.core.strategy import build_strategies
+
+    assert type(build_strategies(fresh, fresh.plugins)["style"]).name == "drift_style"
+
+
+def test_length_complaint_is_a_patch_and_staging_keeps_it(ws, arch):
+    ws.state.read("staging")  # staging exists, as under a running tuner
+    job = run(arch, arch.submit_feedback("answers are too long"))
+    assert job.state == "succeeded", job.error
+    assert (job.version, job.bump, job.changed) == ("v0.1.1", "patch", ["state/active.state.json"])
+    assert job.schema_diff is None  # state alone cannot change a tool schema
+    assert ws.state.read("active").document["params"]["max_sentences"] == 2
+    assert ws.state.read("staging").document["params"]["max_sentences"] == 2
+
+
+def test_full_tier_over_budget_leaves_main_and_tags_untouched(ws, arch):
+    budgets = json.loads((ws.root / "ci/budgets.json").read_text())
+    budgets["tiers"]["full"]["metrics"]["accuracy"] = 1.01  # unreachable
+    (ws.root / "ci/budgets.json").write_text(json.dumps(budgets))
+    git(ws.root, "commit", "-qam", "stricter full tier")
+    before = main_snapshot(ws)
+    snapshot = tree_snapshot(ws.root / "state")
+
+    job = run(arch, arch.submit_feedback("answers are too long"))
+    assert job.state == "failed" and job.version is None
+    assert job.error.field == "tiers.full" and "accuracy" in job.error.detail and job.error.step == "tiers"
+    assert [(t["tier"], t["ok"]) for t in job.tiers] == [("micro", True), ("fast", True), ("full", False)]
+    assert main_snapshot(ws) == before
+    assert tree_snapshot(ws.root / "state") == snapshot
+    assert not (ws.runtime_dir / "jobs" / job.id / "worktree").exists()
+    assert ws.store.last_event("job.failed")["payload"]["job"] == job.id
+
+
+def test_tuner_promotions_during_a_job_are_kept_by_its_merge(ws, arch):
+    job = arch.jobs.get(arch.submit_feedback("answers are too long").id)
+    arch._plan_and_apply(job)
+    arch._test(job)
+    # While the job was testing, the tuner promoted twice, once touching the same value.
+    ws.state.update("staging", lambda d: {**d, "params": {**d["params"], "top_k": 4}})
+    ws.state.promote(reason="tuner 1", author="test")
+    ws.state.update("staging", lambda d: {**d, "params": {**d["params"], "max_sentences": 5, "w_answer": 0.4}})
+    ws.state.promote(reason="tuner 2", author="test")
+    arch._merge(job)
+
+    assert job.state == "succeeded" and job.version == "v0.1.3"
+    params = ws.state.read("active").document["params"]
+    assert (params["top_k"], params["w_answer"], params["max_sentences"]) == (4, 0.4, 2)  # both kept; the job's value wins
+    assert ws.state.read("staging").document["params"]["max_sentences"] == 2  # the next promotion keeps it
+    assert [t for t in git(ws.root, "tag", "-l").split()] == ["v0.1.0", "v0.1.1", "v0.1.2", "v0.1.3"]
+    assert [t["tier"] for t in job.tiers if t.get("after_merge")] == ["micro"]  # re-tested after bringing main in
+    log = git(ws.root, "log", "--format=%s", "v0.1.2..v0.1.3")
+    assert "Merge main into architect job" in log
+
+
+def test_a_planner_that_finds_nothing_fails_the_job_with_the_fix(ws, arch):
+    before = main_snapshot(ws)
+    job = run(arch, arch.submit_feedback("lovely weather today"))
+    assert job.state == "failed" and "nothing to change" in job.error.detail
+    assert "playbook" in job.error.fix
+    assert main_snapshot(ws) == before
+
+
+def test_time_limit_fails_the_job_and_names_the_setting(ws):
+    (ws.root / "ratchet.toml").write_text((ws.root / "ratchet.toml").read_text().replace(
+        "[architect]\n", "[architect]\njob_timeout_seconds = 0.01\n"))
+    from ratchet.core.workspace import Workspace
+
+    fresh = Workspace.open(ws.root)
+    arch = Architect(fresh)
+    job = arch.submit_feedback("answers are too long")
+    time.sleep(0.05)
+    job = run(arch, job)
+    assert job.state == "failed" and job.error.field == "architect.job_timeout_seconds"
+    assert git(ws.root, "tag", "-l").split() == ["v0.1.0"]
+
+
+def test_jobs_survive_a_restart(ws):
+    first = Architect(ws)
+    queued = first.submit_feedback("answers are too long")
+    stuck = first.submit_feedback("answers are too short")
+    record = first.jobs.get(stuck.id)
+    record.state = "planning"  # as if the process died while planning
+    first.jobs.save(record)
+
+    second = Architect(ws)
+    second.recover()
+    assert second.get(stuck.id).state == "failed" and "stopped while the job was planning" in second.get(stuck.id).error.detail
+    job_id, what = second._queue.get_nowait()
+    assert (job_id, what) == (queued.id, "run")
+    assert run(second, queued).state == "succeeded"
+
+
+# --- planners are plugins ----------------------------------------------------------------------------
+
+
+class _ScriptedPlanner:
+    name = "scripted"
+
+    def plan(self, request, session):
+        return Plan(summary="set top_k", actions=[SetState(pointer="/params/top_k", value=5)])
+
+
+class _PlannerPlugin:
+    @hookimpl
+    def ratchet_register_planners(self, register):
+        register(_ScriptedPlanner())
+
+    @hookimpl(tryfirst=True)
+    def ratchet_select_planner(self, workspace, available):
+        assert "scripted" in available and "playbook" in available
+        return "scripted"
+
+
+def test_hook_ratchet_register_planners_and_select_planner_choose_a_third_party_planner(ws):
+    ws.plugins.pm.register(_PlannerPlugin(), name="scripted-planner")
+    arch = Architect(ws)
+    assert select_planner(ws).name == "scripted"
+    job = run(arch, arch.submit_feedback("anything at all"))
+    assert job.state == "succeeded" and job.planner == "scripted" and job.bump == "patch"
+
+
+def test_hook_ratchet_select_planner_first_party_defaults(ws):
+    assert select_planner(ws).name == "playbook"
+    ws.config.architect.model = "openai:gpt-4o-mini"
+    assert select_planner(ws).name == "llm"
+    ws.config.architect.planner = "nope"
+    with pytest.raises(ConfigError) as err:
+        select_planner(ws)
+    assert err.value.field == "architect.planner" and "playbook" in err.value.fix
+
+
+def test_duplicate_planner_names_are_refused(ws):
+    from ratchet.core.errors import PluginError
+
+    class Dupe:
+        @hookimpl
+        def ratchet_register_planners(self, register):
+            register(_ScriptedPlanner())
+            register(_ScriptedPlanner())
+
+    ws.plugins.pm.register(Dupe(), name="dupe")
+    with pytest.raises(PluginError, match="already registered"):
+        select_planner(ws)

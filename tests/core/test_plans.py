@@ -1,0 +1,148 @@
+"""Plan actions applied to a workspace, state diffs, bumps, and the playbook planner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from ratchet.core.errors import ConfigError, StateValidationError, UserError
+from ratchet.core.planners import PlanRequest
+from ratchet.core.plans import (
+    REMOVED, AddTest, EditConfig, ReplaceText, SetState, WriteFile, apply_action, apply_changes, bump_for,
+    parse_action, state_changes,
+)
+from ratchet.plugins.planners.playbook import PlaybookPlanner
+from helpers import tree_snapshot
+
+
+class _Session:
+    def __init__(self, ws):
+        self.workspace = ws
+
+
+def test_set_state_writes_valid_state(ws):
+    files = apply_action(ws, SetState(pointer="/params/max_sentences", value=2))
+    assert files == ["state/active.state.json"]
+    assert json.loads((ws.root / "state/active.state.json").read_text())["params"]["max_sentences"] == 2
+
+
+def test_set_state_invalid_value_names_field_and_changes_nothing(ws):
+    before = tree_snapshot(ws.root)
+    with pytest.raises(StateValidationError) as err:
+        apply_action(ws, SetState(pointer="/params/top_k", value=0))
+    assert "top_k" in str(err.value.field)
+    with pytest.raises(UserError, match="no object at /nope"):
+        apply_action(ws, SetState(pointer="/nope/deeper", value=1))
+    assert tree_snapshot(ws.root) == before
+
+
+def test_write_and_replace_stay_inside_the_workspace(ws):
+    assert apply_action(ws, WriteFile(path="notes/a.txt", content="one two")) == ["notes/a.txt"]
+    apply_action(ws, ReplaceText(path="notes/a.txt", old="two", new="three"))
+    assert (ws.root / "notes/a.txt").read_text() == "one three"
+    for bad in ("../escape.txt", "/etc/passwd", ".git/config", ".ratchet/x"):
+        with pytest.raises(UserError) as err:
+            apply_action(ws, WriteFile(path=bad, content="x"))
+        assert err.value.field == "path"
+    with pytest.raises(UserError, match="occurs 0 times") as err:
+        apply_action(ws, ReplaceText(path="notes/a.txt", old="absent", new="x"))
+    assert err.value.field == "old"
+
+
+def test_edit_config_sets_appends_keeps_comments_and_validates(ws):
+    before = (ws.root / "ratchet.toml").read_text()
+    apply_action(ws, EditConfig(set={"tuner.strategies[key=style].strategy": "ucb1", "tuner.promotion.every_events": 7},
+                                append={"workspace.plugins": "plugins/extra.py"}))
+    text = (ws.root / "ratchet.toml").read_text()
+    assert 'strategy = "ucb1"' in text and "every_events = 7" in text and "plugins/extra.py" in text
+    assert "# workspace plugin modules" in text  # comments survive
+    (ws.root / "ratchet.toml").write_text(before)
+    with pytest.raises(ConfigError) as err:
+        apply_action(ws, EditConfig(set={"tuner.promotion.every_event": 7}))
+    assert err.value.field == "tuner.promotion.every_event" and "every_events" in err.value.fix
+    with pytest.raises(UserError, match="0 tables"):
+        apply_action(ws, EditConfig(set={"tuner.strategies[key=nope].strategy": "ucb1"}))
+    assert (ws.root / "ratchet.toml").read_text() == before
+
+
+def test_add_test_appends_a_valid_case_and_refuses_duplicates(ws):
+    case = {"id": "new-case", "tool": "answer", "args": {"question": "q", "conversation_id": "c"},
+            "expect": {"path": "entry_id", "equals": "refund-window"}}
+    assert apply_action(ws, AddTest(tier="fast", case=case)) == ["tests/fast/architect.yaml"]
+    assert yaml.safe_load((ws.root / "tests/fast/architect.yaml").read_text()) == [case]
+    with pytest.raises(UserError, match="already has a case"):
+        apply_action(ws, AddTest(tier="fast", case=case))
+    with pytest.raises(UserError) as err:
+        apply_action(ws, AddTest(tier="fast", case={**case, "id": "other", "expect": {"equals": 1, "contains": 2}}))
+    assert "expect" in (err.value.field or "") or "exactly one" in str(err.value)
+
+
+def test_parse_action_names_the_bad_field():
+    with pytest.raises(UserError) as err:
+        parse_action({"kind": "set_state", "pointer": "params"})
+    assert err.value.field == "action.set_state.pointer"
+    with pytest.raises(UserError):
+        parse_action({"kind": "launch_rockets"})
+
+
+def test_state_changes_round_trip_onto_another_document():
+    base = {"params": {"a": 1, "b": 2}, "strategies": {"s": {"n": 1}}, "gone": 1}
+    mine = {"params": {"a": 1, "b": 3, "c/d": 4}, "strategies": {"s": {"n": 1}}}
+    changes = state_changes(base, mine)
+    assert changes == [("/gone", REMOVED), ("/params/b", 3), ("/params/c~1d", 4)]
+    theirs = {"params": {"a": 1, "b": 2}, "strategies": {"s": {"n": 9}}, "gone": 1}  # someone else's change
+    assert apply_changes(theirs, changes) == {"params": {"a": 1, "b": 3, "c/d": 4}, "strategies": {"s": {"n": 9}}}
+
+
+def test_bump_follows_from_the_change():
+    assert bump_for(["state/active.state.json"], breaking=False) == "patch"
+    assert bump_for(["state/active.state.json", "tests/fast/architect.yaml"], breaking=False) == "minor"
+    assert bump_for(["plugins/x.py"], breaking=True) == "major"
+
+
+# --- the playbook planner ---------------------------------------------------------------------------
+
+
+def _plan(ws, **request):
+    return PlaybookPlanner().plan(PlanRequest(source="feedback", **request), _Session(ws))
+
+
+def test_playbook_length_and_tone_complaints_are_state_changes(ws):
+    plan = _plan(ws, text="Your answers are WAY too long, nobody reads them")
+    assert plan.rule == "answers-too-long"
+    assert [a.model_dump() for a in plan.actions] == [
+        {"kind": "set_state", "pointer": "/params/max_sentences", "value": 2}]  # ${max} stays a number
+    plan = _plan(ws, text="The replies feel too casual for a bank")
+    assert plan.rule == "tone-too-casual" and plan.actions[0].value == "formal"
+
+
+def test_playbook_add_a_test_builds_the_case_from_the_text(ws):
+    plan = _plan(ws, text='Please add a test: "How long do refunds take?" should be answered by refund-timing')
+    (action,) = plan.actions
+    assert action.kind == "add_test" and action.tier == "fast"
+    assert action.case["args"]["question"] == "How long do refunds take?"
+    assert action.case["expect"] == {"path": "entry_id", "equals": "refund-timing"}
+    assert action.case["id"].startswith("architect-how-long-do-refunds-take")
+
+
+def test_playbook_wake_up_with_falling_rewards_renders_the_drift_bandit(ws):
+    report = {"breaches": [{"kpi": "reward_rate", "value": 0.3, "slo": 0.5}], "kpis": {}}
+    plan = PlaybookPlanner().plan(PlanRequest(source="wake", report=report), _Session(ws))
+    assert plan.rule == "drifting-preferences"
+    assert [a.kind for a in plan.actions] == ["render_template", "edit_config"]
+    assert plan.actions[0].template == "drift-bandit"
+
+
+def test_playbook_no_match_gives_an_empty_plan(ws):
+    plan = _plan(ws, text="lovely weather today")
+    assert plan.actions == [] and "no playbook rule matches" in plan.summary
+
+
+def test_playbook_invalid_file_names_the_key(ws):
+    (ws.root / "architect/playbook.yaml").write_text("rules:\n  - name: x\n    when: {txt: [a]}\n    summary: s\n"
+                                                     "    actions: [{set_state: {pointer: /a, value: 1}}]\n")
+    with pytest.raises(ConfigError) as err:
+        _plan(ws, text="anything")
+    assert err.value.field == "rules.0.when.txt" and "text" in err.value.fix
