@@ -10,6 +10,7 @@ Make a workspace, inspect and move its state, list its versions and plugins::
     ratchet rollback v0.1.0                   # a new patch version whose state equals v0.1.0's
     ratchet versions --json
     ratchet plugins
+    ratchet up                                # every server as its own process; Ctrl-C stops them all
 
 Every command takes ``--workspace/-w DIR`` (default: the current folder or the nearest parent with a
 ``ratchet.toml``). Listings print a table, or JSON with ``--json``. Errors go to stderr in red and say
@@ -300,10 +301,13 @@ def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
               "of an in-process one, e.g. http://127.0.0.1:8701/mcp.")
 @click.option("--state", "document", type=click.Choice(["active", "staging"]), default="active", show_default=True,
               help="State the in-process runner serves.")
+@click.option("--summary/--no-summary", default=True, show_default=True,
+              help="Write evals/{commit}/summary.json (only when testing active).")
+@click.option("--fail-fast", is_flag=True, help="Stop after the first tier that fails or misses its budget.")
 @workspace_option
 @json_option
-def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: str, workspace_dir: Path | None,
-               as_json: bool) -> None:
+def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: str, summary: bool, fail_fast: bool,
+               workspace_dir: Path | None, as_json: bool) -> None:
     """Run test tiers against the runner and check ci/budgets.json; write evals/{commit}/summary.json."""
     from ratchet.core.tiers import ensure_ok, run_tiers, write_summary
 
@@ -315,10 +319,10 @@ def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: s
         from ratchet.runner.server import build_server
 
         target = build_server(Runner(ws, source=document, explore=False, record=False, allow_overrides=True))
-    results = run_tiers(ws, list(tiers), target, shards=shards)
-    summary = write_summary(ws, results) if document == "active" else None
+    results = run_tiers(ws, list(tiers), target, shards=shards, fail_fast=fail_fast)
+    written = write_summary(ws, results) if summary and document == "active" else None
     if as_json:
-        echo_json({"tiers": [r.to_dict() for r in results], "summary": summary})
+        echo_json({"tiers": [r.to_dict() for r in results], "summary": written})
     else:
         print_table(["tier", "passed", "failed", "pass rate", "p50 ms", "p95 ms", "seconds", "budget"],
                     [[r.tier, r.passed, r.failed, r.pass_rate, r.latency_ms["p50"], r.latency_ms["p95"], r.seconds,
@@ -387,6 +391,27 @@ def serve_tuner(transport: str, host: str | None, port: int | None, worker: str,
                   port=cfg.port if port is None else port, label="tuner")
 
 
+@serve.command("architect")
+@host_option
+@port_option
+@click.option("--planner", default=None, help="Planner to use (default: [architect] planner, else llm if a "
+              "model is configured, else playbook).")
+@workspace_option
+def serve_architect(host: str | None, port: int | None, planner: str | None, workspace_dir: Path | None) -> None:
+    """Serve the Architect API (REST; OpenAPI at /docs): feedback and wake-ups become tested, tagged versions."""
+    from ratchet.architect.app import create_app
+    from ratchet.core import telemetry
+    from ratchet.core.architect import Architect
+    from ratchet.rest import serve_app
+
+    ws = open_workspace(workspace_dir)
+    cfg = ws.config.architect
+    arch = Architect(ws, planner=planner)
+    with telemetry.serving("architect", ws):
+        serve_app(create_app(ws, architect=arch), host=host or cfg.host, port=cfg.port if port is None else port,
+                  label="architect")
+
+
 @serve.command("versions")
 @host_option
 @port_option
@@ -403,8 +428,18 @@ def serve_versions(host: str | None, port: int | None, workspace_dir: Path | Non
 @serve.command("triggerer")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
               help="Seconds between KPI checks.")
+@click.option("--architect-url", default=None, metavar="URL",
+              help="Where the Architect listens, e.g. http://127.0.0.1:8703 (default from ratchet.toml's "
+              "[architect]; `ratchet up` passes the address it chose).")
+@click.option("--min-samples", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Samples a KPI's window needs before it is judged.")
+@click.option("--breach-checks", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Consecutive breaching checks before a wake-up.")
+@click.option("--cooldown", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds after a wake-up during which no other is sent.")
 @workspace_option
-def serve_triggerer(interval: float, workspace_dir: Path | None) -> None:
+def serve_triggerer(interval: float, architect_url: str | None, min_samples: int, breach_checks: int,
+                    cooldown: float, workspace_dir: Path | None) -> None:
     """Compare online KPIs with the SLO in ci/budgets.json; on a breach wake the Architect."""
     import signal
     import threading
@@ -412,14 +447,15 @@ def serve_triggerer(interval: float, workspace_dir: Path | None) -> None:
     from ratchet.core.triggers import Triggerer, architect_wake
 
     ws = open_workspace(workspace_dir)
-    post = architect_wake(ws)
+    post = architect_wake(ws, url=architect_url)
 
     def wake(report: dict) -> None:
         names = ", ".join(f"{b['kpi']}={b['value']:.4g} (slo {b['slo']:g})" for b in report["breaches"])
         print(f"ratchet triggerer: waking the architect: {names}", file=sys.stderr, flush=True)
         post(report)
 
-    triggerer = Triggerer(ws, wake=wake)
+    triggerer = Triggerer(ws, wake=wake, min_samples=min_samples, breach_checks=breach_checks,
+                          cooldown_seconds=cooldown)
     triggerer.slo()  # a missing or invalid ci/budgets.json fails now, with its fix
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -430,6 +466,81 @@ def serve_triggerer(interval: float, workspace_dir: Path | None) -> None:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@cli.command("up")
+@click.option("--only", default=None, metavar="NAMES",
+              help="Comma-separated components to run (default: runner,tuner,architect,versions,triggerer).")
+@click.option("--json-status", "status_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep this file up to date with every component's PID, address, state and restarts (JSON).")
+@workspace_option
+def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -> None:
+    """Run every component as its own process on 127.0.0.1, print their addresses, restart one that dies
+    (and the runner and tuner when an architect version changes code), stop them all on Ctrl-C.
+
+    Each component's output goes to .ratchet/logs/NAME.log (and here, prefixed with its name).
+    """
+    from ratchet.core.supervisor import Supervisor, default_components
+
+    ws = open_workspace(workspace_dir)
+    components = default_components(only.split(",") if only is not None else None)
+    cfg = ws.config
+    ports = {"runner": cfg.runner.port, "tuner": cfg.tuner.port, "architect": cfg.architect.port,
+             "versions": cfg.versions.port}
+
+    def on_up(status: dict) -> None:
+        print_table(["component", "pid", "address", "log"],
+                    [[c["name"], c["pid"], c["address"] or "-", Path(c["log"]).relative_to(status["root"])]
+                     for c in status["components"]], title=f"ratchet up: {ws.name}")
+        click.echo("Ctrl-C stops them all.")
+
+    Supervisor(ws.root, components, ports=ports, echo=sys.stderr, on_up=on_up, status_file=status_file,
+               say=lambda msg: click.secho(f"ratchet up: {msg}", fg="yellow", err=True)).run()
+
+
+# --- feedback ----------------------------------------------------------------------------------------
+
+
+@cli.command("feedback")
+@click.argument("text")
+@click.option("--url", default=None, help="The Architect's address (default: from [architect] in ratchet.toml).")
+@click.option("--version", "about_version", default=None, help="The version the feedback is about.")
+@click.option("--conversation", "conversation_id", default=None, help="The conversation it is about.")
+@click.option("--no-follow", is_flag=True, help="Print the job id and return instead of following the job.")
+@click.option("--timeout", type=float, default=900, show_default=True, help="Seconds to follow the job.")
+@workspace_option
+@json_option
+def feedback(text: str, url: str | None, about_version: str | None, conversation_id: str | None, no_follow: bool,
+             timeout: float, workspace_dir: Path | None, as_json: bool) -> None:
+    """Send free-text feedback to the Architect and follow its job to the version it makes (or why not).
+
+    Exits 0 when the job made a version, 8 when its tests failed, 3 for any other failure.
+    """
+    from ratchet.core.feedback_client import ArchitectClient
+
+    if url is None:
+        cfg = open_workspace(workspace_dir).config.architect
+        if not cfg.port:
+            from ratchet.core.errors import ConfigError
+
+            raise ConfigError("no architect port in ratchet.toml", field="architect.port",
+                              fix="set [architect] port, or pass --url http://127.0.0.1:PORT")
+        url = f"http://{cfg.host}:{cfg.port}"
+    client = ArchitectClient(url)
+    job = client.post_feedback(text, version=about_version, conversation_id=conversation_id)
+    if no_follow:
+        echo_json(job) if as_json else click.echo(job["id"])
+        return
+    if not as_json:
+        click.echo(f"job {job['id']} {job['state']}")
+    job = client.follow(job["id"], timeout=timeout,
+                        on_step=None if as_json else lambda e: click.echo(f"  {e['step']:<9} {e['message']}"))
+    if as_json:
+        echo_json(job)
+    client.raise_for_outcome(job)
+    if not as_json:
+        click.secho(f"{job['version']} ({job['bump']}): {job['plan']['summary'] if job.get('plan') else ''}",
+                    fg="green")
 
 
 # --- trace -------------------------------------------------------------------------------------------
@@ -471,12 +582,30 @@ def trace_conversation(conversation_id: str, workspace_dir: Path | None, as_json
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for the workspace.")
-def demo(out: Path | None) -> None:
-    """Make a workspace, tune it a little, promote, roll back, and show versions and state."""
-    from ratchet.demo import run_demo
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="New or empty folder for the workspace, reward.png and summary.json (default: a temporary one).")
+@click.option("--keep", is_flag=True, help="Leave the servers running afterwards (it says how to stop them).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated users.")
+@click.option("--rate", type=click.FloatRange(min=1, max=100), default=15.0, show_default=True,
+              help="Conversations a second.")
+@click.option("--drift-at", type=click.FloatRange(min=5), default=20.0, show_default=True,
+              help="Seconds after the users start when their preferences drift.")
+@click.option("--recover", type=click.FloatRange(min=5), default=15.0, show_default=True,
+              help="Seconds the users go on (at least) once the runner serves the architect's version.")
+@click.option("--max-seconds", type=click.FloatRange(min=10), default=105.0, show_default=True,
+              help="The users stop by then, whatever happened.")
+def demo(out: Path | None, keep: bool, seed: int, rate: float, drift_at: float, recover: float,
+         max_seconds: float) -> None:
+    """Serve the default workspace with real processes and simulated users: the tuner converges, the users'
+    preferences drift, the triggerer wakes the architect, a minor version recovers the reward."""
+    from ratchet.demo import DemoOptions, run_demo
 
-    run_demo(out)
+    try:
+        run_demo(DemoOptions(out=out, keep=keep, seed=seed, rate=rate, drift_at=drift_at, recover=recover,
+                             max_seconds=max_seconds))
+    except KeyboardInterrupt:
+        click.secho("ratchet demo: interrupted" + ("" if keep else "; the servers were stopped"), fg="red", err=True)
+        sys.exit(130)
 
 
 def main_register_plugin_commands() -> None:

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, UserError
 
@@ -25,7 +26,8 @@ class ErrorBody(BaseModel):
     fix: str | None = Field(default=None, description="how to fix it")
 
 
-ERROR_RESPONSES = {404: {"model": ErrorBody, "description": "not found"},
+ERROR_RESPONSES = {400: {"model": ErrorBody, "description": "the body is not JSON"},
+                   404: {"model": ErrorBody, "description": "not found"},
                    409: {"model": ErrorBody, "description": "conflict with the current state"},
                    422: {"model": ErrorBody, "description": "invalid input; `field` names it"}}
 
@@ -53,6 +55,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RatchetError)
     async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=status_of(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        fix = "send a JSON body (Content-Type: application/json)" if exc.status_code == 400 else "see /docs"
+        body = {"error": "HTTPError", "detail": str(exc.detail), "field": "body" if exc.status_code == 400 else None,
+                "fix": fix}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -157,6 +157,19 @@ def test_jobs_survive_a_restart(ws):
     assert run(second, queued).state == "succeeded"
 
 
+def test_a_wake_up_that_reached_no_architect_becomes_a_job_at_start(ws):
+    from ratchet.core.triggers import WAKE_EVENT
+
+    report = {"breaches": [{"kpi": "reward_rate", "value": 0.2, "slo": 0.5}], "kpis": {}, "at": 123.5}
+    ws.emit(WAKE_EVENT, report)  # the Triggerer woke nobody: no architect was listening
+    arch = Architect(ws)
+    arch.recover()
+    (job,) = arch.list()
+    assert job.source == "wake" and job.request["report"] == report
+    Architect(ws).recover()  # handled once only
+    assert len(arch.list()) == 1
+
+
 # --- planners are plugins ----------------------------------------------------------------------------
 
 

@@ -92,8 +92,16 @@ class Architect:
 
     def recover(self) -> None:
         """Queued jobs run again; a job cut off while planning or testing fails (its worktree is
-        dropped; main was never touched); agent jobs and jobs awaiting approval carry on."""
-        for job in self.jobs.list():
+        dropped; main was never touched); agent jobs and jobs awaiting approval carry on. The latest
+        Triggerer wake-up that reached no Architect (it is kept as an event) becomes a job."""
+        from ratchet.core.triggers import WAKE_EVENT
+
+        jobs = self.jobs.list()
+        woken = {j.request.get("report", {}).get("at") for j in jobs if j.source == "wake"}
+        last_wake = self.workspace.store.last_event(WAKE_EVENT)
+        if last_wake and last_wake["payload"].get("at") not in woken:
+            self.submit_wake(last_wake["payload"])
+        for job in jobs:
             if job.state == "queued":
                 self._queue.put((job.id, "run"))
             elif job.state in _IN_FLIGHT or (job.state == "applying" and job.source != "agent"):
@@ -120,7 +128,10 @@ class Architect:
         return self._submit("wake", {"report": report})
 
     def _submit(self, source: str, request: dict[str, Any]) -> Job:
+        from opentelemetry import propagate
+
         job = new_job(source, request, self.config.job_timeout_seconds)  # type: ignore[arg-type]
+        propagate.inject(job.trace)  # the job's spans continue the caller's trace
         self.jobs.save(job)
         self.workspace.emit("job.queued", {"job": job.id, "source": source})
         self._queue.put((job.id, "run"))
@@ -235,6 +246,15 @@ class Architect:
 
     def process(self, job: Job, what: str = "run") -> Job:
         """Run ``job`` from where ``what`` says (run: plan first; finish: test and merge; merge: merge)."""
+        from opentelemetry import context, propagate
+
+        token = context.attach(propagate.extract(job.trace))
+        try:
+            return self._process(job, what)
+        finally:
+            context.detach(token)
+
+    def _process(self, job: Job, what: str) -> Job:
         with telemetry.span("ratchet.architect.job", **{"ratchet.job": job.id, "ratchet.job.source": job.source,
                                                         "ratchet.job.step": what}):
             try:

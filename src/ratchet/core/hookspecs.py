@@ -137,10 +137,27 @@ def ratchet_register_migrations(register: Callable[..., None], workspace: Worksp
 
 @hookspec
 def ratchet_register_planners(register: Callable[..., None], workspace: Workspace | None) -> None:
-    """Register Architect planners: objects with ``name`` and ``plan(request, workspace) -> Plan``.
+    """Register Architect planners: objects with ``name`` and ``plan(request, session) -> Plan``.
+
+    ``request`` is a ``ratchet.core.planners.PlanRequest`` (the feedback text, or the Triggerer's KPI
+    report); ``session`` is the job's workbench (``templates()``, ``template(name)``, ``read_file(path)``,
+    ``apply(action)``, ``run_tiers(tiers)``) on the job's own git worktree. Return a
+    ``ratchet.core.plans.Plan``: the job applies its actions, then tests, bumps, merges and tags.
 
     :param register: call ``register(planner)``; a duplicate ``name`` is an error.
     :param workspace: the workspace the Architect serves.
+
+    Example::
+
+        class TopK:
+            name = "top-k"
+
+            def plan(self, request, session):
+                return Plan(summary="retrieve more", actions=[SetState(pointer="/params/top_k", value=5)])
+
+        @hookimpl
+        def ratchet_register_planners(register):
+            register(TopK())
     """
 
 
@@ -148,9 +165,18 @@ def ratchet_register_planners(register: Callable[..., None], workspace: Workspac
 def ratchet_select_planner(workspace: Workspace, available: list[str]) -> str | None:
     """Choose which registered planner the Architect uses. ``firstresult``: the first non-None wins.
 
+    The first-party impl runs last: ``[architect] planner`` if set, else ``llm`` when ``[architect] model``
+    is set, else ``playbook``.
+
     :param workspace: the workspace (its ``[architect]`` config names a planner or a chat model).
     :param available: names of the registered planners.
     :return: a planner name, or None to leave the choice to the next impl.
+
+    Example::
+
+        @hookimpl
+        def ratchet_select_planner(workspace, available):
+            return "top-k" if "top-k" in available else None
     """
 
 

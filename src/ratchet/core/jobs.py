@@ -60,6 +60,7 @@ class Job(BaseModel):
     schema_diff: dict[str, Any] | None = Field(default=None, description="runner/tuner tool-schema diff")
     version: str | None = Field(default=None, description="the version the job made")
     error: JobError | None = None
+    trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the request that made it")
     created: float
     updated: float
     deadline: float = Field(description="Unix time after which the job fails (the time limit)")

@@ -37,8 +37,14 @@ TEST_FILE = "architect.yaml"
 _FORBIDDEN = (".git", ".ratchet")
 
 
+def _kind_required(schema: dict[str, Any]) -> None:
+    # ``kind`` has a default so that ``SetState(pointer=..., value=...)`` reads well in Python, but on
+    # the wire it is the discriminator and must be sent.
+    schema["required"] = ["kind", *[r for r in schema.get("required", []) if r != "kind"]]
+
+
 class _Action(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_kind_required)
 
 
 class SetState(_Action):

@@ -97,26 +97,32 @@ def kpis(store: Store, window_seconds: float, now: float) -> KpiReport:
         latency_count=latency_count, latency_p95_ms=p95)
 
 
-def architect_wake(workspace: Workspace, *, timeout: float = 5.0) -> Callable[[dict], None]:
-    """The default ``wake``: POST the report to ``http://{architect.host}:{architect.port}/wake``.
+def architect_wake(workspace: Workspace, *, url: str | None = None, timeout: float = 5.0) -> Callable[[dict], None]:
+    """The default ``wake``: POST the report to ``{url}/wake``, where ``url`` defaults to
+    ``http://{architect.host}:{architect.port}`` from ``ratchet.toml``. (``ratchet up`` passes the address
+    it chose, since a configured port of 0 says nothing about where the Architect listens.)
 
-    With no port configured (0) or no Architect listening, it logs a warning; the ``trigger.wake`` event
-    is already in the store for the Architect to read when it starts.
+    With no URL and no port configured (0), or no Architect listening, it logs a warning; the
+    ``trigger.wake`` event is already in the store for the Architect to read when it starts.
     """
 
     def wake(report: dict) -> None:
         cfg = workspace.config.architect
-        if not cfg.port:
+        if not url and not cfg.port:
             log.warning("no architect port in ratchet.toml; the wake-up is kept as a %s event", WAKE_EVENT)
             return
         import httpx
 
-        url = f"http://{cfg.host}:{cfg.port}/wake"
+        target = f"{url.rstrip('/')}/wake" if url else f"http://{cfg.host}:{cfg.port}/wake"
         try:
-            httpx.post(url, json=report, timeout=timeout).raise_for_status()
+            from opentelemetry import propagate
+
+            headers: dict[str, str] = {}
+            propagate.inject(headers)  # the Architect's job continues this trace
+            httpx.post(target, json=report, headers=headers, timeout=timeout).raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("could not wake the architect at %s (%s); the wake-up is kept as a %s event",
-                        url, exc, WAKE_EVENT)
+                        target, exc, WAKE_EVENT)
 
     return wake
 

@@ -26,6 +26,7 @@ class FeedbackRequest(BaseModel):
 
 
 class Breach(BaseModel):
+    model_config = ConfigDict(strict=True)  # JSON numbers only: true is not a KPI value
     kpi: str = Field(min_length=1, description="reward_rate, error_rate or latency_p95_ms")
     value: float
     slo: float
@@ -35,6 +36,7 @@ class Breach(BaseModel):
 class WakeRequest(BaseModel):
     """The Triggerer's KPI report (``ratchet serve triggerer`` posts it)."""
 
+    model_config = ConfigDict(strict=True)
     breaches: list[Breach] = Field(min_length=1)
     kpis: dict[str, Any] = Field(default_factory=dict, description="the KPIs over the window")
     at: float | None = Field(default=None, description="Unix time of the check")
