@@ -33,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/state_and_versions.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache site

@@ -248,20 +248,6 @@ def _merge_nullable(prop: dict[str, Any]) -> dict[str, Any]:
 
 # Keys whose pydantic field has no ``description`` yet. The model's own description always wins; a key
 # listed here is reported in the build log so the description can move into the model.
-FALLBACK_DESCRIPTIONS = {
-    "state.schema": "path of the state's JSON Schema, relative to the workspace",
-    "runner.host": "address the server binds",
-    "tuner.host": "address the server binds",
-    "architect.host": "address the server binds",
-    "versions.host": "address the server binds",
-    "tuner.strategies": "the strategies that own sections of the state (see below)",
-    "tuner.promotion": "when staging is tested and promoted (see below)",
-    "architect.approval": "which Architect changes wait for a human's approval: none, major versions, or all",
-    "architect.job_timeout_seconds": "an Architect job that runs longer fails",
-    "architect.playbook": "the offline planner's playbook, relative to the workspace",
-}
-
-
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -310,7 +296,7 @@ def _toml_default(field_info) -> str:
 
 
 def configuration_page(example_toml: str) -> tuple[str, list[str]]:
-    """The ``ratchet.toml`` reference and the keys documented from FALLBACK_DESCRIPTIONS."""
+    """The ``ratchet.toml`` reference, and the keys whose model field has no description."""
     from pydantic import BaseModel
 
     from ratchet.core.workspace import Config, StrategyEntry
@@ -343,8 +329,7 @@ def configuration_page(example_toml: str) -> tuple[str, list[str]]:
             key = info.alias or name
             full = f"{section}.{key}"
             desc = info.description
-            if not desc and full in FALLBACK_DESCRIPTIONS:
-                desc = FALLBACK_DESCRIPTIONS[full]
+            if not desc:
                 used_fallbacks.append(full)
             ann = info.annotation
             if typing.get_origin(ann) is list and typing.get_args(ann) and typing.get_args(ann)[0] is StrategyEntry:
@@ -827,8 +812,8 @@ def generate() -> Generated:
         gen.pages["reference/hooks.md"] = hooks_page(ws.plugins.infos())  # first party plus the workspace's own
         config_md, fallbacks = configuration_page((root / "ratchet.toml").read_text(encoding="utf-8"))
         if fallbacks:
-            log.info("docs: ratchet.toml keys without a Field description (documented from the fallback "
-                     "in docs/_hooks/generate.py): %s", ", ".join(fallbacks))
+            log.warning("docs: ratchet.toml keys without a Field(description=...) in ratchet.core.workspace: %s",
+                        ", ".join(fallbacks))
         gen.pages["configuration.md"] = config_md
         servers = anyio.run(_list_servers, ws)
         strategies = [s.strategy for s in ws.config.tuner.strategies]

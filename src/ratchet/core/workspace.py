@@ -53,21 +53,26 @@ class PromotionPolicy(_Section):
 
 
 class ServerSection(_Section):
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="address the server binds")
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
 
 
 class TunerSection(ServerSection):
-    strategies: list[StrategyEntry] = Field(default_factory=list)
-    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    strategies: list[StrategyEntry] = Field(
+        default_factory=list, description="[[tuner.strategies]] tables: key (state section), strategy (name), "
+        "and the strategy's own options")
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy, description="when staging is promoted")
 
 
 class ArchitectSection(ServerSection):
     planner: str | None = Field(default=None, description="planner name; default: llm if model set")
     model: str | None = Field(default=None, description="an init_chat_model string, e.g. 'openai:gpt-4o'")
-    approval: Literal["none", "major", "all"] = "none"
-    job_timeout_seconds: float = Field(default=600, gt=0)
-    playbook: str = "architect/playbook.yaml"
+    approval: Literal["none", "major", "all"] = Field(
+        default="none", description="which jobs wait in needs_approval for POST /jobs/{id}/approve")
+    job_timeout_seconds: float = Field(default=600, gt=0, description="time limit of a job's planning, "
+                                       "applying and testing")
+    playbook: str = Field(default="architect/playbook.yaml", description="the playbook planner's rules, relative "
+                          "to the workspace")
 
 
 class StoreSection(_Section):
@@ -79,7 +84,8 @@ class StoreSection(_Section):
 
 
 class StateSection(_Section):
-    schema_file: str = Field(default="state/schema.json", alias="schema")
+    schema_file: str = Field(default="state/schema.json", alias="schema",
+                             description="JSON Schema of the state documents, relative to the workspace")
 
 
 class Config(_Section):
