@@ -44,7 +44,8 @@ def validation_body(exc: RequestValidationError) -> dict:
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
     field = ".".join(loc) or None
-    if err.get("type") == "string_pattern_mismatch" and "version" in (field or ""):
+    pattern = str((err.get("ctx") or {}).get("pattern", ""))
+    if err.get("type") == "string_pattern_mismatch" and pattern.startswith("^v?"):  # the semver patterns
         detail, fix = f"{field}: {err.get('input')!r} is not a version", "write it like v1.2.3 or 1.2.3"
     else:
         detail, fix = f"{field or 'body'}: {err.get('msg')}", f"correct {field or 'the body'} (see /docs)"

@@ -12,18 +12,15 @@ while you page shifts a desc listing by one; page with ``order=asc`` for a stabl
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ratchet import __version__
 from ratchet.core.catalog import Catalog
-from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, UserError
+from ratchet.rest import ErrorBody, install_error_handlers, install_tracing, serve_app
 
 # SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
 _NUM = r"(0|[1-9][0-9]*)"
@@ -33,13 +30,6 @@ _VERSION_DOC = "A version: v1.2.3 or 1.2.3."
 
 
 # --- response models ---------------------------------------------------------------------------------
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="the error class, e.g. NotFoundError")
-    detail: str = Field(description="what failed and which thing")
-    field: str | None = Field(default=None, description="the parameter or field at fault")
-    fix: str | None = Field(default=None, description="how to fix it")
 
 
 class VersionSummary(BaseModel):
@@ -206,14 +196,6 @@ def active(cat: Catalog = Depends(catalog)) -> dict[str, Any]:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
-def _status(exc: RatchetError) -> int:
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, UserError):
-        return 422
-    return 409 if isinstance(exc, ConflictError) else 500
-
-
 def create_app(workspace) -> FastAPI:
     """The read-only Versions API of ``workspace``."""
     app = FastAPI(title=f"Ratchet versions: {workspace.name}", version=__version__,
@@ -223,31 +205,14 @@ def create_app(workspace) -> FastAPI:
     app.include_router(versions_router)
     app.include_router(active_router)
 
-    @app.exception_handler(RatchetError)
-    async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=_status(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        field = str(err["loc"][-1]) if err.get("loc") else None
-        if err.get("type") == "string_pattern_mismatch":  # only version parameters have a pattern
-            detail, fix = f"{field}: {err.get('input')!r} is not a version", "write it like v1.2.3 or 1.2.3"
-        else:
-            detail, fix = f"{field}: {err.get('msg')}", f"correct {field} (see /docs)"
-        body = {"error": "ValidationError", "detail": detail, "field": field, "fix": fix}
-        return JSONResponse(body, status_code=422)
-
+    install_error_handlers(app)
+    install_tracing(app, "versions")
     return app
 
 
 def serve(workspace, *, host: str, port: int) -> None:
     """Serve until interrupted; port 0 picks a free one."""
-    import uvicorn
+    from ratchet.core import telemetry
 
-    from ratchet.serving import free_port
-
-    port = port or free_port(host)
-    # One line on stderr that tools (and `ratchet up`) can wait for.
-    print(f"ratchet versions listening on http://{host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn.Config(create_app(workspace), host=host, port=port, log_level="warning")).run()
+    with telemetry.serving("versions", workspace):
+        serve_app(create_app(workspace), host=host, port=port, label="versions")
