@@ -298,7 +298,7 @@ def test_budgets_file_loads(ws):
         (lambda b: b["tiers"]["full"].pop("metrics"), "tiers.full.metrics", "add"),
         (lambda b: b["tiers"].pop("micro"), "tiers.micro", "add"),
         (lambda b: b["slo"].update(error_rate_max="low"), "slo.error_rate_max", "valid number"),
-        (lambda b: b["tiers"]["fast"]["latency_ms"].update(p50=500), "tiers.fast.latency_ms", "above p95"),
+        (lambda b: b["tiers"]["fast"]["latency_ms"].update(p50=5000), "tiers.fast.latency_ms", "above p95"),
     ],
 )
 def test_budgets_errors_name_the_key(ws, edit, field, fix_words):
