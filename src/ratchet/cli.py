@@ -460,8 +460,12 @@ def serve_triggerer(interval: float, architect_url: str | None, min_samples: int
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"ratchet triggerer watching {ws.root} every {interval:g} s", file=sys.stderr, flush=True)
+    from ratchet.core import telemetry
+
     try:
-        triggerer.run(interval, stop)
+        with telemetry.serving("triggerer", ws):
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stop between checks, then flush
+            triggerer.run(interval, stop)
     except KeyboardInterrupt:
         pass
     finally:
@@ -476,7 +480,7 @@ def serve_triggerer(interval: float, architect_url: str | None, min_samples: int
 @workspace_option
 def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -> None:
     """Run every component as its own process on 127.0.0.1, print their addresses, restart one that dies
-    (and the runner and tuner when an architect version changes code), stop them all on Ctrl-C.
+    (and the runner, tuner and versions when an architect version changes code), stop them all on Ctrl-C.
 
     Each component's output goes to .ratchet/logs/NAME.log (and here, prefixed with its name).
     """

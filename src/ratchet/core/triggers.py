@@ -207,10 +207,13 @@ class Triggerer:
         self.workspace.emit(WAKE_EVENT, wake)  # durable first: the Architect can read it later
         self.armed, self.streak = False, 0
         self.last_wake_at, self.last_breached = now, [b["kpi"] for b in breaches]
-        try:
-            self.wake(wake)
-        except Exception as exc:  # noqa: BLE001 -- a failing receiver must not stop the triggerer
-            log.warning("wake callback failed: %s", exc)
+        from ratchet.core import telemetry
+
+        with telemetry.span("ratchet.triggerer.wake", **{"ratchet.breaches": [b["kpi"] for b in breaches]}):
+            try:
+                self.wake(wake)  # inside the span: the Architect's job continues this trace
+            except Exception as exc:  # noqa: BLE001 -- a failing receiver must not stop the triggerer
+                log.warning("wake callback failed: %s", exc)
         return wake
 
     def run(self, interval: float, stop) -> None:
