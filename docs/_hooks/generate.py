@@ -390,24 +390,14 @@ def template_pages(templates: dict[str, Any]) -> dict[str, str]:
 
 
 def _questions_table(template) -> str:
-    import yaml
-
-    config = yaml.safe_load((template.path / "copier.yml").read_text(encoding="utf-8")) or {}
     rows = []
-    for key, spec in config.items():
-        if key.startswith("_"):
-            continue
-        spec = spec if isinstance(spec, dict) else {"default": spec}
-        choices = spec.get("choices")
-        if isinstance(choices, dict):
-            choices = list(choices.values())
-        notes = [cell(spec.get("help", ""))]
-        if choices:
-            notes.append("one of " + ", ".join(code(str(c)) for c in choices))
-        if "when" in spec and not isinstance(spec["when"], bool):
-            notes.append(f"asked when {code(str(spec['when']).strip())}")
-        default = spec.get("default")
-        rows.append([code(key), spec.get("type", "str"), "—" if default is None else code(str(default).strip()),
+    for q in template.questions:
+        notes = [cell(q.help)]
+        if q.choices:
+            notes.append("one of " + ", ".join(code(str(c)) for c in q.choices))
+        if q.when is not None and not isinstance(q.when, bool):
+            notes.append(f"asked when {code(str(q.when).strip())}")
+        rows.append([code(q.name), q.type, "—" if q.default is None else code(str(q.default).strip()),
                      "; ".join(n for n in notes if n)])
     return table(["question", "type", "default", "meaning"], rows)
 

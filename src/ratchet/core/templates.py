@@ -39,6 +39,7 @@ class Question:
     help: str
     default: Any
     choices: list[Any] | None = None
+    when: Any = None  # copier's condition for asking it (a Jinja expression), if any
 
 
 @dataclass
@@ -74,7 +75,8 @@ def _read_template(path: Path, family: str | None, plugin: str, version: str) ->
         choices = spec.get("choices")
         if isinstance(choices, dict):
             choices = list(choices.values())
-        questions.append(Question(key, spec.get("type", "str"), spec.get("help", ""), spec.get("default"), choices))
+        questions.append(Question(key, spec.get("type", "str"), spec.get("help", ""), spec.get("default"), choices,
+                                  spec.get("when")))
     paragraph: list[str] = []  # the README's first paragraph of prose
     for line in Template(path.name, "", path, plugin, version).readme.splitlines():
         if line.strip() and not line.startswith("#"):
