@@ -7,7 +7,7 @@ that becomes the docs page); plugins contribute libraries through ``ratchet_regi
 package is neither. So every render goes through a *versioned source*: a git repo per template under
 ``$RATCHET_CACHE_DIR/templates`` (default ``~/.cache/ratchet``), committed and tagged with the
 package's version whenever its content changes. ``.copier-answers.yml`` records that repo and tag, and
-after an upgrade ``copier update`` (or ``ratchet templates update``) moves a project to the new tag.
+after an upgrade ``copier update`` moves a project to the new tag.
 """
 
 from __future__ import annotations
