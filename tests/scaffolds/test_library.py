@@ -175,10 +175,10 @@ def test_answers_files_are_per_module_so_templates_can_be_rendered_twice(library
 
 def test_support_desk_template_is_the_workspace_scaffolds_runner(library, tmp_path):
     """The default workspace's runner and knowledge base are exactly what the support-desk template
-    renders with its defaults; change one, change the other."""
+    renders with its defaults (the scaffold's files are links to the template's)."""
     render(library, "support-desk", tmp_path / "out")
     scaffold = SRC / "scaffolds" / "workspace" / "template"
     for rel in ("plugins/support_desk.py", "data/kb.jsonl"):
         assert (tmp_path / "out" / rel).read_bytes() == (scaffold / rel).read_bytes(), (
             f"{rel} differs between the workspace scaffold and src/ratchet/plugins/runner_templates/support-desk: "
-            "copy the scaffold's file over the template's")
+            "make the scaffold's file a link to the template's again")
