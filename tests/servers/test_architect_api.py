@@ -193,3 +193,15 @@ def test_architect_api_conforms_to_its_openapi(ws):
         case.call_and_validate()
 
     check()
+
+
+def test_an_idle_agent_job_fails_at_its_time_limit(client, arch, ws):
+    jid = client.post("/jobs", json={"title": "slow agent"}).json()["id"]
+    record = arch.jobs.get(jid)
+    record.deadline = 0  # long past
+    arch.jobs.save(record)
+    r = client.put(f"/jobs/{jid}/files/x.txt", json={"content": "x"})
+    assert r.status_code == 409 and "failed" in r.json()["detail"]
+    job = client.get(f"/jobs/{jid}").json()
+    assert job["state"] == "failed" and job["error"]["field"] == "architect.job_timeout_seconds"
+    assert not (ws.runtime_dir / "jobs" / jid / "worktree").exists()

@@ -71,7 +71,7 @@ class Architect:
         self.planner_name = planner or self.config.planner
         self.jobs = JobStore(workspace.store)
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
-        self._job_locks: dict[str, threading.Lock] = {}
+        self._job_locks: dict[str, threading.RLock] = {}  # re-entrant: a step may look the job up again
         self._locks_guard = threading.Lock()
         self._thread: threading.Thread | None = None
         self._library = None
@@ -476,9 +476,9 @@ class Architect:
     def _worktree(self, job: Job) -> JobWorktree:
         return JobWorktree(self.workspace, job.id)
 
-    def _job_lock(self, job_id: str) -> threading.Lock:
+    def _job_lock(self, job_id: str) -> threading.RLock:
         with self._locks_guard:
-            return self._job_locks.setdefault(job_id, threading.Lock())
+            return self._job_locks.setdefault(job_id, threading.RLock())
 
     @staticmethod
     def _commit_message(job: Job) -> str:
