@@ -157,8 +157,3 @@ def test_cli_templates_list_show_render(run, tmp_path):
     result = run("templates", "render", "workspace", tmp_path / "out", "--data", "project_name=abc")
     assert result.exit_code == 0 and (tmp_path / "out" / "ratchet.toml").exists()
 
-
-def test_cli_demo(run, tmp_path):
-    result = run("demo", "--out", tmp_path / "demo")
-    assert result.exit_code == 0, result.output
-    assert "v0.1.2" in result.output and "Rolled back" in result.output

@@ -1,0 +1,137 @@
+"""``ratchet demo``: the simulation's arithmetic (fast), and the whole story with real processes (slow):
+patch versions, the drift, the wake-up, the architect's minor version, recovery, and no process left."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ratchet.cli import cli
+from ratchet.demo.simulation import AFTER, BEFORE, Oracle, Preferences, Users
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Live processes whose command line contains ``text`` (the demo's folder: every server names it)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in args and state != "Z":
+            found.append((int(cmdline.parent.name), args))
+    return found
+
+
+def wait_until_gone(text: str, timeout: float = 15.0) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+# --- fast ----------------------------------------------------------------------------------------------
+
+
+def test_demo_preferences_drift_and_oracle_regret():
+    prefs = Preferences(drift_at=10.0)
+    oracle = Oracle(prefs)
+    assert prefs.best(0) == "concise" and prefs.best(10.0) == "detailed"
+    assert oracle.expected(9.9) == max(BEFORE.values()) and oracle.expected(10.0) == max(AFTER.values())
+    assert oracle.regret(5.0, "concise") == 0.0
+    assert oracle.regret(15.0, "concise") == pytest.approx(AFTER["detailed"] - AFTER["concise"])
+    # learning alone must not breach the demo's SLO (0.5); the old favourite after the drift must
+    assert sum(BEFORE.values()) / len(BEFORE) > 0.55 and AFTER["concise"] < 0.45
+
+
+def test_demo_users_are_reproducible(ws_path):
+    prefs = Preferences(drift_at=10.0)
+    a, b = Users.from_workspace(ws_path, prefs, 7), Users.from_workspace(ws_path, prefs, 7)
+    assert [a.question(n) for n in range(20)] == [b.question(n) for n in range(20)]
+    rewards = [a.reward(n, 0.0, "concise") for n in range(400)]
+    assert rewards == [b.reward(n, 0.0, "concise") for n in range(400)]
+    assert 0.8 < sum(rewards) / len(rewards) < 0.97  # Bernoulli(0.9)
+    assert sum(a.reward(n, 0.0, "detailed") for n in range(400)) < 50  # Bernoulli(0.05) before the drift
+    assert sum(a.reward(n, 10.0, "detailed") for n in range(400)) > 320  # Bernoulli(0.9) after it
+
+
+def test_demo_out_must_be_new_or_empty(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "something").write_text("x")
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "full")])
+    assert result.exit_code == 3, result.output
+    assert "already exists and is not empty" in result.output and "choose a new folder" in result.output
+
+
+# --- slow ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_story(tmp_path):
+    out = tmp_path / "demo"
+    ratchet = str(Path(sys.executable).with_name("ratchet"))
+    proc = subprocess.run([ratchet, "demo", "--out", str(out), "--seed", "3", "--drift-at", "15", "--recover", "10",
+                           "--max-seconds", "110"], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        made = summary["versions_made"]
+        assert made["tuner_patches"] >= 3 and all(v.startswith("v0.") for v in made["tuner"])
+        assert [v["bump"] for v in made["architect"]] == ["minor"], summary["versions"]
+        arch = summary["architect"]
+        assert arch["state"] == "succeeded" and arch["planner"] == "playbook" and arch["version"] == "v0.2.0"
+        assert arch["plan"]["rule"] == "drifting-preferences"
+        assert [a["kind"] for a in arch["plan"]["actions"]] == ["render_template", "edit_config"]
+        assert arch["request"]["report"]["breaches"][0]["kpi"] == "reward_rate"
+        assert summary["preferences"]["drift_at_seconds"] <= arch["woken_at_seconds"] <= arch["tagged_at_seconds"]
+        assert arch["tagged_at_seconds"] <= arch["served_at_seconds"]  # the runner serves the new code
+        reward = summary["reward"]
+        assert reward["after_recovery"]["mean_reward"] > reward["after_drift"]["mean_reward"], reward
+        assert reward["before_drift"]["mean_reward"] > reward["after_drift"]["mean_reward"], reward
+        assert summary["recovered"] is True
+        regret = summary["regret"]
+        assert regret["cumulative"] > 0 and regret["per_conversation"] > 0
+        assert regret["drift_to_new_version"] > 0 and regret["after_new_version"] is not None
+        assert summary["failed_conversations"] == 0, summary["failures"]
+        assert (out / "reward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "support-desk" / "plugins" / "drift_style.py").exists()  # the architect's plugin, merged
+        assert "v0.2.0" in proc.stdout and "regret" in proc.stdout
+    finally:
+        assert wait_until_gone(str(out)) == []
+
+
+@pytest.mark.slow
+def test_demo_interrupted_leaves_no_process(tmp_path):
+    out = tmp_path / "demo"
+    ratchet = str(Path(sys.executable).with_name("ratchet"))
+    proc = subprocess.Popen([ratchet, "demo", "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        status = out / "support-desk" / ".ratchet" / "demo" / "servers.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(status.read_text()).get("up"):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        assert processes_mentioning(str(out))  # the servers are running
+        time.sleep(3)  # the users are talking to them
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=60) == 130
+        assert "interrupted" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert wait_until_gone(str(out)) == []
