@@ -157,7 +157,7 @@ def code_changed(versions: Iterable[Any]) -> list[Any]:
 # --- processes -------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGTERM the child when the supervisor dies (None elsewhere).
     Everything is prepared here, so the forked child runs no import and takes no lock."""
     if not sys.platform.startswith("linux"):
@@ -418,7 +418,7 @@ class Supervisor:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         child.proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                      preexec_fn=_die_with_parent())
+                                      preexec_fn=die_with_parent())
         child.seen_ready_line, child.address = False, None  # after the swap: the old reader no longer counts
         child.state, child.started = "starting", time.monotonic()
         child.starts += 1

@@ -116,7 +116,7 @@ def start_servers(root: Path, scales: Timescales, *, keep: bool = False, timeout
 
     Unless ``keep``, the supervisor dies with this process (Linux), so even a killed demo leaves nothing.
     """
-    from ratchet.core.supervisor import _die_with_parent
+    from ratchet.core.supervisor import die_with_parent
 
     root = Path(root).resolve()
     status = root / STATUS_FILE
@@ -129,7 +129,7 @@ def start_servers(root: Path, scales: Timescales, *, keep: bool = False, timeout
             "--breach-checks", str(scales.breach_checks)]
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=None if keep else _die_with_parent())
+                                start_new_session=True, preexec_fn=None if keep else die_with_parent())
     deadline = time.monotonic() + timeout
     try:
         while True:

@@ -65,8 +65,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     try:
         anyio.run(work, sys.argv[1], int(sys.argv[2]))
-    except KeyboardInterrupt:
-        pass
+    except* (KeyboardInterrupt, SystemExit):
+        pass  # stopped (SIGTERM from the server, or Ctrl-C), maybe mid-promotion inside a task group
 
 
 if __name__ == "__main__":

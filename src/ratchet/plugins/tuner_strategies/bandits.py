@@ -223,17 +223,15 @@ class BanditStrategy(Strategy):
             if arm in self._index and n:
                 value = float(total) / n
                 queues.append((arm, min(int(n), self.ADOPT_CAP), min(max(value, 0.0), 1.0) if self.bounded else value))
-        events, i = [], 0
-        while queues:  # round-robin, so order-sensitive policies see the arms interleaved
-            queues = [(a, n, v) for a, n, v in queues if n > 0]
-            for k, (arm, n, value) in enumerate(queues):
-                events.append(FeedbackEvent.model_construct(
-                    event_id=f"adopt-{i}", tool="reward", conversation_id=None, payload={"value": value},
-                    decision=Decision.model_construct(strategy=self.key, choice=arm, propensity=1.0 / self.K,
-                                                      sticky=True, info=self._adopt_info()),
-                    joined={}, features={}, ts=0.0))
-                queues[k] = (arm, n - 1, value)
-                i += 1
+        # Each arm's pulls are spread evenly over the replayed time (the j-th of n at (j + 0.5) / n), so a
+        # forgetting policy weighs the arms by their share of the pulls, not by which arm ran out last.
+        timeline = sorted(((j + 0.5) / n, k, arm, value) for k, (arm, n, value) in enumerate(queues)
+                          for j in range(n))
+        events = [FeedbackEvent.model_construct(
+            event_id=f"adopt-{i}", tool="reward", conversation_id=None, payload={"value": value},
+            decision=Decision.model_construct(strategy=self.key, choice=arm, propensity=1.0 / self.K,
+                                              sticky=True, info=self._adopt_info()),
+            joined={}, features={}, ts=0.0) for i, (_, _, arm, value) in enumerate(timeline)]
         adopted = self.apply(self.initial_state(), events)
         return adopted if adopted.get("t", 0) > 0 else None
 
