@@ -73,3 +73,23 @@ def test_json_diff_paths_are_json_pointers():
         {"path": "/new", "op": "add", "old": None, "new": None},
         {"path": "/params/style", "op": "replace", "old": "a", "new": "b"},
     ]
+
+
+def test_tool_schemas_come_from_the_commit_in_another_process(ws):
+    import sys
+
+    from helpers import git
+    from ratchet.core.errors import RatchetError
+    from ratchet.core.toolschemas import tool_schemas_at
+
+    head = git(ws.root, "rev-parse", "HEAD").strip()
+    schemas = tool_schemas_at(ws, head)
+    assert "answer" in schemas["runner"] and "reward" in schemas["tuner"]
+    assert not any(str(ws.root) in (getattr(m, "__file__", None) or "") for m in list(sys.modules.values()))
+
+    plugin = ws.root / "plugins" / "support_desk.py"
+    plugin.write_text(plugin.read_text() + "\nraise RuntimeError('broken on purpose')\n")
+    git(ws.root, "commit", "-qam", "break the runner")
+    with pytest.raises(RatchetError, match="broken on purpose") as err:
+        tool_schemas_at(ws, git(ws.root, "rev-parse", "HEAD").strip())
+    assert err.value.field == "version"

@@ -1,8 +1,9 @@
 """The runner's and tuner's MCP tool schemas at a version, and what changed between two versions.
 
 Schemas come from the code *at that version*: the commit is extracted with ``git archive`` into a
-temporary folder, opened as a workspace, and its ``build_server(...)`` tool lists are read through an
-in-memory MCP client, so they are exactly what clients of that version saw. The result is cached in
+temporary folder, opened as a workspace in a fresh process (``python -m ratchet.core.toolschemas DIR``),
+and its ``build_server(...)`` tool lists are read through an in-memory MCP client, so they are exactly
+what clients of that version saw, and that code never runs in the server that asked. The result is cached in
 the object store under ``tools/{commit}.json`` (a commit's files never change; the framework version
 is recorded so that an upgrade of the first-party plugins recomputes it).
 
@@ -22,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ratchet import __version__
-from ratchet.core.errors import GitError
+from ratchet.core.errors import GitError, RatchetError
 
 if TYPE_CHECKING:
     from ratchet.core.versions import Version
     from ratchet.core.workspace import Workspace
 
 SERVERS = ("runner", "tuner")
+BUILD_TIMEOUT_SECONDS = 120
 _build_lock = threading.Lock()  # one extraction at a time: each costs a plugin load and an index build
 
 
@@ -62,8 +64,6 @@ def tool_schemas_at(workspace: Workspace, commit: str) -> dict[str, dict[str, di
 
 
 def _build(workspace: Workspace, commit: str) -> dict[str, dict[str, dict[str, Any]]]:
-    import anyio
-
     tmp = Path(tempfile.mkdtemp(prefix="ratchet-tools-"))
     try:
         archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=workspace.root, capture_output=True)
@@ -71,14 +71,16 @@ def _build(workspace: Workspace, commit: str) -> dict[str, dict[str, dict[str, A
             raise GitError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()}",
                            field="version")
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
-        return anyio.run(_list_tools, tmp)
+        # In a fresh process: the commit's plugin code (perhaps an Architect job's, perhaps years old)
+        # never runs, nor lingers in sys.modules, in the server that asked.
+        proc = subprocess.run([sys.executable, "-m", "ratchet.core.toolschemas", str(tmp)], capture_output=True,
+                              text=True, timeout=BUILD_TIMEOUT_SECONDS)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+            raise RatchetError(f"the tools of {commit[:12]} could not be listed:\n{tail}", field="version",
+                               fix="the code at that commit fails to load; see the error above")
+        return json.loads(proc.stdout)
     finally:
-        # The copy's workspace modules were imported under names unique to the temporary path; drop
-        # them so repeated builds do not pile up in sys.modules.
-        prefix = str(tmp)
-        for name, module in list(sys.modules.items()):
-            if (getattr(module, "__file__", None) or "").startswith(prefix):
-                del sys.modules[name]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -196,3 +198,18 @@ def _narrowing(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 
 def _fmt(types: set[str] | None) -> str:
     return "any" if types is None else "|".join(sorted(types))
+
+
+def main() -> None:
+    """``python -m ratchet.core.toolschemas DIR``: print the tool schemas of the workspace in DIR as JSON."""
+    import anyio
+
+    try:
+        print(json.dumps(anyio.run(_list_tools, Path(sys.argv[1]))))
+    except RatchetError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
