@@ -135,6 +135,12 @@ def test_playbook_wake_up_with_falling_rewards_renders_the_drift_bandit(ws):
     assert plan.actions[0].template == "drift-bandit"
 
 
+def test_playbook_rule_with_absent_paths_applies_once(ws):
+    (ws.root / "plugins/drift_style.py").write_text("# already rendered\n")
+    plan = _plan(ws, text="preferences have drifted")
+    assert plan.actions == [] and "no playbook rule matches" in plan.summary
+
+
 def test_playbook_no_match_gives_an_empty_plan(ws):
     plan = _plan(ws, text="lovely weather today")
     assert plan.actions == [] and "no playbook rule matches" in plan.summary

@@ -8,6 +8,7 @@ matches the request gives the plan::
         when:
           text: ['too long', 'verbose', 'wordy']     # regexes, case-insensitive; any one matches
           kpi: [reward_rate]                         # or: the Triggerer's report breaches one of these
+          absent: []                                 # and none of these paths exists (done once)
         summary: Answers are too long, so cap them at ${max} sentences
         vars: {max: 2}                               # optional constants for the templates
         actions:
@@ -38,6 +39,8 @@ class When(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: list[str] = Field(default_factory=list, description="regexes matched against the feedback text")
     kpi: list[str] = Field(default_factory=list, description="KPIs whose breach in a wake-up matches")
+    absent: list[str] = Field(default_factory=list, description="the rule applies only while none of these "
+                              "workspace paths exists (e.g. the plugin it renders: done once)")
 
     @field_validator("text", mode="before")
     @classmethod
@@ -120,10 +123,12 @@ class PlaybookPlanner:
 
     name = "playbook"
 
-    def match(self, playbook: Playbook, request: PlanRequest) -> tuple[Rule, dict[str, Any]] | None:
+    def match(self, playbook: Playbook, request: PlanRequest, root=None) -> tuple[Rule, dict[str, Any]] | None:
         text = request.text or ""
         breached = set(request.breached())
         for rule in playbook.rules:
+            if root is not None and any((root / p).exists() for p in rule.when.absent):
+                continue  # already done
             for pattern in rule.when.text:
                 m = re.search(pattern, text, re.IGNORECASE | re.DOTALL)
                 if m and text:
@@ -135,7 +140,7 @@ class PlaybookPlanner:
 
     def plan(self, request: PlanRequest, session: JobSession) -> Plan:
         playbook = load_playbook(session.workspace)
-        found = self.match(playbook, request)
+        found = self.match(playbook, request, session.workspace.root)
         if found is None:
             what = f"the text {request.text!r}" if request.text else f"the breaches {request.breached()}"
             return Plan(summary=f"no playbook rule matches {what}", actions=[])
