@@ -505,9 +505,28 @@ def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -
 # --- feedback ----------------------------------------------------------------------------------------
 
 
+def architect_client(url: str | None, workspace_dir: Path | None):
+    """A client of the Architect at ``url``, or at the address ``ratchet.toml`` gives it."""
+    from ratchet.core.architect_client import ArchitectClient
+
+    if url is None:
+        cfg = open_workspace(workspace_dir).config.architect
+        if not cfg.port:
+            from ratchet.core.errors import ConfigError
+
+            raise ConfigError("no architect port in ratchet.toml", field="architect.port",
+                              fix="set [architect] port, or pass --url http://127.0.0.1:PORT")
+        url = f"http://{cfg.host}:{cfg.port}"
+    return ArchitectClient(url)
+
+
+architect_url_option = click.option("--url", default=None,
+                                    help="The Architect's address (default: from [architect] in ratchet.toml).")
+
+
 @cli.command("feedback")
 @click.argument("text")
-@click.option("--url", default=None, help="The Architect's address (default: from [architect] in ratchet.toml).")
+@architect_url_option
 @click.option("--version", "about_version", default=None, help="The version the feedback is about.")
 @click.option("--conversation", "conversation_id", default=None, help="The conversation it is about.")
 @click.option("--no-follow", is_flag=True, help="Print the job id and return instead of following the job.")
@@ -520,17 +539,7 @@ def feedback(text: str, url: str | None, about_version: str | None, conversation
 
     Exits 0 when the job made a version, 8 when its tests failed, 3 for any other failure.
     """
-    from ratchet.core.feedback_client import ArchitectClient
-
-    if url is None:
-        cfg = open_workspace(workspace_dir).config.architect
-        if not cfg.port:
-            from ratchet.core.errors import ConfigError
-
-            raise ConfigError("no architect port in ratchet.toml", field="architect.port",
-                              fix="set [architect] port, or pass --url http://127.0.0.1:PORT")
-        url = f"http://{cfg.host}:{cfg.port}"
-    client = ArchitectClient(url)
+    client = architect_client(url, workspace_dir)
     job = client.post_feedback(text, version=about_version, conversation_id=conversation_id)
     if no_follow:
         echo_json(job) if as_json else click.echo(job["id"])
@@ -545,6 +554,56 @@ def feedback(text: str, url: str | None, about_version: str | None, conversation
     if not as_json:
         click.secho(f"{job['version']} ({job['bump']}): {job['plan']['summary'] if job.get('plan') else ''}",
                     fg="green")
+
+
+@cli.group("jobs", invoke_without_command=True)
+@click.option("--state", default=None, help="Only jobs in this state (queued, ..., needs_approval, failed).")
+@architect_url_option
+@workspace_option
+@json_option
+@click.pass_context
+def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: Path | None, as_json: bool) -> None:
+    """The Architect's jobs, newest first; `ratchet jobs show|approve|abandon ID`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    page = architect_client(url, workspace_dir).jobs(state=state)
+    if as_json:
+        echo_json(page)
+        return
+    print_table(["job", "state", "source", "version", "plan or error"],
+                [[j["id"], j["state"], j["source"], j["version"],
+                  (j["error"] or {}).get("detail", "").splitlines()[0] if j["error"]
+                  else (j["plan"] or {}).get("summary")] for j in page["items"]],
+                title=f"jobs ({page['total']})")
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@architect_url_option
+@workspace_option
+def jobs_show(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
+    """One job as JSON: plan, step log, tier results, bump, version or error."""
+    echo_json(architect_client(url, workspace_dir).job(job_id))
+
+
+@jobs.command("approve")
+@click.argument("job_id")
+@architect_url_option
+@workspace_option
+def jobs_approve(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
+    """Approve a job waiting in needs_approval; it then merges and tags."""
+    job = architect_client(url, workspace_dir).action(job_id, "approve")
+    click.echo(f"job {job['id']} {job['state']}")
+
+
+@jobs.command("abandon")
+@click.argument("job_id")
+@architect_url_option
+@workspace_option
+def jobs_abandon(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
+    """Abandon an open agent job or one waiting for approval: nothing is merged."""
+    job = architect_client(url, workspace_dir).action(job_id, "abandon")
+    click.echo(f"job {job['id']} {job['state']}")
 
 
 # --- trace -------------------------------------------------------------------------------------------

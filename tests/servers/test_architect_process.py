@@ -33,6 +33,14 @@ def test_feedback_command_follows_the_job_to_its_version(ws_path):
         assert job["state"] == "failed" and "nothing to change" in job["error"]["detail"]
         listed = httpx.get(f"{url}/jobs").json()
         assert listed["total"] == 2
+        table = subprocess.run([RATCHET, "jobs", "--url", url], capture_output=True, text=True, timeout=60)
+        assert table.returncode == 0 and job["id"] in table.stdout and "succeeded" in table.stdout
+        shown = subprocess.run([RATCHET, "jobs", "show", job["id"], "--url", url], capture_output=True, text=True,
+                               timeout=60)
+        assert json.loads(shown.stdout)["state"] == "failed"
+        refused = subprocess.run([RATCHET, "jobs", "approve", job["id"], "--url", url], capture_output=True,
+                                 text=True, timeout=60)
+        assert refused.returncode == 5 and "not waiting for approval" in refused.stderr  # a conflict
 
     # Jobs survive a restart of the server.
     with ServerProcess("architect", ws_path) as server:

@@ -1,4 +1,4 @@
-"""A small client of the Architect's REST API: post feedback, follow a job to its end.
+"""A small client of the Architect's REST API: post feedback, follow a job to its end, list and act on jobs.
 
 The current trace context travels in the ``traceparent`` header, so the Architect's request and job
 spans join the caller's trace.
@@ -51,6 +51,16 @@ class ArchitectClient:
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}")
+
+    def jobs(self, *, state: str | None = None, limit: int = 50) -> dict[str, Any]:
+        params = {"limit": limit, **({"state": state} if state else {})}
+        return self._call("GET", "/jobs", params=params)
+
+    def action(self, job_id: str, what: str) -> dict[str, Any]:
+        """``approve`` or ``abandon`` a job."""
+        if what == "abandon":
+            return self._call("DELETE", f"/jobs/{job_id}")
+        return self._call("POST", f"/jobs/{job_id}/{what}")
 
     def follow(self, job_id: str, *, timeout: float = 900, interval: float = 0.5,
                on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
