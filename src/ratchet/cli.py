@@ -586,24 +586,18 @@ def jobs_show(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
     echo_json(architect_client(url, workspace_dir).job(job_id))
 
 
-@jobs.command("approve")
-@click.argument("job_id")
-@architect_url_option
-@workspace_option
-def jobs_approve(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
-    """Approve a job waiting in needs_approval; it then merges and tags."""
-    job = architect_client(url, workspace_dir).action(job_id, "approve")
-    click.echo(f"job {job['id']} {job['state']}")
+def _job_action(what: str, summary: str) -> None:
+    @jobs.command(what, help=summary)
+    @click.argument("job_id")
+    @architect_url_option
+    @workspace_option
+    def command(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
+        job = architect_client(url, workspace_dir).action(job_id, what)
+        click.echo(f"job {job['id']} {job['state']}")
 
 
-@jobs.command("abandon")
-@click.argument("job_id")
-@architect_url_option
-@workspace_option
-def jobs_abandon(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
-    """Abandon an open agent job or one waiting for approval: nothing is merged."""
-    job = architect_client(url, workspace_dir).action(job_id, "abandon")
-    click.echo(f"job {job['id']} {job['state']}")
+_job_action("approve", "Approve a job waiting in needs_approval; it then merges and tags.")
+_job_action("abandon", "Abandon an open agent job or one waiting for approval: nothing is merged.")
 
 
 # --- trace -------------------------------------------------------------------------------------------
