@@ -301,7 +301,7 @@ def configuration_page(example_toml: str) -> tuple[str, list[str]]:
 
     from ratchet.core.workspace import Config, StrategyEntry
 
-    used_fallbacks: list[str] = []
+    undocumented: list[str] = []
     sections: list[tuple[str, type[BaseModel]]] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -330,7 +330,7 @@ def configuration_page(example_toml: str) -> tuple[str, list[str]]:
             full = f"{section}.{key}"
             desc = info.description
             if not desc:
-                used_fallbacks.append(full)
+                undocumented.append(full)
             ann = info.annotation
             if typing.get_origin(ann) is list and typing.get_args(ann) and typing.get_args(ann)[0] is StrategyEntry:
                 type_text = "array of tables (`[[tuner.strategies]]`)"
@@ -341,7 +341,7 @@ def configuration_page(example_toml: str) -> tuple[str, list[str]]:
         if section == "tuner":
             out.append(_strategies_section())
     out.append(footer("the pydantic models in `ratchet.core.workspace`"))
-    return "\n".join(out), used_fallbacks
+    return "\n".join(out), undocumented
 
 
 def _strategies_section() -> str:
@@ -800,10 +800,10 @@ def generate() -> Generated:
     with _default_workspace() as root:
         ws = Workspace.open(root, search_parents=False)
         gen.pages["reference/hooks.md"] = hooks_page(ws.plugins.infos())  # first party plus the workspace's own
-        config_md, fallbacks = configuration_page((root / "ratchet.toml").read_text(encoding="utf-8"))
-        if fallbacks:
+        config_md, undocumented = configuration_page((root / "ratchet.toml").read_text(encoding="utf-8"))
+        if undocumented:
             log.warning("docs: ratchet.toml keys without a Field(description=...) in ratchet.core.workspace: %s",
-                        ", ".join(fallbacks))
+                        ", ".join(undocumented))
         gen.pages["configuration.md"] = config_md
         servers = anyio.run(_list_servers, ws)
         strategies = [s.strategy for s in ws.config.tuner.strategies]

@@ -40,15 +40,15 @@ from ratchet.core import telemetry
 from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, TestsFailedError, UserError
 from ratchet.core.jobs import Job, JobError, JobStore, new_job
 from ratchet.core.plans import (
-    TIERS, Action, EditConfig, Plan, apply_action, apply_changes, bump_for, parse_action, state_changes,
-    _inside,
+    TIERS, Action, EditConfig, Plan, apply_action, apply_changes, bump_for, inside_workspace,
+    parse_action, state_changes,
 )
 from ratchet.core.state import ACTIVE_PATH
+from ratchet.core.tiers import TierResult, ensure_ok, write_summary
 from ratchet.core.worktree import JobWorktree
 
 if TYPE_CHECKING:
     from ratchet.core.planners import Planner
-    from ratchet.core.tiers import TierResult
     from ratchet.core.workspace import Workspace
 
 log = logging.getLogger("ratchet.architect")
@@ -325,7 +325,7 @@ class Architect:
         results = self._run_tiers(job, wt, list(TIERS))
         job.tiers = [r.to_dict() for r in results]
         self.jobs.save(job)
-        self._ensure_passed(results)
+        ensure_ok(results)
         job.bump, job.schema_diff = self._bump(job)
         job.note("bump", f"{job.bump}: " + ("breaking tool-schema change" if job.bump == "major" else
                                              "state only" if job.bump == "patch" else "code, tests or config"))
@@ -338,8 +338,6 @@ class Architect:
     def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str]) -> list[TierResult]:
         """Run ``tiers`` in order in a fresh ``ratchet test`` process (the job's code never runs in the
         Architect), stopping at the first that fails or misses its budget."""
-        from ratchet.core.tiers import TierResult
-
         remaining = self._check_deadline(job, "testing")
         argv = [sys.executable, "-m", "ratchet", "test", *(f"--tier={t}" for t in tiers), "--fail-fast", "--json",
                 "--no-summary", "-w", str(wt.path)]
@@ -358,12 +356,6 @@ class Architect:
                      ok=result.ok)
         return results
 
-    @staticmethod
-    def _ensure_passed(results: list[TierResult]) -> None:
-        from ratchet.core.tiers import ensure_ok
-
-        ensure_ok(results)
-
     def _bump(self, job: Job) -> tuple[str, dict[str, Any] | None]:
         from ratchet.core.toolschemas import schema_diff, tool_schemas_at
 
@@ -374,8 +366,6 @@ class Architect:
 
     def _merge(self, job: Job) -> None:
         """Bring main's new commits into the branch, fast-forward main to it, tag, update staging."""
-        from ratchet.core.tiers import write_summary
-
         ws, wt = self.workspace, self._worktree(job)
         base_state = json.loads(ws.versions.git("show", f"{job.base}:{ACTIVE_PATH}"))
         job_state = json.loads((wt.path / ACTIVE_PATH).read_text())
@@ -386,7 +376,7 @@ class Architect:
             if main != job.base:
                 self._bring_in_main(job, wt, main, changes)
                 extra_results = self._run_tiers(job, wt, ["micro"])
-                self._ensure_passed(extra_results)
+                ensure_ok(extra_results)
             commit = wt.head()
             ws.versions.git("merge", "--ff-only", "-q", commit)
             try:
@@ -456,11 +446,8 @@ class Architect:
         job.note("failed", exc.message.splitlines()[0], ok=False)
         self.jobs.save(job)
         self.workspace.emit("job.failed", {"job": job.id, "step": step, "detail": exc.message})
-        wt = self._worktree(job)
-        if wt.path.exists():
-            self.workspace.versions.git("worktree", "remove", "--force", str(wt.path), check=False)
-            self.workspace.versions.git("worktree", "prune", check=False)
         # The branch is kept for inspection (`git log ratchet/job-<id>`); main and the tags are untouched.
+        self._worktree(job).remove(keep_branch=True)
 
     def _check_deadline(self, job: Job, during: str) -> float:
         remaining = job.deadline - time.time()
@@ -493,8 +480,6 @@ def _short_request(job: Job) -> dict[str, Any]:
 
 
 def _tier_result(data: dict[str, Any]) -> TierResult:
-    from ratchet.core.tiers import TierResult
-
     return TierResult.model_validate({k: v for k, v in data.items() if k in TierResult.model_fields})
 
 
@@ -528,7 +513,7 @@ class JobSession:
         return sorted(p for p in out.splitlines() if p)
 
     def read_file(self, path: str) -> str:
-        file = _inside(self.worktree.path, path, "path")
+        file = inside_workspace(self.worktree.path, path, "path")
         if not file.is_file():
             raise NotFoundError(f"{path} does not exist in the job's worktree", field="path",
                                 fix="list the files with GET /jobs/{id}/files")

@@ -129,7 +129,8 @@ def parse_action(data: dict[str, Any]) -> Action:
 # --- applying ---------------------------------------------------------------------------------------
 
 
-def _inside(root: Path, rel: str, field: str) -> Path:
+def inside_workspace(root: Path, rel: str, field: str) -> Path:
+    """``root / rel``, refusing a path that leaves the root or enters git's or Ratchet's own data."""
     parts = PurePosixPath(rel).parts
     if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
         raise UserError(f"path {rel!r} leaves the workspace", field=field, fix="give a path relative to the root")
@@ -163,12 +164,12 @@ def apply_action(workspace: Workspace, action: Action, *, library: dict[str, Tem
                             fix=f"use one of: {', '.join(sorted(known))}")
         return templates.render(template, root, action.data)
     if isinstance(action, WriteFile):
-        path = _inside(root, action.path, "path")
+        path = inside_workspace(root, action.path, "path")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(action.content, encoding="utf-8")
         return [action.path]
     if isinstance(action, ReplaceText):
-        path = _inside(root, action.path, "path")
+        path = inside_workspace(root, action.path, "path")
         if not path.is_file():
             raise UserError(f"{action.path} does not exist", field="path", fix="write_file creates a file")
         text = path.read_text(encoding="utf-8")

@@ -41,10 +41,6 @@ class JobWorktree:
 
         return {**os.environ, **self.workspace.versions._identity_env}
 
-    @property
-    def exists(self) -> bool:
-        return (self.path / ".git").exists()
-
     def create(self, base: str) -> None:
         """Check out ``base`` on a new branch in a fresh worktree (a leftover of an earlier run is removed)."""
         self.remove()
@@ -88,11 +84,13 @@ class JobWorktree:
     def abort_merge(self) -> None:
         self.git("merge", "--abort", check=False)
 
-    def remove(self) -> None:
-        """Remove the worktree and its branch (nothing on main refers to them)."""
+    def remove(self, *, keep_branch: bool = False) -> None:
+        """Remove the worktree and, unless ``keep_branch`` (a failed job's, for inspection), its branch;
+        nothing on main refers to either."""
         versions = self.workspace.versions
         if self.path.exists():
             versions.git("worktree", "remove", "--force", str(self.path), check=False)
             shutil.rmtree(self.path, ignore_errors=True)
         versions.git("worktree", "prune", check=False)
-        versions.git("branch", "-D", self.branch, check=False)
+        if not keep_branch:
+            versions.git("branch", "-D", self.branch, check=False)
