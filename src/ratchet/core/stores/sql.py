@@ -88,14 +88,35 @@ jobs = sa.Table(
 )
 
 
+def _use_wal(cur, attempts: int = 200) -> None:
+    """Switch the database to WAL (a setting kept in the file, so only its first opener changes it).
+
+    Switching needs an exclusive lock and SQLite answers "database is locked" at once, without waiting
+    for ``busy_timeout``, when another connection is switching too: processes that open a new store
+    together (``ratchet up`` on a fresh workspace) retry for up to about 2 s.
+    """
+    import sqlite3
+
+    for attempt in range(attempts):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_pragmas(engine: sa.Engine, sync: str) -> None:
     @sa_event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={sync.upper()}")
         cur.execute("PRAGMA busy_timeout=10000")
+        _use_wal(cur)
+        cur.execute(f"PRAGMA synchronous={sync.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
