@@ -44,7 +44,7 @@ def main() -> None:
     import os
 
     os.environ.setdefault("RATCHET_CACHE_DIR", tempfile.mkdtemp(prefix="ratchet-bench-cache-"))
-    from ratchet.core.architect import Architect
+    from ratchet.architect.service import Architect
     from ratchet.core.create import create_workspace
     from ratchet.core.plugins import load_plugins
     from ratchet.core.workspace import Workspace

@@ -95,7 +95,7 @@ def build_echo(ws_root: str | None = None) -> MCPServer:
     if ws_root:  # the workspace's own answer function, served bare: no runner, no decisions, no log
         from pathlib import Path
         from ratchet.core.plugins import import_path
-        from ratchet.core.tools import RunContext
+        from ratchet.runner.context import RunContext
 
         desk_mod = import_path(Path(ws_root) / "plugins" / "support_desk.py")
         desk = desk_mod.SupportDesk(Path(ws_root) / "data" / "kb.jsonl").build()
@@ -237,7 +237,7 @@ def echo_argv(ws_root: Path | None = None) -> list[str]:
 NOPOKE_TUNER_SRC = """
 import sys
 import ratchet.tuner.server as ts
-from ratchet.core.tuner import Tuner
+from ratchet.tuner.service import Tuner
 from ratchet.core.workspace import Workspace
 from ratchet.serving import serve_mcp
 ts._Worker.poke = lambda self: None
@@ -267,7 +267,7 @@ def set_every_events(root: Path, n: int) -> None:
 PULL_PLUGIN = '''"""Bench runner plugin: ``pull`` returns the arm the ``arm`` strategy decided (and the served version)."""
 
 from ratchet import hookimpl
-from ratchet.core.tools import RunContext
+from ratchet.runner.context import RunContext
 
 
 def pull(conversation_id: str, run: RunContext) -> dict:
@@ -406,10 +406,10 @@ def verdict(value: float | None, goal: float, higher_is_better: bool) -> str:
 async def part_runner(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
     from mcp import Client
 
-    from ratchet.core.runner import Runner
-    from ratchet.core.tools import RunContext
     from ratchet.core.workspace import Workspace
+    from ratchet.runner.context import RunContext
     from ratchet.runner.server import build_server
+    from ratchet.runner.service import Runner
 
     root = make_default_workspace(tmp / "ws-runner")
     out: dict[str, Any] = {"calls": args.calls, "warmup": args.warmup, "block": args.block}
@@ -511,8 +511,8 @@ def print_runner(r: dict[str, Any]) -> None:
 
 def precreate(root: Path, prefix: str, n: int, max_seconds: float = 300.0) -> dict[str, Any]:
     """Serve ``n`` conversations in process (Runner.call), so the tuner can join feedback to them."""
-    from ratchet.core.runner import Runner
     from ratchet.core.workspace import Workspace
+    from ratchet.runner.service import Runner
 
     runner = Runner(Workspace.open(root), seed=0)
     t0 = time.perf_counter()
@@ -616,8 +616,8 @@ async def feedback_phase(args, root: Path, env: dict[str, str], ids: dict[str, l
 
 def core_feedback(root: Path, ids: list[str], calls: int) -> dict[str, Any]:
     """The tuner's core without MCP or background work: validate, join, append (timed step by step)."""
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
+    from ratchet.tuner.service import Tuner
 
     ws = Workspace.open(root)
     tuner = Tuner(ws)
@@ -853,11 +853,11 @@ async def _through_servers(root: Path, mu: np.ndarray, seed: int, every: int, ma
                            rng: str = "shared") -> dict[str, Any]:
     from mcp import Client
 
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
     from ratchet.runner.server import build_server as runner_server
+    from ratchet.runner.service import Runner
     from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
 
     horizon, k = mu.shape
     # The same streams as simulate(): child 0 drives the policy (the runner's generator), child 1 the rewards.

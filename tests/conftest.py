@@ -17,6 +17,15 @@ def _template_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def library(_template_cache):
+    """Every template of the library (first-party plugins), by name."""
+    from ratchet.core import templates as tl
+    from ratchet.core.plugins import load_plugins
+
+    return tl.discover(load_plugins())
+
+
+@pytest.fixture(scope="session")
 def _pristine_workspace(tmp_path_factory, _template_cache) -> Path:
     from ratchet.core.create import create_workspace
     from ratchet.core.plugins import load_plugins

@@ -104,3 +104,28 @@ def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) ->
     if plugins:
         text = text.replace('plugins = ["plugins/support_desk.py"]', f"plugins = {json.dumps(plugins)}")
     toml.write_text(text)
+
+
+def ratchet_imports(path: Path, *, type_checking: bool = True) -> list[tuple[str, list[str], int]]:
+    """The imports of Ratchet's modules in a Python file, as ``(module, names, line)``; a plain
+    ``import ratchet.x`` has no names. ``type_checking=False`` leaves out ``if TYPE_CHECKING:`` blocks
+    (imports for annotations only, which run nothing)."""
+    import ast
+
+    found: list[tuple[str, list[str], int]] = []
+
+    def visit(nodes: list[ast.AST]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and not type_checking and "TYPE_CHECKING" in ast.unparse(node.test):
+                visit(node.orelse)
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                    node.module == "ratchet" or node.module.startswith("ratchet.")):
+                found.append((node.module, [a.name for a in node.names], node.lineno))
+            elif isinstance(node, ast.Import):
+                found.extend((a.name, [], node.lineno) for a in node.names
+                             if a.name == "ratchet" or a.name.startswith("ratchet."))
+            visit(list(ast.iter_child_nodes(node)))
+
+    visit([ast.parse(path.read_text(encoding="utf-8"), str(path))])
+    return found

@@ -10,6 +10,7 @@ What is generated, and from what:
 - ``library/``: an index of every discovered template, and a page per template from its README
   with the Questions table rebuilt from its ``copier.yml``.
 - ``reference/hooks.md``: the hookspecs' signatures and docstrings (``ratchet.core.hookspecs``).
+- ``reference/api.md``: the public plugin API, ``ratchet.__all__``, with each name's summary.
 - ``reference/cli.md``: ``--help`` of every ``ratchet`` command.
 - ``reference/rest/``: the OpenAPI of each REST app (Versions; Architect once it exists), rendered,
   plus the raw ``openapi.json``.
@@ -515,6 +516,32 @@ def hooks_page(plugin_infos: list[Any]) -> str:
     return "\n".join(out)
 
 
+def api_page() -> str:
+    """The public API (``ratchet.__all__``), section by section, each name with its kind and summary."""
+    import ratchet
+
+    out = ["# Plugin API\n", docstring_markdown(ratchet.__doc__ or ""),
+           "Besides the names below: `hookimpl` marks a hook implementation, and `__version__` is the "
+           "installed version.\n"]
+    for section, names in ratchet._SECTIONS.items():
+        out.append(f"## {section}\n")
+        rows = []
+        for name in names:
+            obj = getattr(ratchet, name)
+            kind = ("class" if isinstance(obj, type) else "function" if inspect.isroutine(obj)
+                    else "type alias" if typing.get_origin(obj) is not None else "constant")
+            own = obj.__dict__.get("__doc__") if kind == "class" else obj.__doc__ if kind == "function" else None
+            summary = inspect.cleandoc(own or "").split("\n\n")[0]
+            if kind in ("class", "function") and not summary:  # fails the strict build
+                log.warning("docs: ratchet.%s has no docstring; the API page needs one", name)
+            if kind == "constant":
+                summary = ", ".join(f"`{v}`" for v in obj) if isinstance(obj, (list, tuple)) else repr(obj)
+            rows.append([f"`{name}`", kind, cell(summary)])
+        out.append(table(["name", "kind", "what it is"], rows))
+    out.append(footer("`ratchet.__all__` and the docstrings of its names"))
+    return "\n".join(out)
+
+
 def _exit_codes() -> str:
     """The exit-code table of ``ratchet.core.errors``' docstring (a reST simple table)."""
     from ratchet.core import errors
@@ -745,10 +772,10 @@ def _default_workspace() -> Iterator[Path]:
 async def _list_servers(ws) -> dict[str, dict[str, Any]]:
     from mcp import Client
 
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.runner.server import build_server as runner_server
+    from ratchet.runner.service import Runner
     from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
 
     servers = {"runner": runner_server(Runner(ws, record=False)), "tuner": tuner_server(Tuner(ws), worker="none")}
     out: dict[str, dict[str, Any]] = {}
@@ -797,6 +824,7 @@ def generate() -> Generated:
     gen.templates = sorted(library)
     gen.pages.update(template_pages(library))
     gen.pages["reference/cli.md"] = cli_page()
+    gen.pages["reference/api.md"] = api_page()
     with _default_workspace() as root:
         ws = Workspace.open(root, search_parents=False)
         gen.pages["reference/hooks.md"] = hooks_page(ws.plugins.infos())  # first party plus the workspace's own

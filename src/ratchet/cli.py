@@ -309,14 +309,14 @@ def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
 def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: str, summary: bool, fail_fast: bool,
                workspace_dir: Path | None, as_json: bool) -> None:
     """Run test tiers against the runner and check ci/budgets.json; write evals/{commit}/summary.json."""
-    from ratchet.core.tiers import ensure_ok, run_tiers, write_summary
+    from ratchet.tiers.harness import ensure_ok, run_tiers, write_summary
 
     ws = open_workspace(workspace_dir)
     if url:
         target = url
     else:
-        from ratchet.core.runner import Runner
         from ratchet.runner.server import build_server
+        from ratchet.runner.service import Runner
 
         target = build_server(Runner(ws, source=document, explore=False, record=False, allow_overrides=True))
     results = run_tiers(ws, list(tiers), target, shards=shards, fail_fast=fail_fast)
@@ -356,8 +356,8 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
                  allow_test_overrides: bool, workspace_dir: Path | None) -> None:
     """Serve the runner tools with the active state (hot-reloaded on promotion or rollback)."""
     from ratchet.core import telemetry
-    from ratchet.core.runner import Runner
     from ratchet.runner.server import build_server
+    from ratchet.runner.service import Runner
     from ratchet.serving import serve_mcp
 
     ws = open_workspace(workspace_dir)
@@ -380,9 +380,9 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
 def serve_tuner(transport: str, host: str | None, port: int | None, worker: str, workspace_dir: Path | None) -> None:
     """Serve the feedback tools, promote() and status()."""
     from ratchet.core import telemetry
-    from ratchet.core.tuner import Tuner
     from ratchet.serving import serve_mcp
     from ratchet.tuner.server import build_server
+    from ratchet.tuner.service import Tuner
 
     ws = open_workspace(workspace_dir)
     cfg = ws.config.tuner
@@ -400,8 +400,8 @@ def serve_tuner(transport: str, host: str | None, port: int | None, worker: str,
 def serve_architect(host: str | None, port: int | None, planner: str | None, workspace_dir: Path | None) -> None:
     """Serve the Architect API (REST; OpenAPI at /docs): feedback and wake-ups become tested, tagged versions."""
     from ratchet.architect.app import create_app
+    from ratchet.architect.service import Architect
     from ratchet.core import telemetry
-    from ratchet.core.architect import Architect
     from ratchet.rest import serve_app
 
     ws = open_workspace(workspace_dir)
@@ -444,7 +444,7 @@ def serve_triggerer(interval: float, architect_url: str | None, min_samples: int
     import signal
     import threading
 
-    from ratchet.core.triggers import Triggerer, architect_wake
+    from ratchet.ops.triggerer import Triggerer, architect_wake
 
     ws = open_workspace(workspace_dir)
     post = architect_wake(ws, url=architect_url)
@@ -484,7 +484,7 @@ def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -
 
     Each component's output goes to .ratchet/logs/NAME.log (and here, prefixed with its name).
     """
-    from ratchet.core.supervisor import Supervisor, default_components
+    from ratchet.ops.supervisor import Supervisor, default_components
 
     ws = open_workspace(workspace_dir)
     components = default_components(only.split(",") if only is not None else None)
@@ -507,7 +507,7 @@ def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -
 
 def architect_client(url: str | None, workspace_dir: Path | None):
     """A client of the Architect at ``url``, or at the address ``ratchet.toml`` gives it."""
-    from ratchet.core.architect_client import ArchitectClient
+    from ratchet.architect.client import ArchitectClient
 
     if url is None:
         cfg = open_workspace(workspace_dir).config.architect
@@ -610,7 +610,7 @@ _job_action("abandon", "Abandon an open agent job or one waiting for approval: n
 def trace_conversation(conversation_id: str, workspace_dir: Path | None, as_json: bool) -> None:
     """The story of a conversation: its calls, decisions, feedback, the version the feedback fed into
     (or "pending"), and its spans from the object store's telemetry."""
-    from ratchet.core.story import conversation_story, summarize, when
+    from ratchet.ops.story import conversation_story, summarize, when
 
     ws = open_workspace(workspace_dir)
     story = conversation_story(ws, conversation_id)

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ratchet.cli import cli
 from ratchet.core import telemetry
 from ratchet.core.errors import ConfigError
-from ratchet.core.runner import Runner
-from ratchet.core.tuner import Tuner
+from ratchet.runner.service import Runner
+from ratchet.tuner.service import Tuner
 
 Q = {"question": "How long do I have to return an item?", "conversation_id": "c1"}
 

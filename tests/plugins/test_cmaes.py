@@ -15,9 +15,9 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
+from helpers import assert_valid_section
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import cmaes as C
-from helpers import assert_valid_section
 
 NAMES = ["a", "b", "c"]
 OPT5 = {"x0": 0.2, "x1": 0.8, "x2": 0.5, "x3": 0.35, "x4": 0.65}
@@ -251,7 +251,7 @@ def test_other_dimensions_start_afresh():
 
 PROBE = '''
 from ratchet import hookimpl
-from ratchet.core.tools import RunContext
+from ratchet.runner.context import RunContext
 
 
 @hookimpl
@@ -284,9 +284,9 @@ CMA5 = ('key = "point"\nstrategy = "cmaes"\nparam = "point"\nseed = 1\n'
 
 
 def test_reaches_target_on_noisy_quadratic_through_runner_and_tuner(ws_path):
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.service import Tuner
 
     configure(ws_path, CMA5)
     ws = Workspace.open(ws_path)
@@ -313,11 +313,11 @@ async def _call(client, tool, args=None):
 
 @pytest.mark.anyio
 async def test_learns_through_the_mcp_servers_with_promotions(ws_path):
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
     from ratchet.runner.server import build_server as runner_server
+    from ratchet.runner.service import Runner
     from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
 
     configure(ws_path, CMA5.replace("seed = 1", "seed = 2\npopsize = 6"))
     ws = Workspace.open(ws_path)
@@ -369,10 +369,10 @@ async def test_learns_through_the_mcp_servers_with_promotions(ws_path):
     ("score_batch", {"events": [{"conversation_id": "m0", "value": 1}], "more": 1}, "more"),
 ])
 async def test_bad_feedback_names_the_field_and_stores_nothing(ws_path, tool, args, field):
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
+    from ratchet.runner.service import Runner
     from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
 
     configure(ws_path, CMA5)
     ws = Workspace.open(ws_path)

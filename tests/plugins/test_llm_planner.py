@@ -9,7 +9,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 
 from ratchet import hookimpl
-from ratchet.core.architect import Architect
+from ratchet.architect.service import Architect
 from ratchet.core.errors import ConfigError
 from ratchet.plugins.planners.llm import LlmPlanner
 

@@ -12,9 +12,9 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
+from helpers import assert_valid_section
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import optuna_tpe as O
-from helpers import assert_valid_section
 
 SPACE = {"variant": {"type": "categorical", "choices": ["A", "B", "C", "D"]},
          "temperature": {"type": "float", "low": 0.0, "high": 2.0},
@@ -206,7 +206,7 @@ def test_finds_the_best_categorical_and_continuous_pair():
 
 PROBE = '''
 from ratchet import hookimpl
-from ratchet.core.tools import RunContext
+from ratchet.runner.context import RunContext
 
 
 @hookimpl
@@ -235,7 +235,7 @@ def configure(ws_path, strategy: str) -> None:
 
 
 def serve_and_score(ws, tuner, first, n, rng):
-    from ratchet.core.runner import Runner
+    from ratchet.runner.service import Runner
 
     runner = Runner(ws, source="staging", seed=first)
     for i in range(first, first + n):
@@ -246,8 +246,8 @@ def serve_and_score(ws, tuner, first, n, rng):
 
 
 def test_study_lives_in_the_store_and_a_restarted_tuner_resumes_it(ws_path):
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
+    from ratchet.tuner.service import Tuner
 
     configure(ws_path, TUNE)
     ws = Workspace.open(ws_path)
@@ -287,11 +287,11 @@ async def _call(client, tool, args=None):
 
 @pytest.mark.anyio
 async def test_learns_through_the_mcp_servers_with_promotions(ws_path):
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
     from ratchet.runner.server import build_server as runner_server
+    from ratchet.runner.service import Runner
     from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
 
     configure(ws_path, TUNE)
     ws = Workspace.open(ws_path)
@@ -337,10 +337,10 @@ async def test_learns_through_the_mcp_servers_with_promotions(ws_path):
     ("score_batch", {"events": [{"conversation_id": "m0", "value": 1}, {"value": 1}]}, "events[1].conversation_id"),
 ])
 async def test_bad_feedback_names_the_field_and_stores_nothing(ws_path, tool, args, field):
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
+    from ratchet.runner.service import Runner
     from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
 
     configure(ws_path, TUNE)
     ws = Workspace.open(ws_path)

@@ -94,7 +94,7 @@ def ratchet_register_strategies(register):
         registered_strategies(load_plugins())
     e = err.value
     assert (e.plugin, e.dist, e.hook) == ("fixture_bad", "ratchet-fixture-bad 0.0.1", "ratchet_register_strategies")
-    assert "must subclass ratchet.core.strategy.Strategy" in str(e)
+    assert "must subclass ratchet.Strategy" in str(e)
 
 
 def test_plugins_duplicate_registration_is_refused(site, monkeypatch):

@@ -13,14 +13,14 @@ from mcp import Client
 from pydantic import ValidationError
 from scipy.stats import kendalltau
 
+from helpers import assert_valid_section, call_tool, set_strategy
 from ratchet.core.errors import ConfigError
-from ratchet.core.runner import Runner
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
-from ratchet.core.tuner import Tuner
 from ratchet.plugins.tuner_strategies import preference as P
 from ratchet.runner.server import build_server as runner_server
+from ratchet.runner.service import Runner
 from ratchet.tuner.server import build_server as tuner_server
-from helpers import assert_valid_section, call_tool, set_strategy
+from ratchet.tuner.service import Tuner
 
 STYLES = ["concise", "friendly", "detailed", "formal"]
 
@@ -298,7 +298,7 @@ async def test_end_to_end_styles_through_the_servers(pref_ws):
 
 VARIANTS_PLUGIN = '''
 from ratchet import hookimpl
-from ratchet.core.tools import RunContext
+from ratchet.runner.context import RunContext
 
 
 @hookimpl

@@ -11,14 +11,14 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
+from helpers import assert_valid_section, call_tool, set_strategy
 from ratchet.core.errors import ConfigError
-from ratchet.core.runner import Runner
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
-from ratchet.core.tuner import Tuner
 from ratchet.plugins.tuner_strategies import rules as R
 from ratchet.runner.server import build_server as runner_server
+from ratchet.runner.service import Runner
 from ratchet.tuner.server import build_server as tuner_server
-from helpers import assert_valid_section, call_tool, set_strategy
+from ratchet.tuner.service import Tuner
 
 FEATURES = ["has_order_number", "question_length"]
 ACTIONS = {"escalated": {"style": "formal"}}

@@ -2,10 +2,10 @@
 
 import pytest
 
-from ratchet.core.runner import Runner
 from ratchet.core.state import RESERVED_KEY
-from ratchet.core.tuner import Tuner
 from ratchet.core.workspace import Workspace
+from ratchet.runner.service import Runner
+from ratchet.tuner.service import Tuner
 
 
 def learn(ws, n=30):

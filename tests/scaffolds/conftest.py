@@ -7,14 +7,6 @@ import sys
 import pytest
 
 
-@pytest.fixture(scope="session")
-def library(_template_cache):
-    from ratchet.core import templates as tl
-    from ratchet.core.plugins import load_plugins
-
-    return tl.discover(load_plugins())
-
-
 @pytest.fixture
 def no_bytecode():
     """Rendered modules are imported from the workspace: keep __pycache__ out of the asserted trees."""

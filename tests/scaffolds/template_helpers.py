@@ -41,9 +41,10 @@ def wire(ws_path: Path, plugins: list[str] | None = None, strategies: list[dict[
 async def arun_tier(ws, tier: str):
     """Run a tier's cases against the workspace's runner over in-memory MCP, as `ratchet test` does,
     without the budgets' latency limits (no timing assertions)."""
-    from ratchet.core.runner import Runner
-    from ratchet.core.tiers import load_cases, run_tier as run
     from ratchet.runner.server import build_server
+    from ratchet.runner.service import Runner
+    from ratchet.tiers.harness import load_cases
+    from ratchet.tiers.harness import run_tier as run
 
     cases = load_cases(ws, tier, ws.plugins)
     target = build_server(Runner(ws, explore=False, record=False, allow_overrides=True))

@@ -6,10 +6,10 @@ from helpers import tree_snapshot
 from ratchet.core import templates as tl
 from ratchet.core.errors import UserError
 from ratchet.core.plugins import load_plugins
-from ratchet.core.runner import Runner
 from ratchet.core.strategy import build_strategies
-from ratchet.core.tuner import Tuner
 from ratchet.core.workspace import Workspace
+from ratchet.runner.service import Runner
+from ratchet.tuner.service import Tuner
 
 
 @pytest.fixture(scope="module")

@@ -67,8 +67,8 @@ def test_strategy_plugin_package_installs_tests_and_works_in_a_workspace(library
     # keeps what the workspace's Thompson bandit had learned
     script = textwrap.dedent("""
         import json, sys, tomlkit
-        from ratchet.core.runner import Runner
-        from ratchet.core.tuner import Tuner
+        from ratchet.runner.service import Runner
+        from ratchet.tuner.service import Tuner
         from ratchet.core.workspace import Workspace
 
         root = sys.argv[1]

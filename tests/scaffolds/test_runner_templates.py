@@ -8,15 +8,15 @@ import sys
 import pytest
 from mcp import Client
 
-from template_helpers import arun_tier, load_module, render, wire
 from helpers import call_tool
 from ratchet.core.errors import PluginError
-from ratchet.core.runner import Runner
-from ratchet.core.tiers import load_cases
-from ratchet.core.tuner import Tuner
 from ratchet.core.workspace import Workspace
 from ratchet.runner.server import build_server as runner_server
+from ratchet.runner.service import Runner
+from ratchet.tiers.harness import load_cases
 from ratchet.tuner.server import build_server as tuner_server
+from ratchet.tuner.service import Tuner
+from template_helpers import arun_tier, load_module, render, wire
 
 pytestmark = pytest.mark.anyio
 VARIANTS = ["concise", "friendly", "expert"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from helpers import assert_valid_section
-from ratchet.core.runner import Runner
 from ratchet.core.strategy import build_strategies
-from ratchet.core.tuner import Tuner
+from ratchet.runner.service import Runner
+from ratchet.tuner.service import Tuner
 from template_helpers import render, wire
 
 Q = {"question": "Where is order #123456? It has not arrived", "conversation_id": "c0"}

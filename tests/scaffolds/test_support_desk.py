@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ratchet.core.tools import RunContext
+from ratchet.runner.context import RunContext
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "src" / "ratchet" / "scaffolds" / "workspace" / "template"
 PLUGIN = TEMPLATE / "plugins" / "support_desk.py"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ratchet.core.errors import PluginError
-from ratchet.core.tiers import load_cases
+from ratchet.tiers.harness import load_cases
 from template_helpers import render, run_tier, wire
 
 

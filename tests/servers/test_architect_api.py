@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from helpers import git
 from ratchet.architect.app import create_app
-from ratchet.core.architect import Architect
+from ratchet.architect.service import Architect
 
 
 @pytest.fixture
@@ -170,7 +170,8 @@ def test_release_without_changes_is_refused(client):
 
 def test_architect_api_conforms_to_its_openapi(ws):
     schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     arch = Architect(ws)
     app = create_app(ws, architect=arch, run_jobs=False)  # generated jobs stay queued: no tiers, no merges

@@ -7,8 +7,8 @@ import pytest
 from mcp import Client, MCPError
 
 from helpers import with_style
-from ratchet.core.runner import Runner
 from ratchet.runner.server import build_server
+from ratchet.runner.service import Runner
 
 pytestmark = pytest.mark.anyio
 

@@ -5,9 +5,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers import ServerProcess, with_style
-from ratchet.core.runner import Runner
-from ratchet.core.tuner import Tuner
-from ratchet.versions import create_app
+from ratchet.runner.service import Runner
+from ratchet.tuner.service import Tuner
+from ratchet.versions.app import create_app
 
 ERROR_KEYS = {"error", "detail", "field", "fix"}
 
@@ -196,7 +196,8 @@ def test_cli_serve_versions_over_http(ws_path):
 def test_versions_api_conforms_to_its_openapi(ws):
     # Driven through hypothesis directly: schemathesis' pytest fixture loader does not run on pytest 9.
     schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     ws.state.update("staging", with_style("formal"))
     ws.state.promote(reason="formal", author="test", kind="manual")

@@ -1,4 +1,4 @@
-"""The Architect as a FastAPI app: a thin adapter over :class:`ratchet.core.architect.Architect`.
+"""The Architect as a FastAPI app: a thin adapter over :class:`ratchet.architect.service.Architect`.
 
 Routes: ``POST /feedback`` and ``POST /wake`` create jobs; ``GET /jobs``, ``GET /jobs/{id}``; approval
 and abandonment; the steps an external agent drives (``POST /jobs``, then ``/jobs/{id}/files``,
@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from ratchet import __version__
 from ratchet.architect.routes import jobs, steps, templates
-from ratchet.core.architect import Architect
+from ratchet.architect.service import Architect
 from ratchet.rest import install_error_handlers, install_tracing, serve_app
 
 

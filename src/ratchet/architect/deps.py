@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Path, Request
 
-from ratchet.core.architect import Architect
+from ratchet.architect.service import Architect
 
 JOB_ID_PATTERN = r"^[0-9a-f]{12}$"
 

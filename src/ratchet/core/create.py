@@ -21,6 +21,8 @@ DEFAULT_TEMPLATE = "workspace"
 
 def create_workspace(dest: Path, *, template: str = DEFAULT_TEMPLATE, data: list[str] | None = None,
                      plugins: Plugins, author: str = "cli") -> Version:
+    """Make a workspace at ``dest`` from a scaffold (``workspace`` by default, with ``data`` answers
+    ``key=value``), a git repo whose first version is v0.1.0; returns that version."""
     from ratchet.core import templates as tl
     from ratchet.core.state import dumps
     from ratchet.core.workspace import CONFIG_NAME, Workspace

@@ -68,7 +68,7 @@ def ratchet_extract_features(tool: str, arguments: dict[str, Any], workspace: Wo
 
 @hookspec
 def ratchet_register_strategies(register: Callable[[type], None], workspace: Workspace | None) -> None:
-    """Register tuner strategy classes (subclasses of ``ratchet.core.strategy.Strategy``).
+    """Register tuner strategy classes (subclasses of ``ratchet.Strategy``).
 
     A workspace selects strategies by ``name`` in ``[[tuner.strategies]]`` of ``ratchet.toml``.
 
@@ -139,10 +139,10 @@ def ratchet_register_migrations(register: Callable[..., None], workspace: Worksp
 def ratchet_register_planners(register: Callable[..., None], workspace: Workspace | None) -> None:
     """Register Architect planners: objects with ``name`` and ``plan(request, session) -> Plan``.
 
-    ``request`` is a ``ratchet.core.planners.PlanRequest`` (the feedback text, or the Triggerer's KPI
+    ``request`` is a ``ratchet.PlanRequest`` (the feedback text, or the Triggerer's KPI
     report); ``session`` is the job's workbench (``templates()``, ``template(name)``, ``read_file(path)``,
     ``apply(action)``, ``run_tiers(tiers)``) on the job's own git worktree. Return a
-    ``ratchet.core.plans.Plan``: the job applies its actions, then tests, bumps, merges and tags.
+    ``ratchet.Plan``: the job applies its actions, then tests, bumps, merges and tags.
 
     :param register: call ``register(planner)``; a duplicate ``name`` is an error.
     :param workspace: the workspace the Architect serves.

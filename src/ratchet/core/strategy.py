@@ -8,8 +8,7 @@ carrying the decision it joins.
 
 Register strategy classes with the ``ratchet_register_strategies`` hook::
 
-    from ratchet import hookimpl
-    from ratchet.core.strategy import Strategy
+    from ratchet import Strategy, hookimpl
 
     @hookimpl
     def ratchet_register_strategies(register):
@@ -27,6 +26,19 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from ratchet.core.plugins import Plugins
     from ratchet.core.workspace import Workspace
+
+
+def copy_json(o: Any) -> Any:
+    """Copy a JSON tree, e.g. a state section before ``apply`` changes it (``apply`` must stay pure).
+
+    Lists of scalars are sliced, which is much cheaper than ``copy.deepcopy``.
+    """
+    if isinstance(o, dict):
+        return {k: copy_json(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [copy_json(v) for v in o] if o and isinstance(o[0], (list, dict)) else o[:]
+    return o
+
 
 
 class StrategyConfig(BaseModel):
@@ -143,7 +155,7 @@ def registered_strategies(plugins: Plugins, workspace: Workspace | None = None) 
 
     def validate(cls: Any) -> type[Strategy]:
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise TypeError(f"{cls!r} must subclass ratchet.core.strategy.Strategy")
+            raise TypeError(f"{cls!r} must subclass ratchet.Strategy")
         for attr in ("name", "family"):
             if not isinstance(getattr(cls, attr, None), str):
                 raise TypeError(f"{cls.__name__} must set the class attribute {attr!r} to a string")
@@ -156,8 +168,7 @@ def build_strategies(workspace: Workspace, plugins: Plugins) -> dict[str, Strate
     """The workspace's configured strategies, ``{state section key: instance}``, in config order."""
     from pydantic import ValidationError
 
-    from ratchet.core.errors import ConfigError
-    from ratchet.core.workspace import config_error
+    from ratchet.core.errors import ConfigError, config_error
 
     available = registered_strategies(plugins, workspace)
     built: dict[str, Strategy] = {}

@@ -6,16 +6,14 @@ names the key instead of a silently ignored setting.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
-import typing
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ratchet.core.errors import ConfigError, NotFoundError, UserError
+from ratchet.core.errors import ConfigError, NotFoundError, UserError, config_error
 
 CONFIG_NAME = "ratchet.toml"
 RUNTIME_DIR = ".ratchet"
@@ -106,42 +104,6 @@ class Config(_Section):
         return self
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys allowed at ``loc`` (for did-you-mean suggestions)."""
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        ann = getattr(field, "annotation", None)
-        if typing.get_origin(ann) in (list, dict):  # a list (or dict) of models: the item's keys
-            ann = typing.get_args(ann)[-1]
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        model = ann
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def config_error(exc: ValidationError, source: str, model: type[BaseModel] = Config, *,
-                 error: type[UserError] = ConfigError, known: list[str] | None = None,
-                 assign: str = " = ") -> UserError:
-    """Turn a pydantic error into one that names the key and says how to fix it.
-
-    ``known`` overrides the allowed keys offered for an unknown one; ``assign`` is how the file format
-    writes a key (TOML ``key = ...``, YAML ``key: ...``).
-    """
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        known = known if known is not None else _known_keys(model, loc)
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        fix = f"did you mean {close[0]!r}?" if close else f"remove it; allowed keys here: {', '.join(known)}"
-        return error(f"{source}: unknown key {key!r}", field=key, fix=fix)
-    if err["type"] == "missing":
-        return error(f"{source}: required key {key!r} is missing", field=key, fix=f"add {key}{assign}...")
-    return error(f"{source}: {key}: {err['msg']}", field=key, fix=f"correct the value of {key}")
-
-
 def load_config(path: Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -153,7 +115,7 @@ def load_config(path: Path) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise config_error(exc, path.name) from None
+        raise config_error(exc, path.name, Config) from None
 
 
 def find_root(start: Path) -> Path:

@@ -7,7 +7,7 @@ The SLO watches the reward rate; its error and latency ceilings are loose, so th
 machine does not wake the Architect about latency instead.
 
 :func:`start_servers` runs this module, ``python -m ratchet.demo.servers ROOT --status FILE ...``, in a
-session of its own: a :class:`~ratchet.core.supervisor.Supervisor` over the runner, tuner, architect and
+session of its own: a :class:`~ratchet.ops.supervisor.Supervisor` over the runner, tuner, architect and
 versions servers and a triggerer that checks the SLO every second (the same processes ``ratchet up``
 starts, with the triggerer's timescale shortened). It writes the supervisor's status, with every
 address, to ``FILE``; SIGTERM (:meth:`Servers.stop`, or ``kill PID`` after ``--keep``) stops it all.
@@ -116,7 +116,7 @@ def start_servers(root: Path, scales: Timescales, *, keep: bool = False, timeout
 
     Unless ``keep``, the supervisor dies with this process (Linux), so even a killed demo leaves nothing.
     """
-    from ratchet.core.supervisor import die_with_parent
+    from ratchet.ops.supervisor import die_with_parent
 
     root = Path(root).resolve()
     status = root / STATUS_FILE
@@ -164,7 +164,7 @@ def _read_status(path: Path) -> dict | None:
 
 def components(interval: float, min_samples: int, breach_checks: int):
     """``ratchet up``'s components, with a triggerer on the demo's timescale."""
-    from ratchet.core.supervisor import Component, Plan, default_components
+    from ratchet.ops.supervisor import Component, Plan, default_components
 
     def triggerer(plan: Plan) -> list[str]:
         return [sys.executable, "-m", "ratchet", "serve", "triggerer", "-w", str(plan.root),
@@ -176,7 +176,7 @@ def components(interval: float, min_samples: int, breach_checks: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ratchet.core.supervisor import Supervisor
+    from ratchet.ops.supervisor import Supervisor
 
     parser = argparse.ArgumentParser(prog="python -m ratchet.demo.servers", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path)

@@ -1,4 +1,4 @@
-"""The runner as an MCP server: a thin adapter from :class:`ratchet.core.runner.Runner` to the wire.
+"""The runner as an MCP server: a thin adapter from :class:`ratchet.runner.service.Runner` to the wire.
 
 Tools are the workspace's runner tools (schemas from their type hints, the ``RunContext`` parameter
 left out). Resources: ``state://active`` (the served state, its version and revision),
@@ -21,7 +21,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 
 from ratchet import __version__
 from ratchet.core.errors import NotFoundError, RatchetError
-from ratchet.core.runner import OVERRIDES_META_KEY, Runner, ToolSpec
+from ratchet.runner.service import OVERRIDES_META_KEY, Runner, ToolSpec
 
 RELOAD_INTERVAL = 0.1  # seconds between checks for new state; a promotion is served within this
 

@@ -1,4 +1,4 @@
-"""The tuner as an MCP server: a thin adapter from :class:`ratchet.core.tuner.Tuner` to the wire.
+"""The tuner as an MCP server: a thin adapter from :class:`ratchet.tuner.service.Tuner` to the wire.
 
 Feedback tools are the strategies' (with their JSON Schemas); ``promote()``, ``status()`` and
 ``rebuild_staging()`` are the tuner's own. A feedback call returns once its events are durably in the
@@ -21,8 +21,8 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from ratchet import __version__
 from ratchet.core.errors import RatchetError
-from ratchet.core.tuner import Route, Tuner
 from ratchet.runner.server import tool_error
+from ratchet.tuner.service import Route, Tuner
 
 log = logging.getLogger("ratchet.tuner")
 COALESCE_SECONDS = 0.02  # let events arriving together be folded by one compare-and-swap

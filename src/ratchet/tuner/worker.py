@@ -18,8 +18,8 @@ import anyio
 
 from ratchet.core import telemetry
 from ratchet.core.errors import RatchetError
-from ratchet.core.tuner import Tuner
 from ratchet.core.workspace import Workspace
+from ratchet.tuner.service import Tuner
 
 POLL_SECONDS = 0.02
 ERROR_BACKOFF_SECONDS = 1.0

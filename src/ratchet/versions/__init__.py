@@ -1,5 +1,5 @@
-"""The Versions API: a read-only REST view of a workspace's versions (``ratchet serve versions``)."""
+"""The Versions API: a read-only view of a workspace's versions (``ratchet serve versions``).
 
-from ratchet.versions.app import create_app
-
-__all__ = ["create_app"]
+``catalog`` reads versions from git tags with their metadata, state and eval summaries; ``app`` is
+the REST adapter (FastAPI).
+"""

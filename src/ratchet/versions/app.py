@@ -1,4 +1,4 @@
-"""The Versions API as a FastAPI app: a thin, read-only adapter over :class:`ratchet.core.catalog.Catalog`.
+"""The Versions API as a FastAPI app: a thin, read-only adapter over :class:`ratchet.versions.catalog.Catalog`.
 
 Routes: ``GET /versions`` (filtered, paginated), ``/versions/{version}``, ``/versions/{version}/evals``,
 ``/versions/{a}/diff/{b}`` and ``/active``; OpenAPI at ``/docs`` and ``/openapi.json``. ``v1.2.3`` and
@@ -19,8 +19,8 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ratchet import __version__
-from ratchet.core.catalog import Catalog
 from ratchet.rest import ErrorBody, install_error_handlers, install_tracing, serve_app
+from ratchet.versions.catalog import Catalog
 
 # SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
 _NUM = r"(0|[1-9][0-9]*)"

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ratchet.architect.deps import architect, job_id_param
-from ratchet.core.architect import Architect
-from ratchet.core.jobs import JOB_STATES, Job
+from ratchet.architect.jobs import JOB_STATES, Job
+from ratchet.architect.service import Architect
 from ratchet.rest import ERROR_RESPONSES
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ratchet.architect.deps import architect, job_id_param
-from ratchet.core.architect import Architect
-from ratchet.core.jobs import Job
-from ratchet.core.plans import Action, RenderTemplate
+from ratchet.architect.jobs import Job
+from ratchet.architect.plans import Action, RenderTemplate
+from ratchet.architect.service import Architect
 from ratchet.rest import ERROR_RESPONSES
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["steps"], responses=ERROR_RESPONSES)

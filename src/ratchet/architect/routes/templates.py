@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from ratchet.architect.deps import architect
+from ratchet.architect.service import Architect
 from ratchet.core import templates
-from ratchet.core.architect import Architect
 from ratchet.rest import ERROR_RESPONSES
 
 router = APIRouter(prefix="/templates", tags=["templates"], responses=ERROR_RESPONSES)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ratchet.core.errors import ConfigError, RatchetError
-from ratchet.core.planners import JobSession, PlanRequest
-from ratchet.core.plans import Plan
+from ratchet import ConfigError, JobSession, Plan, PlanRequest, RatchetError
 
 SYSTEM_PROMPT = """\
 You are the Architect of a Ratchet workspace: a git repo that holds one agent service (runner plugins,

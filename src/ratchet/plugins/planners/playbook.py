@@ -14,7 +14,7 @@ matches the request gives the plan::
         actions:
           - set_state: {pointer: /params/max_sentences, value: 2}
 
-Actions are the Architect's (``core/plans.py``), written as one-key mappings. Strings in ``summary`` and
+Actions are the Architect's (``architect/plans.py``), written as one-key mappings. Strings in ``summary`` and
 ``actions`` may use ``${name}``: the named groups of the regex that matched, ``vars``, ``text`` (the
 request), ``slug`` (a short id made from the first named group, or the text) and ``job``. A string
 that is exactly ``${name}`` is replaced by the value itself (a number stays a number).
@@ -30,9 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ratchet.core.errors import ConfigError, NotFoundError
-from ratchet.core.planners import JobSession, PlanRequest
-from ratchet.core.plans import ACTION_KINDS, Plan, parse_action
+from ratchet import ACTION_KINDS, ConfigError, JobSession, NotFoundError, Plan, PlanRequest, config_error, parse_action
 
 
 class When(BaseModel):
@@ -82,8 +80,6 @@ class Playbook(BaseModel):
 
 
 def load_playbook(workspace) -> Playbook:
-    from ratchet.core.workspace import config_error
-
     rel = workspace.config.architect.playbook
     path = workspace.root / rel
     if not path.is_file():

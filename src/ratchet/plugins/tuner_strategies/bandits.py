@@ -18,23 +18,13 @@ from typing import Any, Callable, ClassVar, NamedTuple
 import numpy as np
 from pydantic import Field, field_validator
 
-from ratchet import hookimpl
-from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
 _NUM = {"type": "number"}
 _NONNEG = {"type": "number", "minimum": 0}
 _POS = {"type": "number", "exclusiveMinimum": 0}
-
-
-def _clone(o: Any) -> Any:
-    """Copy a JSON tree. Lists of scalars are sliced, which is much cheaper than ``copy.deepcopy``."""
-    if isinstance(o, dict):
-        return {k: _clone(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_clone(v) for v in o] if o and isinstance(o[0], (list, dict)) else o[:]
-    return o
 
 
 def _array(item: dict[str, Any], n: int | None = None) -> dict[str, Any]:
@@ -105,6 +95,8 @@ class BanditConfig(StrategyConfig):
 
 
 class ThompsonConfig(BanditConfig):
+    """Options of ``thompson``: Beta-Bernoulli Thompson sampling."""
+
     prior: tuple[float, float] = Field(default=(1.0, 1.0), description="Beta(alpha, beta) prior of each arm")
 
     @field_validator("prior")
@@ -116,6 +108,8 @@ class ThompsonConfig(BanditConfig):
 
 
 class GaussianThompsonConfig(BanditConfig):
+    """Options of ``gaussian_thompson``: Thompson sampling with a Gaussian posterior per arm."""
+
     sigma: float | None = Field(default=None, gt=0, description="known reward sd; None estimates it per arm")
     prior_mean: float = 0.0
     prior_n: float = Field(default=1.0, gt=0, description="weight of the prior, in pseudo-observations")
@@ -123,23 +117,33 @@ class GaussianThompsonConfig(BanditConfig):
 
 
 class KLUCBConfig(BanditConfig):
+    """Options of ``kl_ucb``: the KL upper confidence bound (Garivier & Cappé)."""
+
     c: float = Field(default=0.0, ge=0, description="exploration log(t) + c log(log(t))")
 
 
 class UCB1Config(BanditConfig):
+    """Options of ``ucb1`` (Auer et al.)."""
+
     alpha: float = Field(default=2.0, gt=0, description="index mean + sqrt(alpha ln t / n); 2 is Auer et al.")
 
 
 class Exp3Config(BanditConfig):
+    """Options of ``exp3``: exponential weights for adversarial rewards (Auer et al.)."""
+
     gamma: float = Field(default=0.1, gt=0, le=1, description="uniform exploration mixed into the weights")
     eta: float | None = Field(default=None, gt=0, description="learning rate; None is gamma / K (Auer et al.)")
 
 
 class DiscountedThompsonConfig(ThompsonConfig):
+    """Options of ``discounted_thompson``: Thompson sampling that forgets old rewards."""
+
     gamma: float = Field(default=0.99, gt=0, le=1, description="discount applied to all arms per event")
 
 
 class SWUCBConfig(BanditConfig):
+    """Options of ``sw_ucb``: UCB over a sliding window of recent events."""
+
     window: int = Field(default=500, ge=1, description="number of most recent events kept")
     xi: float = Field(default=0.6, gt=0, description="index mean + sqrt(xi log(min(t, window)) / n)")
 
@@ -156,10 +160,14 @@ class LinearConfig(BanditConfig):
 
 
 class LinUCBConfig(LinearConfig):
+    """Options of ``lin_ucb``: a linear contextual bandit with upper confidence bounds."""
+
     alpha: float = Field(default=1.0, ge=0, description="index theta.x + alpha sqrt(x' A^-1 x)")
 
 
 class LinThompsonConfig(LinearConfig):
+    """Options of ``lin_thompson``: linear Thompson sampling over the context."""
+
     v: float = Field(default=0.5, gt=0, description="posterior scale: theta ~ N(A^-1 b, v^2 A^-1)")
 
 
@@ -190,7 +198,7 @@ class BanditStrategy(Strategy):
     def initial_state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"policy": self.name, "arms": list(self.arms), "t": 0, "skipped": 0}
         s.update({k: [make() for _ in self.arms] for k, (_, make) in self._arm_fields().items()})
-        s.update({k: _clone(v) for k, (_, v) in self._extra_fields().items()})
+        s.update({k: copy_json(v) for k, (_, v) in self._extra_fields().items()})
         return s
 
     def state_schema(self) -> dict[str, Any]:
@@ -252,7 +260,7 @@ class BanditStrategy(Strategy):
         where = {a: i for i, a in enumerate(old.get("arms") or [])}
         for k in self._arm_fields():
             if k in old:
-                fresh[k] = [_clone(old[k][where[a]]) if a in where else fresh[k][j] for j, a in enumerate(self.arms)]
+                fresh[k] = [copy_json(old[k][where[a]]) if a in where else fresh[k][j] for j, a in enumerate(self.arms)]
         fresh["t"], fresh["skipped"] = old.get("t", 0), old.get("skipped", 0)
         return fresh
 
@@ -294,7 +302,7 @@ class BanditStrategy(Strategy):
         return float(v)
 
     def apply(self, section: dict[str, Any], events: list[FeedbackEvent]) -> dict[str, Any]:
-        s = _clone(section) if self._compatible(section) else self._rekey(section)
+        s = copy_json(section) if self._compatible(section) else self._rekey(section)
         pulls, sums = s["pulls"], s["reward_sum"]
         for ev in events:
             d = ev.decision

@@ -52,9 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ratchet import hookimpl
-from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig
-from ratchet.plugins.tuner_strategies.bandits import _clone
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -100,6 +98,8 @@ def score_tools(what: str) -> list[FeedbackTool]:
 
 
 class Dimension(BaseModel):
+    """One tuned runner param: its range and, optionally, where the search starts."""
+
     model_config = ConfigDict(extra="forbid")
     low: float
     high: float
@@ -115,6 +115,8 @@ class Dimension(BaseModel):
 
 
 class CMAESConfig(StrategyConfig):
+    """Options of ``cmaes``: CMA-ES over continuous runner params, candidates scored by feedback."""
+
     dimensions: dict[str, Dimension] = Field(min_length=1, description="runner params tuned: name -> {low, high, x0?}")
     sigma0: float = Field(default=0.3, gt=0, le=1, description="initial step size, a fraction of each range")
     popsize: int | None = Field(default=None, ge=2,
@@ -267,7 +269,7 @@ class CMAES(Strategy):
     def initial_state(self) -> dict[str, Any]:
         if self._initial is None:  # the runner asks for it on every call until a section is promoted
             self._initial = self._start(self.x0)
-        return _clone(self._initial)
+        return copy_json(self._initial)
 
     def _start(self, x0: list[float]) -> dict[str, Any]:
         s = {"policy": self.name, "names": list(self.names), "low": list(self.low), "high": list(self.high),
@@ -335,7 +337,7 @@ class CMAES(Strategy):
         return score_tools("folded into the conversation's CMA-ES candidate")
 
     def apply(self, section: dict[str, Any], events: list[FeedbackEvent]) -> dict[str, Any]:
-        s = _clone(self._view(section))
+        s = copy_json(self._view(section))
         deadline, repeats = self.config.deadline_seconds, self.config.repeats
         for ev in events:
             d = ev.decision

@@ -41,13 +41,11 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ratchet import hookimpl
-from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig
-from ratchet.plugins.tuner_strategies.bandits import _clone
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
 from ratchet.plugins.tuner_strategies.cmaes import score_tools, score_value
 
 if TYPE_CHECKING:
-    from ratchet.core.workspace import Workspace
+    from ratchet import Workspace
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -145,6 +143,8 @@ Dim = Annotated[Union[CategoricalDim, FloatDim, IntDim], Field(discriminator="ty
 
 
 class OptunaConfig(StrategyConfig):
+    """Options of ``optuna``: Optuna's TPE sampler over a mixed space, its study in the store."""
+
     space: dict[str, Dim] = Field(min_length=1, description="name -> {type: categorical|float|int, ...}")
     seed: int = Field(default=0, ge=0)
     pool: int = Field(default=8, ge=1, le=1000, description="trials asked ahead and handed out by decide")
@@ -232,7 +232,7 @@ class OptunaTPE(Strategy):
     # --- contract ---
 
     def initial_state(self) -> dict[str, Any]:
-        return {"policy": self.name, "study": self.study_name, "space": _clone(self.space_json), "asked": 0,
+        return {"policy": self.name, "study": self.study_name, "space": copy_json(self.space_json), "asked": 0,
                 "pool": [], "trials": 0, "added": 0, "best": None, "skipped": 0}
 
     def state_schema(self) -> dict[str, Any]:
@@ -301,7 +301,7 @@ class OptunaTPE(Strategy):
         return score_tools("folded into the conversation's Optuna trial")
 
     def apply(self, section: dict[str, Any], events: list[FeedbackEvent]) -> dict[str, Any]:
-        s = _clone(self._view(section))
+        s = copy_json(self._view(section))
         with self._lock:
             study = self.study()
             tagged = {}

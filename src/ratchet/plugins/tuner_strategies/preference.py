@@ -25,8 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator
 
-from ratchet import hookimpl
-from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, hookimpl
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -35,6 +34,8 @@ _GH = np.polynomial.hermite.hermgauss(48)  # nodes and weights for E[f(X)], X ~ 
 
 
 class PreferenceConfig(StrategyConfig):
+    """Options of ``preference``: a Bradley–Terry fit of pairwise preferences between variants."""
+
     variants: list[str] = Field(min_length=2, description="variant names; the served one is the decision's choice")
     param: str | None = Field(default=None, description="state param the served variant sets (used by the runner)")
     exploration: float = Field(default=1.0, ge=0, description="scale of the Thompson draw's sd (0: always argmax)")

@@ -39,8 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from ratchet import hookimpl
-from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, hookimpl
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -56,6 +55,8 @@ def _unique(v: list[str], what: str) -> list[str]:
 
 
 class RulesConfig(StrategyConfig):
+    """Options of ``rules``: rules mined from labelled outcomes, each with its support and confidence."""
+
     features: list[str] = Field(min_length=1, description="logged features the rules may test (bool or number)")
     outcomes: list[str] = Field(default=["resolved", "escalated"], min_length=2, description="label values")
     actions: dict[str, dict[str, Any]] = Field(

@@ -42,8 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ratchet import hookimpl
-from ratchet.core.tools import RunContext
+from ratchet import RunContext, hookimpl
 
 STYLES = ("concise", "friendly", "detailed", "formal")
 

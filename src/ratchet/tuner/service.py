@@ -339,7 +339,7 @@ class Tuner:
     async def _promote(self, reason: str) -> dict[str, Any]:
         import anyio
 
-        from ratchet.core.tiers import write_summary
+        from ratchet.tiers.harness import write_summary
 
         state = self.workspace.state
         staging, active = state.read("staging"), state.read("active")
@@ -367,8 +367,8 @@ class Tuner:
     def prepare(self) -> None:
         """Build the micro tier's runner and cases now (a server calls this at start), not at the first
         promotion."""
-        from ratchet.core.runner import Runner
-        from ratchet.core.tiers import load_cases
+        from ratchet.runner.service import Runner
+        from ratchet.tiers.harness import load_cases
 
         with self._prepare_lock:  # start-up and an early promote() may both ask
             if self._test_runner is None:
@@ -380,9 +380,9 @@ class Tuner:
     async def run_micro(self, document: dict[str, Any]):
         import anyio
 
-        from ratchet.core.budgets import load_budgets
-        from ratchet.core.tiers import run_tier
         from ratchet.runner.server import build_server
+        from ratchet.tiers.budgets import load_budgets
+        from ratchet.tiers.harness import run_tier
 
         await anyio.to_thread.run_sync(self.prepare)
         self._test_runner.serve_document(document)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ratchet.architect.plans import Action, Plan
 from ratchet.core.errors import NotFoundError
-from ratchet.core.plans import Action, Plan
 
 if TYPE_CHECKING:
     from ratchet.core.stores.sql import Store

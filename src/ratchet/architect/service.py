@@ -1,9 +1,9 @@
 """The Architect: turns free-text feedback or a Triggerer wake-up into a tested, merged, tagged version.
 
-A job (``core/jobs.py``) runs in its own git worktree and branch (``core/worktree.py``):
+A job (``architect/jobs.py``) runs in its own git worktree and branch (``architect/worktree.py``):
 
-1. **plan**: the selected planner (``core/planners.py``) turns the request into a :class:`Plan`;
-2. **apply**: each action (``core/plans.py``) is applied to the worktree, then committed on the branch;
+1. **plan**: the selected planner (``architect/planners.py``) turns the request into a :class:`Plan`;
+2. **apply**: each action (``architect/plans.py``) is applied to the worktree, then committed on the branch;
 3. **test**: micro → fast → full, each in a fresh ``ratchet test`` process against ``ci/budgets.json``,
    stopping at the first tier that fails or misses its budget;
 4. **bump**: from what changed (active state only → patch; anything more → minor) and from the runner's
@@ -36,19 +36,27 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ratchet.architect.jobs import Job, JobError, JobStore, new_job
+from ratchet.architect.plans import (
+    TIERS,
+    Action,
+    EditConfig,
+    Plan,
+    apply_action,
+    apply_changes,
+    bump_for,
+    inside_workspace,
+    parse_action,
+    state_changes,
+)
+from ratchet.architect.worktree import JobWorktree
 from ratchet.core import telemetry
 from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, TestsFailedError, UserError
-from ratchet.core.jobs import Job, JobError, JobStore, new_job
-from ratchet.core.plans import (
-    TIERS, Action, EditConfig, Plan, apply_action, apply_changes, bump_for, inside_workspace,
-    parse_action, state_changes,
-)
 from ratchet.core.state import ACTIVE_PATH
-from ratchet.core.tiers import TierResult, ensure_ok, write_summary
-from ratchet.core.worktree import JobWorktree
+from ratchet.tiers.harness import TierResult, ensure_ok, write_summary
 
 if TYPE_CHECKING:
-    from ratchet.core.planners import Planner
+    from ratchet.architect.planners import Planner
     from ratchet.core.workspace import Workspace
 
 log = logging.getLogger("ratchet.architect")
@@ -94,7 +102,7 @@ class Architect:
         """Queued jobs run again; a job cut off while planning or testing fails (its worktree is
         dropped; main was never touched); agent jobs and jobs awaiting approval carry on. The latest
         Triggerer wake-up that reached no Architect (it is kept as an event) becomes a job."""
-        from ratchet.core.triggers import WAKE_EVENT
+        from ratchet.ops.triggerer import WAKE_EVENT
 
         jobs = self.jobs.list()
         woken = {j.request.get("report", {}).get("at") for j in jobs if j.source == "wake"}
@@ -287,7 +295,7 @@ class Architect:
         self.jobs.save(job)
 
     def _plan_and_apply(self, job: Job) -> None:
-        from ratchet.core.planners import PlanRequest, select_planner
+        from ratchet.architect.planners import PlanRequest, select_planner
 
         wt = self._worktree(job)
         job.base = self.workspace.versions.head()
@@ -302,7 +310,7 @@ class Architect:
             plan = planner.plan(request, session)
         if not isinstance(plan, Plan):
             raise UserError(f"planner {planner.name!r} returned {type(plan).__name__}, not a Plan",
-                            field="planner", fix="return ratchet.core.plans.Plan from plan()")
+                            field="planner", fix="return ratchet.architect.plans.Plan from plan()")
         job.plan = plan
         self._set(job, "applying", "plan", plan.summary)
         for action in plan.actions:
@@ -357,7 +365,7 @@ class Architect:
         return results
 
     def _bump(self, job: Job) -> tuple[str, dict[str, Any] | None]:
-        from ratchet.core.toolschemas import schema_diff, tool_schemas_at
+        from ratchet.architect.toolschemas import schema_diff, tool_schemas_at
 
         diff = None
         if any(p != ACTIVE_PATH for p in job.changed):  # state alone cannot change a tool's schema

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ratchet.core.errors import ConfigError, NotFoundError
-from ratchet.core.workspace import config_error
+from ratchet.core.errors import ConfigError, NotFoundError, config_error
 
 if TYPE_CHECKING:
     from ratchet.core.workspace import Workspace

@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from helpers import git, tree_snapshot
 from ratchet import hookimpl
-from ratchet.core.architect import Architect
+from ratchet.architect.planners import select_planner
+from ratchet.architect.plans import Plan, SetState
+from ratchet.architect.service import Architect
 from ratchet.core.errors import ConfigError
-from ratchet.core.plans import Plan, SetState
-from ratchet.core.planners import select_planner
 
 DRIFT = "Our users' preferences have drifted: they used to like friendly answers, now they don't."
 
@@ -158,7 +158,7 @@ def test_jobs_survive_a_restart(ws):
 
 
 def test_a_wake_up_that_reached_no_architect_becomes_a_job_at_start(ws):
-    from ratchet.core.triggers import WAKE_EVENT
+    from ratchet.ops.triggerer import WAKE_EVENT
 
     report = {"breaches": [{"kpi": "reward_rate", "value": 0.2, "slo": 0.5}], "kpis": {}, "at": 123.5}
     ws.emit(WAKE_EVENT, report)  # the Triggerer woke nobody: no architect was listening

@@ -1,4 +1,4 @@
-"""The test harness (ratchet.core.tiers) and ci/budgets.json (ratchet.core.budgets), against a small MCPServer."""
+"""The test harness (ratchet.tiers.harness) and ci/budgets.json (ratchet.tiers.budgets), against a small MCPServer."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from ratchet import hookimpl
-from ratchet.core.budgets import LatencyBudget, TierBudget, load_budgets
 from ratchet.core.errors import ConfigError, NotFoundError, PluginError, TestsFailedError, UserError
-from ratchet.core.tiers import Case, ensure_ok, load_cases, run_tier, run_tiers, summary_key, write_summary
+from ratchet.tiers.budgets import LatencyBudget, TierBudget, load_budgets
+from ratchet.tiers.harness import Case, ensure_ok, load_cases, run_tier, run_tiers, summary_key, write_summary
 
 
 class Probe:

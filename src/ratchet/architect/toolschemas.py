@@ -1,7 +1,7 @@
 """The runner's and tuner's MCP tool schemas at a version, and what changed between two versions.
 
 Schemas come from the code *at that version*: the commit is extracted with ``git archive`` into a
-temporary folder, opened as a workspace in a fresh process (``python -m ratchet.core.toolschemas DIR``),
+temporary folder, opened as a workspace in a fresh process (``python -m ratchet.architect.toolschemas DIR``),
 and its ``build_server(...)`` tool lists are read through an in-memory MCP client, so they are exactly
 what clients of that version saw, and that code never runs in the server that asked. The result is cached in
 the object store under ``tools/{commit}.json`` (a commit's files never change; the framework version
@@ -73,7 +73,7 @@ def _build(workspace: Workspace, commit: str) -> dict[str, dict[str, dict[str, A
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
         # In a fresh process: the commit's plugin code (perhaps an Architect job's, perhaps years old)
         # never runs, nor lingers in sys.modules, in the server that asked.
-        proc = subprocess.run([sys.executable, "-m", "ratchet.core.toolschemas", str(tmp)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "ratchet.architect.toolschemas", str(tmp)], capture_output=True,
                               text=True, timeout=BUILD_TIMEOUT_SECONDS)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
@@ -87,11 +87,11 @@ def _build(workspace: Workspace, commit: str) -> dict[str, dict[str, dict[str, A
 async def _list_tools(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
     from mcp import Client
 
-    from ratchet.core.runner import Runner
-    from ratchet.core.tuner import Tuner
     from ratchet.core.workspace import Workspace
     from ratchet.runner.server import build_server as runner_server
+    from ratchet.runner.service import Runner
     from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
 
     copy = Workspace.open(root, search_parents=False)
     try:
@@ -201,7 +201,7 @@ def _fmt(types: set[str] | None) -> str:
 
 
 def main() -> None:
-    """``python -m ratchet.core.toolschemas DIR``: print the tool schemas of the workspace in DIR as JSON."""
+    """``python -m ratchet.architect.toolschemas DIR``: print the tool schemas of the workspace in DIR as JSON."""
     import anyio
 
     try:

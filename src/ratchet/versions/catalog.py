@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ratchet.core.errors import NotFoundError
 from ratchet.core.state import RESERVED_KEY
-from ratchet.core.tiers import summary_key
 from ratchet.core.versions import Version, parse_version, precedence, tag_name
+from ratchet.tiers.harness import summary_key
 
 if TYPE_CHECKING:
     from ratchet.core.workspace import Workspace
@@ -85,7 +85,7 @@ class Catalog:
 
     def detail(self, name: str) -> dict[str, Any]:
         """A version's metadata, its active state (without Ratchet's bookkeeping), tool schemas and evals."""
-        from ratchet.core.toolschemas import tool_schemas
+        from ratchet.architect.toolschemas import tool_schemas
 
         ws = self.workspace
         v = ws.versions.get(name)
@@ -104,7 +104,7 @@ class Catalog:
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
         """State changes (JSON-pointer paths) and tool-schema changes from ``a`` to ``b``."""
-        from ratchet.core.toolschemas import schema_diff, tool_schemas
+        from ratchet.architect.toolschemas import schema_diff, tool_schemas
 
         ws = self.workspace
         va, vb = ws.versions.get(a), ws.versions.get(b)

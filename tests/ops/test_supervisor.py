@@ -20,7 +20,7 @@ import pytest
 
 from helpers import with_style
 from ratchet.core.errors import UserError
-from ratchet.core.supervisor import (
+from ratchet.ops.supervisor import (
     Component,
     Plan,
     RestartPolicy,
@@ -311,7 +311,7 @@ def test_architect_wake_posts_to_the_url_it_is_given(ws):
     import json
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from ratchet.core.triggers import architect_wake
+    from ratchet.ops.triggerer import architect_wake
 
     got = []
 

@@ -36,9 +36,9 @@ from ratchet.core.errors import RatchetError
 from ratchet.core.stores.sql import feedback, turns
 
 if TYPE_CHECKING:
-    from ratchet.core.budgets import SloBudget
     from ratchet.core.stores.sql import Store
     from ratchet.core.workspace import Workspace
+    from ratchet.tiers.budgets import SloBudget
 
 log = logging.getLogger("ratchet.triggers")
 
@@ -150,7 +150,7 @@ class Triggerer:
     # --- the SLO ---
 
     def slo(self) -> SloBudget:
-        from ratchet.core.budgets import load_budgets
+        from ratchet.tiers.budgets import load_budgets
 
         try:
             self._slo = load_budgets(self.workspace).slo

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ratchet.core.catalog import json_diff
-from ratchet.core.toolschemas import schema_diff
+from ratchet.architect.toolschemas import schema_diff
+from ratchet.versions.catalog import json_diff
 
 
 def tools(**props_by_tool):
@@ -79,8 +79,8 @@ def test_tool_schemas_come_from_the_commit_in_another_process(ws):
     import sys
 
     from helpers import git
+    from ratchet.architect.toolschemas import tool_schemas_at
     from ratchet.core.errors import RatchetError
-    from ratchet.core.toolschemas import tool_schemas_at
 
     head = git(ws.root, "rev-parse", "HEAD").strip()
     schemas = tool_schemas_at(ws, head)

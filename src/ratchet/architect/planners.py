@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from ratchet.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ratchet.core.plans import Action, Plan
+    from ratchet.architect.plans import Action, Plan
     from ratchet.core.workspace import Workspace
 
 
@@ -58,6 +58,8 @@ class JobSession(Protocol):
 
 @runtime_checkable
 class Planner(Protocol):
+    """A planner: a ``name`` and ``plan(request, session)``, registered with ``ratchet_register_planners``."""
+
     name: str
 
     def plan(self, request: PlanRequest, session: JobSession) -> Plan: ...

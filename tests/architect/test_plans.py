@@ -7,14 +7,23 @@ import json
 import pytest
 import yaml
 
-from ratchet.core.errors import ConfigError, StateValidationError, UserError
-from ratchet.core.planners import PlanRequest
-from ratchet.core.plans import (
-    REMOVED, AddTest, EditConfig, ReplaceText, SetState, WriteFile, apply_action, apply_changes, bump_for,
-    parse_action, state_changes,
-)
-from ratchet.plugins.planners.playbook import PlaybookPlanner
 from helpers import tree_snapshot
+from ratchet.architect.planners import PlanRequest
+from ratchet.architect.plans import (
+    REMOVED,
+    AddTest,
+    EditConfig,
+    ReplaceText,
+    SetState,
+    WriteFile,
+    apply_action,
+    apply_changes,
+    bump_for,
+    parse_action,
+    state_changes,
+)
+from ratchet.core.errors import ConfigError, StateValidationError, UserError
+from ratchet.plugins.planners.playbook import PlaybookPlanner
 
 
 class _Session:

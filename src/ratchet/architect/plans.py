@@ -286,7 +286,8 @@ def edit_config(root: Path, action: EditConfig) -> str:
     import tomlkit
     from pydantic import ValidationError
 
-    from ratchet.core.workspace import CONFIG_NAME, Config, config_error
+    from ratchet.core.errors import config_error
+    from ratchet.core.workspace import CONFIG_NAME, Config
 
     path = root / CONFIG_NAME
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
@@ -305,15 +306,15 @@ def edit_config(root: Path, action: EditConfig) -> str:
     try:
         Config.model_validate(json.loads(json.dumps(doc.unwrap())))
     except ValidationError as exc:
-        raise config_error(exc, f"{CONFIG_NAME} after the edit") from None
+        raise config_error(exc, f"{CONFIG_NAME} after the edit", Config) from None
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     return CONFIG_NAME
 
 
 def add_test(workspace: Workspace, action: AddTest) -> str:
-    from ratchet.core.tiers import Case, _case_error, expectations, load_cases
-
     from pydantic import ValidationError
+
+    from ratchet.tiers.harness import Case, _case_error, expectations, load_cases
 
     rel = f"tests/{action.tier}/{TEST_FILE}"
     try:

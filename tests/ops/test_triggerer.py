@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ratchet.core.stores.sql import turns
-from ratchet.core.triggers import REARM_EVENT, WAKE_EVENT, Triggerer, kpis
+from ratchet.ops.triggerer import REARM_EVENT, WAKE_EVENT, Triggerer, kpis
 
 T0 = 1_000_000.0
 _ids = itertools.count()
@@ -89,7 +89,7 @@ def test_kpis_aggregate_the_window(ws):
 
 
 def test_latency_p95_interpolates_like_the_tiers(ws):
-    from ratchet.core.tiers import percentile
+    from ratchet.tiers.harness import percentile
 
     values = [float(v) for v in range(1, 41)]
     with ws.store.engine.begin() as conn:

@@ -23,9 +23,8 @@ import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
-from ratchet.core.budgets import Budgets, TierBudget, load_budgets
-from ratchet.core.errors import NotFoundError, RatchetError, TestsFailedError, UserError
-from ratchet.core.workspace import config_error
+from ratchet.core.errors import NotFoundError, RatchetError, TestsFailedError, UserError, config_error
+from ratchet.tiers.budgets import Budgets, TierBudget, load_budgets
 
 if TYPE_CHECKING:
     from ratchet.core.plugins import Plugins

@@ -26,7 +26,7 @@ from ratchet.core import telemetry
 from ratchet.core.errors import NotFoundError, UserError
 from ratchet.core.state import RESERVED_KEY
 from ratchet.core.strategy import Decision, Strategy, build_strategies
-from ratchet.core.tools import RunContext
+from ratchet.runner.context import RunContext
 
 if TYPE_CHECKING:
     from ratchet.core.workspace import Workspace
