@@ -16,6 +16,52 @@ def _template_cache(tmp_path_factory):
     yield
 
 
+# `RATCHET_TEST_STORE_URL=postgresql+psycopg://postgres@127.0.0.1/ratchet_test` runs the suite on PostgreSQL:
+# every test gets a schema of its own in that database (through RATCHET_STORE_URL, which its servers'
+# processes inherit), so tests see only their own rows, as each has its own SQLite file otherwise.
+TEST_STORE_URL = os.environ.get("RATCHET_TEST_STORE_URL")
+
+
+@pytest.fixture(scope="session")
+def _test_database():
+    if not TEST_STORE_URL:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(TEST_STORE_URL, isolation_level="AUTOCOMMIT")
+    schemas: list[str] = []
+    yield engine, schemas
+    with engine.connect() as conn:  # a test's server that outlived it must not hold the suite up
+        conn.exec_driver_sql("SET lock_timeout = '2s'")
+        for schema in schemas:
+            try:
+                conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            except sa.exc.DBAPIError:
+                pass
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _store_per_test(_test_database, monkeypatch):
+    """On PostgreSQL, a fresh schema for this test's stores; on SQLite nothing (each workspace has its file)."""
+    if _test_database is None:
+        yield
+        return
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    engine, schemas = _test_database
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    schemas.append(schema)
+    url = make_url(TEST_STORE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    monkeypatch.setenv("RATCHET_STORE_URL", url.render_as_string(hide_password=False))
+    yield
+
+
 @pytest.fixture(scope="session")
 def library(_template_cache):
     """Every template of the library (first-party plugins), by name."""

@@ -1,3 +1,4 @@
+import os
 import threading
 
 import pytest
@@ -6,9 +7,14 @@ from ratchet.core.stores.objects import ObjectStore
 from ratchet.core.stores.sql import Store
 
 
+def store_url(tmp_path) -> str:
+    """This test's PostgreSQL schema (``RATCHET_TEST_STORE_URL``), or a new SQLite file."""
+    return os.environ.get("RATCHET_STORE_URL") or f"sqlite:///{tmp_path / 'r.db'}"
+
+
 @pytest.fixture
 def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    s = Store(store_url(tmp_path))
     yield s
     s.close()
 
@@ -37,8 +43,28 @@ def test_store_feedback_generates_ids(store):
     assert len({o["event_id"] for o in out}) == 3
 
 
+def test_store_fresh_database_opened_by_many_at_once(tmp_path):
+    """Processes that start together on a new database all create the tables: none fails (PostgreSQL
+    answered UniqueViolation to all but one)."""
+    url, barrier, errors = store_url(tmp_path), threading.Barrier(8), []
+
+    def open_store():
+        barrier.wait()
+        try:
+            Store(url).close()
+        except Exception as exc:  # noqa: BLE001 -- collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+
+
 def test_store_concurrent_appends_lose_nothing(tmp_path):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+    url = store_url(tmp_path)
 
     def worker(n):
         s = Store(url)
@@ -93,7 +119,13 @@ def test_object_store_memory_url():
     assert objects.get_json("k.json") == [1]
 
 
-def test_workspace_store_paths_are_relative_to_workspace(ws):
-    assert str(ws.root) in ws.store.url
+def test_workspace_store_paths_are_relative_to_workspace(ws, monkeypatch):
+    monkeypatch.delenv("RATCHET_STORE_URL", raising=False)
+    assert ws.store.url == f"sqlite:///{ws.root}/.ratchet/ratchet.db"
     ws.objects.put_json("x.json", {})
     assert (ws.root / ".ratchet" / "objects" / "x.json").exists()
+
+
+def test_store_url_from_the_environment_overrides_ratchet_toml(ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("RATCHET_STORE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert ws.store.url == f"sqlite:///{tmp_path / 'elsewhere.db'}" and (tmp_path / "elsewhere.db").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ratchet.core.stores.sql import turns
+from ratchet.core.stores.schema import turns
 from ratchet.ops.triggerer import REARM_EVENT, WAKE_EVENT, Triggerer, kpis
 
 T0 = 1_000_000.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-import sqlite3
 
 import anyio
 import numpy as np
@@ -66,7 +65,7 @@ def test_bound_to_the_workspace_store(ws):
 
     cls = O.OptunaTPE.for_workspace(ws)
     assert cls is O.OptunaTPE.for_workspace(ws) and issubclass(cls, O.OptunaTPE)
-    assert cls.workspace_storage == f"sqlite:///{ws.root}/.ratchet/ratchet.db"
+    assert cls.workspace_storage == ws.store_url  # the store's database, SQLite or PostgreSQL
     st = cls("tune", O.OptunaTPE.Config(space=SPACE))
     assert (st.storage_url, st.study_name) == (cls.workspace_storage, "support-desk:tune")
     explicit = cls("tune", O.OptunaTPE.Config(space=SPACE, storage="sqlite:///.ratchet/other.db", study="s1"))
@@ -268,9 +267,9 @@ def test_study_lives_in_the_store_and_a_restarted_tuner_resumes_it(ws_path):
     assert min(e["number"] for e in after["pool"] if e["number"] not in numbers) > max(numbers)
     study = tuner2.strategies["tune"].study()
     assert len(study.trials) == after["trials"] + len(after["pool"])  # no orphan or duplicate trials
-    with sqlite3.connect(ws.root / ".ratchet" / "ratchet.db") as con:  # the store's own database
-        assert con.execute("select study_name from studies").fetchall() == [("support-desk:tune",)]
-        assert con.execute("select count(*) from feedback").fetchone() == (30,)
+    with ws.store.engine.connect() as con:  # the store's own database
+        assert con.exec_driver_sql("select study_name from studies").fetchall() == [("support-desk:tune",)]
+        assert con.exec_driver_sql("select count(*) from feedback").scalar_one() == 30
     assert_valid_section(tuner2.strategies["tune"], after)
     # staging rebuilt from active + the log equals the incremental one: nothing is re-told or re-asked
     incremental = ws2.state.read("staging").document

@@ -17,6 +17,7 @@ from ratchet.core.errors import ConfigError, NotFoundError, UserError, config_er
 
 CONFIG_NAME = "ratchet.toml"
 RUNTIME_DIR = ".ratchet"
+STORE_URL_ENV = "RATCHET_STORE_URL"  # overrides [store] url
 
 
 class _Section(BaseModel):
@@ -183,6 +184,19 @@ class Workspace:
         from ratchet.core.state import StateManager
 
         return StateManager(self)
+
+    @property
+    def store_url(self) -> str:
+        """The store's SQLAlchemy URL: ``RATCHET_STORE_URL`` if set (credentials and hosts that differ per
+        deployment stay out of the repo), else ``[store] url``; a relative SQLite path is made absolute
+        against the workspace."""
+        import os
+
+        url = os.environ.get(STORE_URL_ENV) or self.config.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.root / url[len(prefix):])
+        return url
 
     @cached_property
     def store(self):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ratchet.core.errors import RatchetError
-from ratchet.core.stores.sql import feedback, turns
+from ratchet.core.stores.schema import feedback, turns
 
 if TYPE_CHECKING:
     from ratchet.core.stores.sql import Store

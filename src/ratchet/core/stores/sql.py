@@ -4,6 +4,13 @@ SQLAlchemy Core tables, so the same schema serves SQLite (the default, in WAL mo
 and PostgreSQL (scale-out). Feedback is idempotent by ``event_id``: appending an event that is already
 there is a no-op that reports a duplicate. Every append commits before it returns, so what a server
 acknowledged survives the process being killed (``sync = "full"`` also survives a power cut).
+
+Feedback appends commit in ``seq`` order, so the log a reader sees is always a prefix of what it will
+see later, and the tuner's fold watermark (the last ``seq`` applied) never passes an event that is
+still to come. SQLite gets this from ``BEGIN IMMEDIATE`` (one writer at a time). On PostgreSQL a
+``seq`` is taken at INSERT but becomes visible at COMMIT, so two appends could become visible out of
+order; each append therefore takes a transaction-scoped advisory lock first, which orders appends the
+same way (readers are not blocked).
 """
 
 from __future__ import annotations
@@ -12,81 +19,16 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
+from ratchet.core.stores.schema import decisions, events, feedback, jobs, metadata, sessions, turns
+
 if TYPE_CHECKING:
     from ratchet.core.workspace import Workspace
-
-metadata = sa.MetaData()
-
-sessions = sa.Table(
-    "sessions", metadata,
-    sa.Column("conversation_id", sa.String(200), primary_key=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("turns", sa.Integer, nullable=False, default=0),
-)
-
-turns = sa.Table(
-    "turns", metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
-    sa.Column("ts", sa.Float, nullable=False, index=True),  # the Triggerer aggregates by time window
-    sa.Column("tool", sa.String(200), nullable=False),
-    sa.Column("arguments", sa.JSON, nullable=False),
-    sa.Column("result", sa.JSON),
-    sa.Column("error", sa.Text),
-    sa.Column("version", sa.String(64)),
-    sa.Column("latency_ms", sa.Float),
-    sa.Column("trace_id", sa.String(32)),
-)
-
-decisions = sa.Table(
-    "decisions", metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
-    sa.Column("ts", sa.Float, nullable=False),
-    sa.Column("version", sa.String(64)),
-    sa.Column("strategy", sa.String(200), nullable=False),
-    sa.Column("choice", sa.JSON),
-    sa.Column("propensity", sa.Float),
-    sa.Column("sticky", sa.Boolean, nullable=False, default=True),
-    sa.Column("info", sa.JSON),
-    sa.Column("features", sa.JSON),
-    sa.Column("trace_id", sa.String(32)),
-)
-
-feedback = sa.Table(
-    "feedback", metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(200), nullable=False, unique=True),
-    sa.Column("ts", sa.Float, nullable=False, index=True),
-    sa.Column("tool", sa.String(200), nullable=False),
-    sa.Column("conversation_id", sa.String(200), index=True),
-    sa.Column("payload", sa.JSON, nullable=False),
-    sa.Column("trace_id", sa.String(32)),
-)
-
-events = sa.Table(
-    "events", metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("ts", sa.Float, nullable=False),
-    sa.Column("kind", sa.String(200), nullable=False, index=True),
-    sa.Column("payload", sa.JSON, nullable=False),
-)
-
-jobs = sa.Table(
-    "jobs", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("state", sa.String(32), nullable=False, index=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("payload", sa.JSON, nullable=False),
-)
-
 
 def _use_wal(cur, attempts: int = 200) -> None:
     """Switch the database to WAL (a setting kept in the file, so only its first opener changes it).
@@ -143,18 +85,24 @@ class Store:
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         self.reader = self.engine.execution_options(ratchet_read=True)
-        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            # processes opening a fresh PostgreSQL database together would race on CREATE TABLE
+            self._lock(conn, "schema")
+            metadata.create_all(conn)
 
     @classmethod
     def for_workspace(cls, workspace: Workspace) -> Store:
-        cfg = workspace.config.store
-        url = cfg.url
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-            path = workspace.root / url[len(prefix):]  # relative paths are relative to the workspace
-            path.parent.mkdir(parents=True, exist_ok=True)
-            url = prefix + str(path)
-        return cls(url, sync=cfg.sync)
+        url = workspace.store_url
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return cls(url, sync=workspace.config.store.sync)
+
+    def _lock(self, conn, name: str) -> None:
+        """On PostgreSQL, take the advisory lock ``name`` of this schema until the transaction ends (on
+        SQLite every write transaction already holds the database's one write lock)."""
+        if self.engine.dialect.name == "postgresql":
+            key = sa.func.hashtext(sa.func.current_schema() + f":ratchet.{name}")
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
     def _insert(self, table: sa.Table):
         """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL share the syntax)."""
@@ -186,6 +134,7 @@ class Store:
             if self.engine.dialect.name == "sqlite":
                 inserted, existing = self._append_sqlite(conn, rows)
             else:
+                self._lock(conn, "feedback")  # commit in seq order (see the module docstring)
                 stmt = self._insert_ignoring(feedback, "event_id").returning(feedback.c.event_id, feedback.c.seq)
                 inserted = {r.event_id: r.seq for r in conn.execute(stmt, rows)}
                 existing = self._seqs(conn, [r["event_id"] for r in rows if r["event_id"] not in inserted])

@@ -182,7 +182,7 @@ class OptunaTPE(Strategy):
         """This class bound to ``workspace``: its study defaults to the store's database (see the module doc)."""
         if workspace is None:
             return cls
-        return _bound(cls, resolve_url(workspace.config.store.url, workspace.root), workspace.name, workspace.root)
+        return _bound(cls, workspace.store_url, workspace.name, workspace.root)
 
     def __init__(self, key: str, config: StrategyConfig):
         super().__init__(key, config)
