@@ -111,12 +111,11 @@ def state_show(document: str, workspace_dir: Path | None, as_json: bool) -> None
     """Show the active (default) or staging state with its revision."""
     ws = open_workspace(workspace_dir)
     doc = ws.state.read(document)
-    latest = ws.versions.latest()
-    info = {**doc.to_dict(), "version": latest.name if latest else None, "pinned": ws.state.pinned()}
+    info = {**doc.to_dict(), "pinned": ws.state.pinned()}
     if as_json:
         echo_json(info)
         return
-    click.echo(f"{document} state, revision {doc.revision}; latest version {info['version']}"
+    click.echo(f"{document} state, revision {doc.revision}" + (f"; version {doc.version}" if doc.version else "")
                + (f"; pinned to {info['pinned']}" if info["pinned"] else ""))
     click.echo(json.dumps(doc.document, indent=2, sort_keys=True))
 

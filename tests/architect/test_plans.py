@@ -10,18 +10,16 @@ import yaml
 from helpers import tree_snapshot
 from ratchet.architect.planners import PlanRequest
 from ratchet.architect.plans import (
-    REMOVED,
     AddTest,
     EditConfig,
     ReplaceText,
     SetState,
     WriteFile,
     apply_action,
-    apply_changes,
     bump_for,
     parse_action,
-    state_changes,
 )
+from ratchet.core.documents import REMOVED, apply_changes, state_changes
 from ratchet.core.errors import ConfigError, StateValidationError, UserError
 from ratchet.plugins.planners.playbook import PlaybookPlanner
 

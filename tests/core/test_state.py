@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from ratchet.core.errors import ConflictError, GitError, NotFoundError, StateValidationError, UserError
-from ratchet.core.state import ACTIVE_PATH, dumps
 from helpers import git
+from ratchet.core.documents import ACTIVE_PATH, dumps
+from ratchet.core.errors import ConflictError, GitError, NotFoundError, StateValidationError, UserError
 
 
 def with_style(style):
@@ -29,12 +29,11 @@ def test_state_write_compare_and_swap(ws):
 
 def test_state_write_rejects_schema_violation_with_json_path(ws):
     doc = ws.state.read("staging")
-    before = ws.state.path("staging").read_bytes()
     with pytest.raises(StateValidationError) as err:
         ws.state.write("staging", with_style("shouty")(doc.document), doc.revision)
     assert err.value.field == "$.params.style"
     assert "shouty" in str(err.value)
-    assert ws.state.path("staging").read_bytes() == before
+    assert ws.state.read("staging").document == doc.document
     assert ws.state.read("staging").revision == doc.revision
 
 
@@ -53,18 +52,25 @@ def test_state_update_retries_on_conflict(ws):
     assert result.document["params"]["style"] == "formal" and result.document["params"]["top_k"] == 4
 
 
-def test_state_crash_between_file_and_revision_counts_as_new_revision(ws):
-    doc = ws.state.read("staging")
-    # a writer crashed after replacing the file but before recording the revision
-    ws.state.path("staging").write_bytes(dumps(with_style("formal")(doc.document)))
-    with pytest.raises(ConflictError):
-        ws.state.write("staging", with_style("concise")(doc.document), doc.revision)
-    assert ws.state.read("staging").revision == doc.revision + 1
+def test_state_lives_in_the_store_seeded_from_the_latest_version(ws_path):
+    """A new store takes active from the latest version (with its label), and staging from the staging
+    file an older Ratchet kept in state/ (it may hold folded feedback), else from active."""
+    from ratchet.core.workspace import Workspace
+
+    legacy = json.loads((ws_path / ACTIVE_PATH).read_text())
+    (ws_path / "state" / "staging.state.json").write_bytes(dumps(with_style("formal")(legacy)))
+    ws = Workspace.open(ws_path)
+    active, staging = ws.state.read("active"), ws.state.read("staging")
+    assert (active.version, active.commit) == ("v0.1.0", ws.versions.get("v0.1.0").commit)
+    assert dumps(active.document) == ws.versions.read_file("v0.1.0", ACTIVE_PATH)
+    assert staging.document["params"]["style"] == "formal" and staging.revision == 1
+    with pytest.raises(UserError, match="only through a version"):
+        ws.state.write("active", active.document, active.revision)
 
 
 def test_state_promote_commits_and_tags_patch_with_exact_bytes(ws):
     ws.state.update("staging", with_style("concise"))
-    staged_bytes = ws.state.path("staging").read_bytes()
+    staged_bytes = dumps(ws.state.read("staging").document)
     v = ws.state.promote(reason="users like short replies", author="test", extra={"events_applied": 3})
     assert v.name == "v0.1.1"
     assert v.metadata["kind"] == "tuner" and v.metadata["bump"] == "patch" and v.metadata["events_applied"] == 3
@@ -111,7 +117,7 @@ def test_state_rollback_round_trips_exact_bytes(ws):
     assert back.name == "v0.1.3" and back.metadata["rolled_back_to"] == "v0.1.0"
     assert back.metadata["kind"] == "rollback"
     assert ws.state.path("active").read_bytes() == v0_bytes
-    assert ws.state.path("staging").read_bytes() == v0_bytes
+    assert dumps(ws.state.read("staging").document) == v0_bytes
     forward = ws.state.rollback(v2.name, author="test")
     assert ws.state.path("active").read_bytes() == v2_bytes
     assert [v.name for v in ws.versions.list()] == ["v0.1.0", "v0.1.1", "v0.1.2", "v0.1.3", forward.name]

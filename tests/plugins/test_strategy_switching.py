@@ -2,7 +2,7 @@
 
 import pytest
 
-from ratchet.core.state import RESERVED_KEY
+from ratchet.core.documents import RESERVED_KEY
 from ratchet.core.workspace import Workspace
 from ratchet.runner.service import Runner
 from ratchet.tuner.service import Tuner

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from template_helpers import SRC, render, tree
 from helpers import tree_snapshot
 from ratchet.core import templates as tl
 from ratchet.core.errors import UserError
+from template_helpers import SRC, render, tree
 
 FAMILIES = {
     "workspace": "scaffold", "strategy-plugin": "scaffold", "runner-plugin": "scaffold", "test-tier": "scaffold",

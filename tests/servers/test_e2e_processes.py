@@ -9,7 +9,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from helpers import ServerProcess, git, with_style
-from ratchet.core.state import applied_seq
+from ratchet.core.documents import applied_seq
 from ratchet.runner.service import Runner
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]

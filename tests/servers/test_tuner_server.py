@@ -7,7 +7,7 @@ import pytest
 from mcp import Client
 
 from helpers import call_tool, git
-from ratchet.core.state import applied_seq
+from ratchet.core.documents import applied_seq
 from ratchet.runner.service import Runner
 from ratchet.tuner.server import build_server as tuner_server
 from ratchet.tuner.service import Tuner

@@ -7,7 +7,7 @@ import threading
 
 import sqlalchemy as sa
 
-from ratchet.core.state import applied_seq
+from ratchet.core.documents import applied_seq
 from ratchet.runner.service import Runner
 from ratchet.tuner.service import Tuner
 
@@ -43,10 +43,13 @@ def test_fold_takes_an_append_that_commits_after_later_ones(ws):
     for t in others:
         t.start()
     for t in others:  # committed, or waiting behind the held append
-        t.join(0.5)
-    tuner.apply_pending()
+        t.join(0.3)
+    # the fold runs meanwhile (on SQLite it waits too: one writer at a time, staging included)
+    fold = threading.Thread(target=tuner.apply_pending)
+    fold.start()
+    fold.join(1.0)
     release.set()
-    for t in [late, *others]:
+    for t in [late, *others, fold]:
         t.join(10)
     tuner.apply_pending()
 

@@ -59,6 +59,8 @@ class Job(BaseModel):
     bump: Literal["major", "minor", "patch"] | None = None
     schema_diff: dict[str, Any] | None = Field(default=None, description="runner/tuner tool-schema diff")
     version: str | None = Field(default=None, description="the version the job made")
+    intent: str | None = Field(default=None, description="the store's record of its merge, once begun "
+                               "(a restart finishes or undoes the merge from it)")
     error: JobError | None = None
     trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the request that made it")
     created: float

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from ratchet.core.documents import ACTIVE_PATH, dumps
 from ratchet.core.errors import UserError
-from ratchet.core.state import ACTIVE_PATH, dumps
 
 if TYPE_CHECKING:
     from ratchet.core.templates import Template
@@ -198,52 +198,6 @@ def set_pointer(document: dict[str, Any], pointer: str, value: Any) -> dict[str,
             raise UserError(f"state has no object at {at}", field="pointer", fix="point into an existing object")
     node[keys[-1]] = value
     return out
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def state_changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """The leaf changes that turn ``before`` into ``after``: ``(pointer, value)``, with ``REMOVED`` as the
-    value of a deleted key. Objects are compared key by key; anything else is replaced whole."""
-    out: list[tuple[str, Any]] = []
-    for key in sorted(before.keys() | after.keys()):
-        pointer = f"{prefix}/{_escape(key)}"
-        if key not in after:
-            out.append((pointer, REMOVED))
-        elif key not in before:
-            out.append((pointer, after[key]))
-        elif isinstance(before[key], dict) and isinstance(after[key], dict):
-            out += state_changes(before[key], after[key], pointer)
-        elif before[key] != after[key]:
-            out.append((pointer, after[key]))
-    return out
-
-
-def apply_changes(document: dict[str, Any], changes: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``document`` with ``changes`` (from :func:`state_changes`) applied; missing parents are created."""
-    out = copy.deepcopy(document)
-    for pointer, value in changes:
-        keys = [k.replace("~1", "/").replace("~0", "~") for k in pointer.split("/")[1:]]
-        node = out
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        if value is REMOVED:
-            node.pop(keys[-1], None)
-        else:
-            node[keys[-1]] = copy.deepcopy(value)
-    return out
-
-
-class _Removed:
-    def __repr__(self) -> str:
-        return "REMOVED"
-
-
-REMOVED = _Removed()
 
 
 _SELECTOR = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)(\[(?P<key>[A-Za-z0-9_-]+)=(?P<value>[^\]]+)\])?$")

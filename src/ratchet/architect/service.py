@@ -9,13 +9,16 @@ A job (``architect/jobs.py``) runs in its own git worktree and branch (``archite
 4. **bump**: from what changed (active state only → patch; anything more → minor) and from the runner's
    and tuner's tool schemas at the base and at the job's commit (a breaking change → major);
 5. **approve** (optional): ``[architect] approval`` holds major jobs (or all) in ``needs_approval``;
-6. **merge and tag**: under the state lock and the versions lock (so no tuner promotion interleaves),
-   main is merged into the branch if it moved (tuner promotions that landed meanwhile are kept: the
-   job's state changes are re-applied on top of main's active state, and the micro tier runs again),
-   then main is fast-forwarded to the branch and tagged; staging gets the job's state changes too, so
-   the next promotion keeps them.
+6. **merge and tag**: in the turn to make versions (:mod:`ratchet.core.lineage`: the store's lease, so
+   no tuner promotion on any host interleaves), main is merged into the branch if it moved (tuner
+   promotions that landed meanwhile are kept: the job's state changes are re-applied on top of main's
+   active state, and the micro tier runs again), then the branch is tagged, main fast-forwarded to it
+   and the store's active state moved; staging gets the job's state changes too, so the next promotion
+   keeps them. The job records the merge's intent first: an architect killed during the merge finds
+   at its next start whether the tag was made, and the job says so (succeeded, or failed with main
+   and the tags unchanged).
 
-Every failure before the fast-forward leaves main, the tags and active exactly as they were; the job
+Every failure before the tag leaves main, the tags and active exactly as they were; the job
 records why (``error``: detail, field, fix, step). The time limit (``[architect] job_timeout_seconds``)
 covers planning, applying and testing; a job waiting for approval does not expire.
 
@@ -43,16 +46,14 @@ from ratchet.architect.plans import (
     EditConfig,
     Plan,
     apply_action,
-    apply_changes,
     bump_for,
     inside_workspace,
     parse_action,
-    state_changes,
 )
 from ratchet.architect.worktree import JobWorktree
 from ratchet.core import telemetry
+from ratchet.core.documents import ACTIVE_PATH, apply_changes, state_changes
 from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, TestsFailedError, UserError
-from ratchet.core.state import ACTIVE_PATH
 from ratchet.tiers.harness import TierResult, ensure_ok, write_summary
 
 if TYPE_CHECKING:
@@ -109,13 +110,29 @@ class Architect:
         last_wake = self.workspace.store.last_event(WAKE_EVENT)
         if last_wake and last_wake["payload"].get("at") not in woken:
             self.submit_wake(last_wake["payload"])
+        interrupted = [j for j in jobs if j.state in _IN_FLIGHT or (j.state == "applying" and j.source != "agent")]
+        if any(j.intent for j in interrupted):  # a merge was cut off: finish or undo it first
+            from ratchet.core.lineage import Lineage
+
+            with Lineage(self.workspace).turn(wait=60):
+                pass
         for job in jobs:
             if job.state == "queued":
                 self._queue.put((job.id, "run"))
-            elif job.state in _IN_FLIGHT or (job.state == "applying" and job.source != "agent"):
-                self._fail(job, RatchetError(f"the architect stopped while the job was {job.state}; main and "
-                                             "the tags are unchanged", fix="submit the request again"),
-                           step=job.state)
+            elif job in interrupted:
+                self._recover_interrupted(job)
+
+    def _recover_interrupted(self, job: Job) -> None:
+        """A job the architect was running when it stopped: what its record says must be true."""
+        intent = self.workspace.store.coordination.intent(job.intent) if job.intent else None
+        if intent is not None and intent.state == "done":
+            commit = self.workspace.versions.tagged_commit(intent.version)
+            self._succeeded(job, intent.version, commit, note=f"the architect stopped during the merge; {intent.note}")
+            self._worktree(job).remove()
+            return
+        why = intent.note if intent is not None else "main and the tags are unchanged"
+        self._fail(job, RatchetError(f"the architect stopped while the job was {job.state}: {why}",
+                                     fix="submit the request again"), step=job.state)
 
     @property
     def library(self):
@@ -373,50 +390,55 @@ class Architect:
         return bump_for(job.changed, bool(diff and diff["breaking"])), diff
 
     def _merge(self, job: Job) -> None:
-        """Bring main's new commits into the branch, fast-forward main to it, tag, update staging."""
+        """Bring main's new commits into the branch, then tag it and fast-forward main to it, and carry the
+        job's state changes into staging, as one recoverable step (:mod:`ratchet.core.lineage`)."""
+        from ratchet.core.lineage import Lineage
+
         ws, wt = self.workspace, self._worktree(job)
         base_state = json.loads(ws.versions.git("show", f"{job.base}:{ACTIVE_PATH}"))
         job_state = json.loads((wt.path / ACTIVE_PATH).read_text())
         changes = state_changes(base_state, job_state)
-        with ws.state.exclusive(), ws.versions.lock():
+        # the turn keeps tuner promotions out until the tag: main cannot move under the merge
+        with Lineage(ws).turn(wait=self._check_deadline(job, "merging")) as turn:
             main = ws.versions.head()
             extra_results: list[TierResult] = []
             if main != job.base:
                 self._bring_in_main(job, wt, main, changes)
                 extra_results = self._run_tiers(job, wt, ["micro"])
                 ensure_ok(extra_results)
-            commit = wt.head()
-            ws.versions.git("merge", "--ff-only", "-q", commit)
-            try:
-                version = ws.versions.tag_head_locked(
-                    job.bump or "minor", reason=job.plan.summary if job.plan else job.request.get("title", "agent job"),
-                    kind=AUTHOR_KIND, author=job.planner or "agent",
-                    extra={"job": job.id, "source": job.source, "request": _short_request(job),
-                           "actions": [a.kind for a in job.actions], "changed": job.changed,
-                           "tiers": {r["tier"]: r["ok"] for r in job.tiers},
-                           "breaking": bool(job.schema_diff and job.schema_diff["breaking"])})
-            except BaseException:
-                ws.versions.git("reset", "-q", "--keep", main, check=False)  # main as it was; no tag
-                raise
-            if changes:  # the next tuner promotion starts from staging: it must carry the job's change
-                staging = ws.state.read_held("staging")
-                ws.state.write_held("staging", apply_changes(staging.document, changes))
-        job.version, job.commit = version.name, version.commit
+
+            def begun(intent) -> None:  # the job's record names the merge before its commit point
+                job.intent = intent.id
+                job.note("merge", f"tagging {intent.version} and moving main to it")
+                self.jobs.save(job)
+
+            version = turn.make_merge_version(
+                wt.head(), bump=job.bump or "minor", on_intent=begun,
+                reason=job.plan.summary if job.plan else job.request.get("title", "agent job"),
+                kind=AUTHOR_KIND, author=job.planner or "agent", staging_changes=changes,
+                extra={"job": job.id, "source": job.source, "request": _short_request(job),
+                       "actions": [a.kind for a in job.actions], "changed": job.changed,
+                       "tiers": {r["tier"]: r["ok"] for r in job.tiers},
+                       "breaking": bool(job.schema_diff and job.schema_diff["breaking"])})
         job.tiers = job.tiers + [r.to_dict() | {"after_merge": True} for r in extra_results]
-        all_results = [_tier_result(r) for r in job.tiers]
-        write_summary(ws, list({r.tier: r for r in all_results}.values()), commit=version.commit)
-        job.state = "succeeded"
-        job.note("tag", f"{version.name} at {version.commit[:12]}")
-        self.jobs.save(job)
-        ws.emit("job.succeeded", {"job": job.id, "version": version.name, "bump": job.bump})
-        ws.versioned(version)
-        self._reload_config()
+        self._succeeded(job, version.name, version.commit)
         wt.remove()
+
+    def _succeeded(self, job: Job, version: str, commit: str, note: str | None = None) -> None:
+        ws = self.workspace
+        job.version, job.commit = version, commit
+        all_results = [_tier_result(r) for r in job.tiers]
+        write_summary(ws, list({r.tier: r for r in all_results}.values()), commit=commit)
+        job.state = "succeeded"
+        job.note("tag", f"{version} at {commit[:12]}" + (f" ({note})" if note else ""))
+        self.jobs.save(job)
+        ws.emit("job.succeeded", {"job": job.id, "version": version, "bump": job.bump})
+        self._reload_config()
 
     def _bring_in_main(self, job: Job, wt: JobWorktree, main: str, changes) -> None:
         """Merge main into the branch. The active state is recomputed as main's plus the job's changes,
         so tuner promotions made while the job ran are kept whether or not git saw a conflict."""
-        from ratchet.core.state import dumps
+        from ratchet.core.documents import dumps
 
         conflicts = wt.merge(main, f"Merge main into architect job {job.id}")
         others = [p for p in conflicts if p != ACTIVE_PATH]

@@ -14,6 +14,7 @@ narrowed argument type (number -> integer, fewer types, a smaller enum).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ratchet import __version__
 from ratchet.core.errors import GitError, RatchetError
+from ratchet.core.workspace import STORE_URL_ENV
 
 if TYPE_CHECKING:
     from ratchet.core.versions import Version
@@ -73,8 +75,10 @@ def _build(workspace: Workspace, commit: str) -> dict[str, dict[str, dict[str, A
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
         # In a fresh process: the commit's plugin code (perhaps an Architect job's, perhaps years old)
         # never runs, nor lingers in sys.modules, in the server that asked.
+        # The copy gets a store of its own, so nothing it does reaches the workspace's.
+        env = {**os.environ, STORE_URL_ENV: f"sqlite:///{tmp}/.ratchet/tools.db"}
         proc = subprocess.run([sys.executable, "-m", "ratchet.architect.toolschemas", str(tmp)], capture_output=True,
-                              text=True, timeout=BUILD_TIMEOUT_SECONDS)
+                              text=True, timeout=BUILD_TIMEOUT_SECONDS, env=env)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
             raise RatchetError(f"the tools of {commit[:12]} could not be listed:\n{tail}", field="version",

@@ -24,7 +24,7 @@ def create_workspace(dest: Path, *, template: str = DEFAULT_TEMPLATE, data: list
     """Make a workspace at ``dest`` from a scaffold (``workspace`` by default, with ``data`` answers
     ``key=value``), a git repo whose first version is v0.1.0; returns that version."""
     from ratchet.core import templates as tl
-    from ratchet.core.state import dumps
+    from ratchet.core.documents import dumps
     from ratchet.core.workspace import CONFIG_NAME, Workspace
 
     dest = Path(dest).resolve()
@@ -72,9 +72,8 @@ def _with_strategy_sections(ws, plugins: Plugins, document: dict[str, Any]) -> d
     entries = ws.config.tuner.strategies
     if not entries:
         return document
+    from ratchet.core.documents import RESERVED_KEY
     from ratchet.core.strategy import build_strategies
-
-    from ratchet.core.state import RESERVED_KEY
 
     sections = dict(document.get("strategies") or {})
     for key, strategy in build_strategies(ws, plugins).items():

@@ -53,19 +53,3 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-@contextmanager
-def try_locked(path: Path) -> Iterator[bool]:
-    """Take an exclusive lock on ``path`` if it is free; yields whether it was taken (never waits)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)

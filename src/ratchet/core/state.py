@@ -1,16 +1,16 @@
 """The State Manager: the ``staging`` and ``active`` state documents of a workspace.
 
-Each document is a JSON file under ``state/`` validated against ``state/schema.json``, with a revision
-kept beside it in ``.ratchet/state/<name>.rev`` (revision and sha256 of the file). Writes are
-compare-and-swap: under an exclusive lock, the caller's expected revision must equal the current one,
-then the file is replaced atomically and the revision advanced. A crash between those two steps is
-detected by the checksum and counted as a new revision, so a stale writer still loses the swap.
+Both documents live in the store (:mod:`ratchet.core.stores.coordination`), so every process on every
+host reads and writes the same ones. Each is validated against ``state/schema.json`` and has a revision;
+writes are compare-and-swap (a conditional ``UPDATE``: a stale writer loses and retries). Active also
+records the version that holds it and that version's commit: it changes only through a version, made by
+:mod:`ratchet.core.lineage` (promotion, rollback, the Architect's merge), which commits and tags
+``state/active.state.json`` first and moves the store's active document last. Staging is where feedback
+lands; the tuner can always rebuild it from active plus the feedback log. On the first read from a new
+store, active is taken from the latest version's ``state/active.state.json`` (staging from active).
 
-``active.state.json`` is committed to git at every promotion and tagged as a patch version (it alone
-is fsynced); ``staging.state.json`` is runtime data (git-ignored) that the tuner can rebuild from
-active plus the feedback log. A rollback is a new version whose active state equals an older
-version's: history is never rewritten. A pin makes the runner serve a fixed version's state without
-changing active.
+A rollback is a new version whose active state equals an older version's: history is never rewritten.
+A pin (also in the store) makes every runner serve a fixed version's state without changing active.
 
 Every read goes through ``migrate``: the schema's registered migrations (``x-schema-version``), then
 strategy adoption when ``ratchet.toml`` now names another strategy for a section than the one that
@@ -20,15 +20,15 @@ section) lives under the reserved top-level key ``ratchet``, which the workspace
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ratchet.core.errors import ConflictError, NotFoundError, StateValidationError, UserError
-from ratchet.core.fsutil import atomic_write, locked
+from ratchet.core.documents import ACTIVE_PATH, RESERVED_KEY, dumps
+from ratchet.core.errors import ConflictError, GitError, NotFoundError, StateValidationError, UserError
 
 if TYPE_CHECKING:
     from ratchet.core.versions import Version
@@ -36,21 +36,8 @@ if TYPE_CHECKING:
 
 DocName = Literal["staging", "active"]
 DOC_NAMES: tuple[str, ...] = ("staging", "active")
-ACTIVE_PATH = "state/active.state.json"
 SCHEMA_VERSION_KEY = "x-schema-version"  # in state/schema.json: the version documents must carry
-# Ratchet's own bookkeeping inside a state document (e.g. the last feedback event applied). It is not
-# part of the workspace's schema: validation ignores it and runner tools never see it.
-RESERVED_KEY = "ratchet"
 
-
-def applied_seq(document: dict[str, Any]) -> int:
-    """The sequence number of the last feedback event folded into ``document``."""
-    return int((document.get(RESERVED_KEY) or {}).get("applied_seq", 0))
-
-
-def dumps(document: dict[str, Any]) -> bytes:
-    """The canonical bytes of a state document (stable, so equal states give equal files and commits)."""
-    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -59,9 +46,12 @@ class StateDoc:
     revision: int
     document: dict[str, Any]
     sha256: str
+    version: str | None = None  # active: the version that holds it
+    commit: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "revision": self.revision, "sha256": self.sha256, "document": self.document}
+        return {"name": self.name, "revision": self.revision, "sha256": self.sha256, "version": self.version,
+                "commit": self.commit, "document": self.document}
 
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
@@ -79,15 +69,14 @@ class StateManager:
     # --- paths ---
 
     def path(self, name: str) -> Path:
+        """Where git keeps ``name``: ``state/active.state.json`` (staging is not committed)."""
         if name not in DOC_NAMES:
             raise UserError(f"unknown state document {name!r}", field="document", fix="use staging or active")
         return self.workspace.state_dir / f"{name}.state.json"
 
-    def _rev_path(self, name: str) -> Path:
-        return self.workspace.runtime_dir / "state" / f"{name}.rev"
-
-    def _lock(self):
-        return locked(self.workspace.runtime_dir / "locks" / "state.lock")
+    @property
+    def coordination(self):
+        return self.workspace.store.coordination
 
     # --- schema ---
 
@@ -166,9 +155,8 @@ class StateManager:
         wanted = {e.key: e.strategy for e in entries}
         if all(recorded.get(k, v) == v for k, v in wanted.items()) and recorded.keys() >= wanted.keys():
             return document
-        from ratchet.core.strategy import build_strategies
-
         from ratchet.core.confine import confined
+        from ratchet.core.strategy import build_strategies
 
         built = build_strategies(self.workspace, self.workspace.plugins)
         sections = dict(document.get("strategies") or {})
@@ -213,84 +201,57 @@ class StateManager:
     # --- reading ---
 
     def read(self, name: DocName) -> StateDoc:
-        with self._lock():
-            return self._read_locked(name)
-
-    def exclusive(self):
-        """Hold the state lock across several steps (e.g. the Architect's merge and tag): no promotion,
-        rollback or write runs meanwhile. Inside it, use ``read_held`` and ``write_held`` only."""
-        return self._lock()
-
-    def read_held(self, name: DocName) -> StateDoc:
-        return self._read_locked(name)
-
-    def write_held(self, name: DocName, document: dict[str, Any]) -> StateDoc:
-        self.validate(document, f"{name} state")
-        return self._write_locked(name, dumps(document), None)
-
-    def _read_locked(self, name: str) -> StateDoc:
-        path = self.path(name)
-        if name == "staging" and not path.exists():
-            # Staging starts as a copy of active; it is runtime data, not committed.
-            active = self._read_locked("active")
-            self._write_locked("staging", dumps(active.document), None)
+        self.path(name)  # checks the name
+        row = self.coordination.document(name) or self._seed(name)
         try:
-            data = path.read_bytes()
+            document = json.loads(row.body)
+        except json.JSONDecodeError as exc:  # only a hand-edited store could hold this
+            raise StateValidationError(f"the store's {name} state is not valid JSON: {exc}", field=name,
+                                       fix="write a valid document with `ratchet state set`") from None
+        return StateDoc(name, row.revision, document, row.sha256, row.version, row.commit)
+
+    def _seed(self, name: str):
+        """The first read from a new store: active from the latest version (or the work tree's file when
+        there is none yet), staging from active (or from a staging file an older Ratchet left)."""
+        if name == "staging":
+            legacy = self.path("staging")
+            body = legacy.read_bytes() if legacy.is_file() else None
+            if body is None or not _is_json(body):
+                body = (self.coordination.document("active") or self._seed("active")).body
+            return self.coordination.seed("staging", body)
+        versions = self.workspace.versions
+        try:
+            latest = versions.latest()
+        except GitError:  # a plain folder (e.g. a commit's files, listed for its tool schemas)
+            latest = None
+        if latest is not None:
+            body = versions.read_file(latest.name, ACTIVE_PATH)
+            return self.coordination.seed("active", body, version=latest.name, commit=latest.commit)
+        path = self.path("active")
+        try:
+            body = path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"{path.relative_to(self.workspace.root)} is missing",
                                 fix="restore it with `git checkout -- state/` or roll back to a version") from None
-        sha = hashlib.sha256(data).hexdigest()
-        revision = self._revision_locked(name, sha)
-        try:
-            document = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise StateValidationError(f"{path.name} is not valid JSON: {exc}", field=path.name,
-                                       fix="fix the file, or restore it from git") from None
-        return StateDoc(name, revision, document, sha)
-
-    def _revision_locked(self, name: str, sha: str) -> int:
-        rev_path = self._rev_path(name)
-        try:
-            rev_text, rev_sha = rev_path.read_text().split()
-            revision = int(rev_text)
-        except (FileNotFoundError, ValueError):
-            revision, rev_sha = 0, ""
-        if rev_sha != sha:  # first read, or a write crashed after replacing the file: a new revision
-            revision += 1
-            rev_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(rev_path, f"{revision} {sha}\n".encode(), durable=False)
-        return revision
+        return self.coordination.seed("active", body)
 
     # --- writing ---
 
     def write(self, name: DocName, document: dict[str, Any], expected_revision: int | None) -> StateDoc:
-        """Compare-and-swap: replace ``name`` if its revision is still ``expected_revision``.
+        """Compare-and-swap staging: replace it if its revision is still ``expected_revision``.
 
         ``expected_revision=None`` writes unconditionally. Raises ConflictError when another writer won.
+        Active changes only through a version (promote, roll back, an Architect job).
         """
+        if name != "staging":
+            self.path(name)
+            raise UserError("the active state changes only through a version", field="document",
+                            fix="write staging, then promote it (`ratchet state promote`), or roll back")
         self.validate(document, f"{name} state")
-        data = dumps(document)
-        with self._lock():
-            return self._write_locked(name, data, expected_revision)
-
-    def _write_locked(self, name: str, data: bytes, expected_revision: int | None) -> StateDoc:
-        path = self.path(name)
-        current = None
-        if path.exists():
-            current = self._revision_locked(name, hashlib.sha256(path.read_bytes()).hexdigest())
-        if expected_revision is not None and current != expected_revision:
-            raise ConflictError(f"{name} state is at revision {current}, not {expected_revision}",
-                                field=name, fix="read it again and retry your change")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Staging is rebuilt from active plus the feedback log, so after a power cut an older staging
-        # costs nothing: only active (committed to git at each promotion) pays for fsync.
-        atomic_write(path, data, durable=name == "active")
-        sha = hashlib.sha256(data).hexdigest()
-        revision = (current or 0) + 1
-        # Not fsynced: if a power cut loses this record, the checksum no longer matches the file and
-        # the next read counts a new revision, so a stale writer still loses its swap.
-        atomic_write(self._rev_path(name), f"{revision} {sha}\n".encode(), durable=False)
-        return StateDoc(name, revision, json.loads(data), sha)
+        if self.coordination.document(name) is None:
+            self._seed(name)  # a new store
+        row = self.coordination.swap(name, dumps(document), expected_revision)
+        return StateDoc(name, row.revision, document, row.sha256)
 
     def update(self, name: DocName, change: Callable[[dict[str, Any]], dict[str, Any]],
                retries: int = 100) -> StateDoc:
@@ -307,78 +268,62 @@ class StateManager:
     # --- versions ---
 
     def promote(self, *, reason: str, author: str, extra: dict[str, Any] | None = None,
-                kind: str = "tuner", document: dict[str, Any] | None = None) -> Version:
-        """Make staging (or ``document``, e.g. the exact staging a test tier passed) active, commit
-        ``state/active.state.json`` and tag a patch version.
-
-        If committing or tagging fails, active is restored byte for byte and no tag is made.
-        """
-        with self._lock():
-            staging = self._read_locked("staging")
-            document = self.migrate(document if document is not None else staging.document)
-            self.validate(document, "staging state")
-            data = dumps(document)
-            return self._replace_active_and_version(
-                data, bump="patch", reason=reason, author=author, kind=kind,
-                extra={"staging_revision": staging.revision, **(extra or {})})
+                kind: str = "tuner", document: dict[str, Any] | None = None, turn=None) -> Version:
+        """Make staging (or ``document``, e.g. the exact staging a test tier passed) active as a new
+        patch version (:mod:`ratchet.core.lineage`; pass the ``turn`` if you hold one). If it fails,
+        active, main and the tags are as they were."""
+        staging = self.read("staging")
+        document = self.migrate(document if document is not None else staging.document)
+        self.validate(document, "staging state")
+        with _turn(self.workspace, turn) as held:
+            return held.make_state_version(document, bump="patch", reason=reason, author=author, kind=kind,
+                                           extra={"staging_revision": staging.revision, **(extra or {})})
 
     def rollback(self, version: str, *, reason: str | None = None, author: str = "cli") -> Version:
         """A new patch version whose active state equals ``version``'s. Staging is reset to it too."""
-        versions = self.workspace.versions
-        target = versions.get(version)
-        document = self.migrate(json.loads(versions.read_file(target.name, ACTIVE_PATH)))
+        target = self.workspace.versions.get(version)
+        document = self.at_version(target.name)
         self.validate(document, f"state of {target.name}")
-        data = dumps(document)
-        with self._lock():
-            made = self._replace_active_and_version(
-                data, bump="patch", reason=reason or f"roll back to {target.name}", author=author,
-                kind="rollback", extra={"rolled_back_to": target.name}, allow_empty=True)
-            self._write_locked("staging", data, None)
-        return made
-
-    def _replace_active_and_version(self, data: bytes, *, bump, reason, author, kind, extra,
-                                    allow_empty: bool = False) -> Version:
-        active_path = self.path("active")
-        old = active_path.read_bytes() if active_path.exists() else None
-        if old == data and not allow_empty:
-            raise UserError("staging equals active: nothing to promote",
-                            fix="send feedback to the tuner first, or `ratchet state set staging FILE`")
-        old_rev = self._rev_path("active").read_bytes() if self._rev_path("active").exists() else None
-        self._write_locked("active", data, None)
-        try:
-            version = self.workspace.versions.make_version(
-                bump, paths=[ACTIVE_PATH], reason=reason, kind=kind, author=author, extra=extra,
-                allow_empty=allow_empty)
-        except BaseException:
-            if old is not None:  # restore byte for byte; nothing was tagged
-                atomic_write(active_path, old)
-            if old_rev is not None:
-                atomic_write(self._rev_path("active"), old_rev)
-            raise
-        self.workspace.versioned(version)
-        return version
+        with _turn(self.workspace, None) as held:
+            return held.make_state_version(
+                document, bump="patch", reason=reason or f"roll back to {target.name}", author=author,
+                kind="rollback", extra={"rolled_back_to": target.name}, allow_empty=True, reset_staging=True)
 
     # --- pins ---
 
-    def _pin_path(self) -> Path:
-        return self.workspace.runtime_dir / "pin.json"
-
     def pin(self, version: str) -> str:
-        """Serve ``version``'s state from now on, whatever active becomes, until ``unpin``."""
+        """Every runner serves ``version``'s state from now on, whatever active becomes, until ``unpin``."""
         name = self.workspace.versions.get(version).name
-        atomic_write(self._pin_path(), json.dumps({"version": name}).encode())
+        self.coordination.pin(name)
         return name
 
     def unpin(self) -> None:
-        self._pin_path().unlink(missing_ok=True)
+        self.coordination.pin(None)
 
     def pinned(self) -> str | None:
-        try:
-            return json.loads(self._pin_path().read_text())["version"]
-        except (FileNotFoundError, KeyError, json.JSONDecodeError):
-            return None
+        return self.coordination.pinned()
 
     def at_version(self, version: str) -> dict[str, Any]:
         """The active state document as of ``version``, migrated to the current schema."""
         versions = self.workspace.versions
         return self.migrate(json.loads(versions.read_file(versions.get(version).name, ACTIVE_PATH)))
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+        return True
+    except ValueError:
+        return False
+
+
+@contextmanager
+def _turn(workspace: Workspace, turn):
+    """The caller's turn to make versions, or a new one."""
+    if turn is not None:
+        yield turn
+        return
+    from ratchet.core.lineage import Lineage
+
+    with Lineage(workspace).turn() as held:
+        yield held

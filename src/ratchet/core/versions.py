@@ -14,8 +14,8 @@ import re
 import subprocess
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -268,17 +268,79 @@ class VersionStore:
             raise
         return Version(name, commit, metadata, metadata["created"], precedence(name))
 
-    def tag_head_locked(self, bump: Bump, *, reason: str, kind: str, author: str,
-                        extra: dict[str, Any] | None = None) -> Version:
-        """Tag the current head (already committed, e.g. by a merge) as the next version.
+    # --- the steps of a version (ratchet.core.lineage) ---
 
-        The caller holds :meth:`lock` (a merge and its tag must be one step for other version makers).
-        """
-        name = self.next_version(bump)
-        metadata = self._metadata(name, bump, reason=reason, kind=kind, author=author, extra=extra or {})
-        commit = self.head()
+    def commit_file(self, path: str, body: bytes, message: str, parent: str) -> str:
+        """A commit of ``parent``'s tree with ``path`` set to ``body``, made in a temporary index: the
+        workspace's index, work tree and refs are not touched (the commit is unreachable until tagged)."""
+        import tempfile
+
+        blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=self.root, input=body,
+                              capture_output=True, check=True).stdout.decode().strip()
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**self._identity_env, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.git("read-tree", parent, env=env)
+            self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+            tree = self.git("write-tree", env=env).decode().strip()
+        return self.git("commit-tree", tree, "-p", parent, "-m", message, env=self._identity_env).decode().strip()
+
+    def tag(self, name: str, commit: str, metadata: dict[str, Any]) -> Version:
+        """Tag ``commit`` as version ``name`` (annotated, the metadata as its JSON message)."""
         self._tag(name, commit, metadata)
-        return Version(name, commit, metadata, metadata["created"], precedence(name))
+        return Version(name, commit, metadata, metadata.get("created"), precedence(name))
+
+    def tagged_commit(self, name: str) -> str | None:
+        """The commit version ``name`` tags, or None if there is no such tag."""
+        out = self.git("rev-parse", "-q", "--verify", f"refs/tags/{name}^{{commit}}", check=False).strip()
+        return out.decode() or None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return subprocess.run(["git", "merge-base", "--is-ancestor", ancestor, descendant], cwd=self.root,
+                              capture_output=True).returncode == 0
+
+    def fast_forward(self, commit: str) -> None:
+        """Move the checked-out branch, its index and work tree forward to ``commit`` (``merge --ff-only``).
+        A lock file that a killed git left behind is removed first (see :meth:`clear_stale_index_lock`)."""
+        self.clear_stale_index_lock()
+        self.git("merge", "--ff-only", "-q", commit)
+
+    def branch(self) -> str:
+        """The checked-out branch (``main``)."""
+        out = self.git("symbolic-ref", "-q", "--short", "HEAD", check=False).strip().decode()
+        if not out:
+            raise GitError(f"{self.root} is not on a branch (detached HEAD)", field="git",
+                           fix="check out the workspace's main branch")
+        return out
+
+    def fetch(self, remote: str) -> str | None:
+        """Fetch ``remote``'s branch of the same name and its tags; returns the branch's commit there."""
+        branch = self.branch()
+        self.git("fetch", "-q", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
+                 "refs/tags/*:refs/tags/*")
+        out = self.git("rev-parse", "-q", "--verify", f"refs/remotes/{remote}/{branch}", check=False).strip()
+        return out.decode() or None
+
+    def push(self, remote: str, tag: str) -> None:
+        """Push the branch and ``tag`` to ``remote`` together (both or neither; the branch only forward)."""
+        self.git("push", "-q", "--atomic", remote, f"HEAD:refs/heads/{self.branch()}", f"refs/tags/{tag}")
+
+    def clear_stale_index_lock(self) -> bool:
+        """Remove ``index.lock`` if no live process has it open: git keeps the file open while it
+        works, so a lock nobody holds was left by a git that was killed. Returns True if it removed one;
+        raises if a live process holds it."""
+        lock = Path(self.git("rev-parse", "--git-path", "index.lock").decode().strip())
+        lock = lock if lock.is_absolute() else self.root / lock
+        if not lock.exists():
+            return False
+        holders = _processes_holding(lock)
+        if holders:
+            raise GitError(f"{lock} is held by a running process (pid {', '.join(map(str, holders))})",
+                           field="git", fix="let that git command finish, then retry")
+        lock.unlink(missing_ok=True)
+        import logging
+
+        logging.getLogger("ratchet").warning("removed %s, left by a git process that was killed", lock)
+        return True
 
     @staticmethod
     def _metadata(name: str, bump: str, *, reason: str, kind: str, author: str, extra: dict[str, Any]) -> dict:
@@ -287,6 +349,18 @@ class VersionStore:
 
     def _tag(self, name: str, commit: str, metadata: dict[str, Any]) -> None:
         self.git("tag", "-a", name, "-m", json.dumps(metadata, sort_keys=True), commit, env=self._identity_env)
+
+
+def _processes_holding(path: Path) -> list[int]:
+    """The pids of live processes with ``path`` open (Linux ``/proc``; elsewhere none are known)."""
+    target, found = str(path.resolve()), []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == target for fd in fd_dir.iterdir()):
+                found.append(int(fd_dir.parent.name))
+        except OSError:  # the process ended, or is not ours to look at
+            continue
+    return found
 
 
 def _tagger_date(tagger: str | None) -> str | None:

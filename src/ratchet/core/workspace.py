@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ratchet.core.errors import ConfigError, NotFoundError, UserError, config_error
+from ratchet.core.errors import ConfigError, NotFoundError, config_error
 
 CONFIG_NAME = "ratchet.toml"
 RUNTIME_DIR = ".ratchet"
@@ -31,6 +31,10 @@ class WorkspaceSection(_Section):
     )
     required_plugins: list[str] = Field(
         default_factory=list, description="distributions that must be installed, e.g. 'ratchet-foo>=0.3'"
+    )
+    remote: str | None = Field(
+        default=None, description="the git remote (e.g. 'origin') that every version is pushed to and fetched "
+        "from before the next one is made: hosts that share one store clone it and share it",
     )
 
 

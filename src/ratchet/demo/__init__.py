@@ -62,7 +62,14 @@ def run_demo(options: DemoOptions, console=None) -> dict[str, Any]:
 
     from ratchet.demo.driver import Driver
     from ratchet.demo.report import (
-        WINDOW, LiveReport, architect_moments, plot, print_summary, summarize, wake_job, write_summary,
+        WINDOW,
+        LiveReport,
+        architect_moments,
+        plot,
+        print_summary,
+        summarize,
+        wake_job,
+        write_summary,
     )
     from ratchet.demo.servers import Timescales, prepare_workspace, start_servers
     from ratchet.demo.simulation import Oracle, Preferences, Users

@@ -3,7 +3,8 @@
 Tools are the workspace's runner tools (schemas from their type hints, the ``RunContext`` parameter
 left out). Resources: ``state://active`` (the served state, its version and revision),
 ``version://current`` and ``session://{conversation_id}`` (turns, decisions, feedback). A watcher
-polls for new state every 100 ms and notifies ``subscriptions/listen`` subscribers of
+reloads when the store says the state changed (PostgreSQL NOTIFY, and a poll every 100 ms
+as the safety net; on SQLite the poll alone) and notifies ``subscriptions/listen`` subscribers of
 ``state://active`` and ``version://current`` when it changes.
 """
 
@@ -95,7 +96,7 @@ def build_server(runner: Runner) -> MCPServer:
 
 async def _watch(runner: Runner, bus: InMemorySubscriptionBus) -> None:
     while True:
-        await anyio.sleep(RELOAD_INTERVAL)
+        await anyio.to_thread.run_sync(runner.wait_for_change, RELOAD_INTERVAL)
         try:
             changed = await anyio.to_thread.run_sync(runner.reload_if_changed)
         except RatchetError:

@@ -5,8 +5,9 @@ For each call the runner takes the current state snapshot, asks every configured
 ``params``, calls the tool with a :class:`RunContext`, and writes the turn and its decisions to the
 store before returning, so feedback sent right after the reply always joins.
 
-Hot reload swaps the snapshot reference when ``state/active.state.json`` or the tags change; a call
-keeps the snapshot it started with, so nothing fails or mixes states during a reload.
+Hot reload swaps the snapshot reference when the store's active document (or the pin) changes; a
+call keeps the snapshot it started with, so nothing fails or mixes states during a reload. The active
+document carries the version that holds it, so the label served is always that version's.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ratchet.core import telemetry
+from ratchet.core.documents import RESERVED_KEY
 from ratchet.core.errors import NotFoundError, UserError
-from ratchet.core.state import RESERVED_KEY
 from ratchet.core.strategy import Decision, Strategy, build_strategies
 from ratchet.runner.context import RunContext
 
@@ -138,6 +139,8 @@ class Runner:
         self._fixed_document = document
         self._snapshot = self._load()
         self._watch_key = self._change_key()
+        self._listener: threading.Thread | None = None
+        self._changed, self._stop_listening = threading.Event(), threading.Event()
         self._extracts_features = bool(self.plugins.pm.hook.ratchet_extract_features.get_hookimpls())
 
     # --- tools ---
@@ -167,31 +170,34 @@ class Runner:
         if source == "active" and state.pinned():
             source = state.pinned()
         if source in ("active", "staging"):
-            doc = state.read(source)
-            latest = self.workspace.versions.latest()
-            return Snapshot(state.migrate(doc.document), latest.name if latest else None, doc.revision,
-                            source, doc.sha256)
+            doc = state.read(source)  # active carries the version that holds it
+            return Snapshot(state.migrate(doc.document), doc.version, doc.revision, source, doc.sha256)
         version = self.workspace.versions.get(source).name
         return Snapshot(state.at_version(version), version, 0, "pinned")
 
     def _change_key(self) -> tuple:
-        """Cheap fingerprint of everything a reload depends on (stat calls only)."""
+        """Cheap fingerprint of everything a reload depends on: the revisions of the store's documents
+        and the pin (one indexed query; every host's runner sees the same)."""
         if self._fixed_document is not None:
             return ()
-        ws = self.workspace
-        paths = [ws.state.path("active"), ws.runtime_dir / "pin.json"]
-        if self.source == "staging":
-            paths.append(ws.state.path("staging"))
-        common = ws.versions._common_dir
-        paths += [common / "packed-refs", common / "refs" / "tags"]
-        key = []
-        for p in paths:
-            try:
-                st = p.stat()
-                key.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except FileNotFoundError:
-                key.append(None)
-        return tuple(key)
+        return tuple(sorted(self.workspace.store.coordination.revisions().items()))
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Return True when the store announces a change of the state or the pin (PostgreSQL ``NOTIFY``,
+        heard by a listener thread started on first use), False after ``timeout`` seconds (the poll)."""
+        if self._listener is None:
+            self._listener = threading.Thread(
+                target=self.workspace.store.coordination.listen, args=(lambda _name: self._changed.set(),
+                                                                       self._stop_listening),
+                name="ratchet-state-listener", daemon=True)
+            self._listener.start()
+        announced = self._changed.wait(timeout)
+        self._changed.clear()
+        return announced
+
+    def close(self) -> None:
+        """Stop listening for changes."""
+        self._stop_listening.set()
 
     def reload_if_changed(self) -> bool:
         """Swap in a new snapshot if the state or the tags changed. Returns True if it did."""

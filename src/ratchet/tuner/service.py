@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from ratchet.core import telemetry
 from ratchet.core.confine import confined
+from ratchet.core.documents import RESERVED_KEY, applied_seq
 from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, RatchetError, UserError
-from ratchet.core.state import RESERVED_KEY, applied_seq
 from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, build_strategies
 
 if TYPE_CHECKING:
@@ -314,17 +314,20 @@ class Tuner:
 
     async def promote(self, reason: str = "promotion policy") -> dict[str, Any]:
         """Run the micro tier on staging; on a pass make it active and tag a patch version."""
-        from ratchet.core.fsutil import try_locked
+        from ratchet.core.lineage import Lineage, VersionMakerBusy
 
         if not self._promote_lock.acquire(blocking=False):
             return {"promoted": False, "reason": "a promotion is already running"}
         tel = telemetry.current()
         try:
             with tel.tracer.start_as_current_span(telemetry.TUNER_PROMOTE, attributes={"ratchet.reason": reason}) as span:
-                # one promotion at a time across every tuner process of the workspace
-                with try_locked(self.workspace.runtime_dir / "locks" / "promote.lock") as mine:
-                    outcome = (await self._promote(reason) if mine else
-                               {"promoted": False, "reason": "another tuner process is promoting"})
+                # one version maker at a time, on any host: the store's versions lease, for the whole
+                # promotion (micro tier included), so two tuners never test and tag the same staging
+                try:
+                    with Lineage(self.workspace).turn(wait=0) as turn:
+                        outcome = await self._promote(reason, turn)
+                except VersionMakerBusy as exc:
+                    outcome = {"promoted": False, "reason": exc.message}
                 span.set_attribute(telemetry.PROMOTED, outcome["promoted"])
                 if outcome["promoted"]:
                     span.set_attributes({telemetry.VERSION: outcome["version"],
@@ -336,7 +339,7 @@ class Tuner:
         finally:
             self._promote_lock.release()
 
-    async def _promote(self, reason: str) -> dict[str, Any]:
+    async def _promote(self, reason: str, turn) -> dict[str, Any]:
         import anyio
 
         from ratchet.tiers.harness import write_summary
@@ -356,7 +359,7 @@ class Tuner:
         extra = {"strategies": {k: s.name for k, s in self.strategies.items()}, "events_applied": events,
                  "applied_seq": applied_seq(staging.document), "micro": _micro_summary(micro)}
         version = await anyio.to_thread.run_sync(lambda: state.promote(
-            document=staging.document, reason=reason, author="tuner", kind="tuner", extra=extra))
+            document=staging.document, reason=reason, author="tuner", kind="tuner", extra=extra, turn=turn))
         write_summary(self.workspace, [micro], commit=version.commit)
         outcome = {"promoted": True, "version": version.name, "commit": version.commit,
                    "events_applied": events, "micro": _micro_summary(micro), "at": time.time()}
@@ -395,7 +398,6 @@ class Tuner:
     def status(self) -> dict[str, Any]:
         state, store = self.workspace.state, self.workspace.store
         staging, active = state.read("staging"), state.read("active")
-        latest = self.workspace.versions.latest()
         last = store.last_event("state.promoted") if self.last_promotion is None else None
         strategies = {}
         for key, strategy in self.strategies.items():
@@ -405,7 +407,7 @@ class Tuner:
         return {
             "staging": {"revision": staging.revision, "applied_seq": applied_seq(staging.document)},
             "active": {"revision": active.revision, "applied_seq": applied_seq(active.document),
-                       "version": latest.name if latest else None},
+                       "version": active.version},
             "pending_events": applied_seq(staging.document) - applied_seq(active.document),
             "unapplied_events": store.last_feedback_seq() - applied_seq(staging.document),
             "last_promotion": self.last_promotion or (last["payload"] if last else None),

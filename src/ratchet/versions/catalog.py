@@ -11,8 +11,8 @@ import bisect
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ratchet.core.documents import RESERVED_KEY
 from ratchet.core.errors import NotFoundError
-from ratchet.core.state import RESERVED_KEY
 from ratchet.core.versions import Version, parse_version, precedence, tag_name
 from ratchet.tiers.harness import summary_key
 

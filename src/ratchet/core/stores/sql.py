@@ -19,6 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,13 @@ class Store:
             # processes opening a fresh PostgreSQL database together would race on CREATE TABLE
             self._lock(conn, "schema")
             metadata.create_all(conn)
+
+    @cached_property
+    def coordination(self):
+        """The documents, pins, leases and intents every process agrees on."""
+        from ratchet.core.stores.coordination import Coordination
+
+        return Coordination(self)
 
     @classmethod
     def for_workspace(cls, workspace: Workspace) -> Store:
