@@ -169,12 +169,23 @@ async def killer(tuners: list[Server], every: float, store, stop: asyncio.Event,
         except asyncio.TimeoutError:
             pass
         victim = rng.choice(tuners)
-        holder = store.coordination.lease_holder("versions")
-        held = bool(holder and victim.proc and f":{victim.proc.pid}:" in holder)
+        held = holds_lease(victim, store)
         victim.kill()
         kills.append({"at": time.time(), "tuner": victim.workspace.name, "held_lease": held})
         await asyncio.sleep(1.0)
         await asyncio.to_thread(victim.start)
+
+
+def holds_lease(server: Server, store) -> bool:
+    """Whether a process of ``server`` (the MCP server or its worker, in one process group) holds the
+    versions lease (holders are ``host:pid:random``)."""
+    holder = store.coordination.lease_holder("versions")
+    if not holder or server.proc is None:
+        return False
+    try:
+        return os.getpgid(int(holder.split(":")[1])) == server.proc.pid
+    except (ProcessLookupError, ValueError, IndexError):
+        return False
 
 
 async def soak(args, a: Path, b: Path, env: dict[str, str], logs: Path) -> dict:
@@ -217,6 +228,7 @@ async def soak(args, a: Path, b: Path, env: dict[str, str], logs: Path) -> dict:
                 if status["unapplied_events"] == 0:
                     await call(c, "promote", {})
             await asyncio.sleep(0.5)
+        result_failover = await failover(args, runner.url, tuners, store, acked)
         active = Workspace.open(a).state.read("active")
         last = active.version
         while last not in seen and time.monotonic() < deadline:
@@ -228,7 +240,62 @@ async def soak(args, a: Path, b: Path, env: dict[str, str], logs: Path) -> dict:
         for s in [runner, *tuners]:
             s.stop()
     elapsed = time.time() - started
-    return {"acked": acked, "errors": errors, "seen": seen, "kills": kills, "elapsed": elapsed, "store": store}
+    return {"acked": acked, "errors": errors, "seen": seen, "kills": kills, "elapsed": elapsed, "store": store,
+            "failover": result_failover}
+
+
+async def promote_quietly(url: str) -> None:
+    from mcp import Client
+
+    try:
+        async with Client(url) as c:
+            await c.call_tool("promote", {})
+    except Exception:  # noqa: BLE001 -- killed mid-call, as intended
+        pass
+
+
+async def failover(args, runner_url: str, tuners: list[Server], store, acked: set[str],
+                   rounds: int = 3) -> list[float]:
+    """Kill the tuner that holds the versions lease in the middle of a promotion; how long until the
+    other tuner makes the next version."""
+    from mcp import Client
+
+    out = []
+    for r in range(rounds):
+        for t in tuners:
+            if not t.alive():
+                t.start()
+        async with Client(runner_url) as runner:  # enough feedback that a promotion is due
+            for i in range(5):
+                cid = f"f{r}-{i}"
+                await call(runner, "answer", {"question": "where is my parcel?", "conversation_id": cid})
+                async with Client(tuners[i % 2].url) as c:
+                    await call(c, "reward", {"conversation_id": cid, "value": 1, "event_id": cid})
+                acked.add(cid)
+        victim, other = tuners[r % 2], tuners[(r + 1) % 2]
+        promoting = asyncio.create_task(promote_quietly(victim.url))  # it takes the lease...
+        deadline = time.monotonic() + 30
+        while not holds_lease(victim, store) and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        if not holds_lease(victim, store):
+            promoting.cancel()
+            continue  # it finished (or never started) between two looks
+        victim.kill()  # ...and dies holding it
+        victim.kill()
+        killed = time.time()
+        await asyncio.gather(promoting, return_exceptions=True)
+        before = store.coordination.document("active").version
+        while time.monotonic() < deadline + 30:
+            async with Client(other.url) as c:
+                outcome = await call(c, "promote", {})
+            if outcome.get("promoted") or store.coordination.document("active").version != before:
+                out.append(round(time.time() - killed, 2))
+                break
+            await asyncio.sleep(0.2)
+    for t in tuners:
+        if not t.alive():
+            t.start()
+    return out
 
 
 def report(args, result: dict, a: Path, remote: Path) -> dict:
@@ -264,8 +331,26 @@ def report(args, result: dict, a: Path, remote: Path) -> dict:
         "versions": len(tags) - 1, "undone_intents": sum(1 for _v, s, _a, _k in made if s == "undone"),
         "linear_history": linear, "b_serves_ms_median": round(statistics.median(lags), 1) if lags else None,
         "b_serves_ms_max": round(max(lags), 1) if lags else None, "b_serves_n": len(lags),
-        "lease_takeover_s": takeovers,
+        "lease_takeover_s": takeovers, "failover_next_version_s": result["failover"],
     }
+    return out
+
+
+def run(store_url: str, tmp: Path, *, pairs: int = 2000, clients: int = 4, kill_every: float = 4.0,
+        every_events: int = 50, store: str = "") -> dict:
+    """The soak on ``store_url`` in the folder ``tmp``; returns the report (tests/core/test_two_hosts.py
+    runs it small)."""
+    args = argparse.Namespace(store=store or store_url.split(":")[0], pairs=pairs, clients=clients,
+                              kill_every=kill_every, every_events=every_events)
+    env = {**os.environ, "RATCHET_STORE_URL": store_url}
+    os.environ["RATCHET_STORE_URL"] = store_url
+    a, b, remote = make_hosts(tmp, every_events)
+    logs = tmp / "logs"
+    logs.mkdir()
+    result = asyncio.run(soak(args, a, b, env, logs))
+    out = report(args, result, a, remote)
+    result["store"].close()
+    out["logs"] = str(logs)
     return out
 
 
@@ -290,23 +375,16 @@ def main() -> None:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {db}")
         url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
-    env = {**os.environ, "RATCHET_STORE_URL": url}
-    os.environ["RATCHET_STORE_URL"] = url
-    a, b, remote = make_hosts(tmp, args.every_events)
-    logs = tmp / "logs"
-    logs.mkdir()
     try:
-        result = asyncio.run(soak(args, a, b, env, logs))
-        out = report(args, result, a, remote)
-        result["store"].close()
+        out = run(url, tmp, pairs=args.pairs, clients=args.clients, kill_every=args.kill_every,
+                  every_events=args.every_events, store=args.store)
     finally:
         if db is not None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     print(json.dumps(out, indent=2))
-    print(f"logs: {logs}")
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged[args.store] = out
+    merged[args.store] = {k: v for k, v in out.items() if k != "logs"}
     RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 

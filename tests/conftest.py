@@ -57,9 +57,13 @@ def _store_per_test(_test_database, monkeypatch):
     with engine.connect() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     schemas.append(schema)
-    url = make_url(TEST_STORE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = make_url(TEST_STORE_URL).update_query_dict({"options": f"-csearch_path={schema}",
+                                                     "application_name": schema})
     monkeypatch.setenv("RATCHET_STORE_URL", url.render_as_string(hide_password=False))
     yield
+    with engine.connect() as conn:  # the idle pooled connections of this test's stores: close them
+        conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = %(name)s AND pid <> pg_backend_pid()", {"name": schema})
 
 
 @pytest.fixture(scope="session")

@@ -106,6 +106,18 @@ def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) ->
     toml.write_text(text)
 
 
+def code_version(ws, paths: list[str], reason: str = "new code", bump: str = "minor"):
+    """Commit ``paths`` and make them an Architect version through the lineage, as a merged job is:
+    tagged, main moved, and the store's active state labelled with it."""
+    from ratchet.core.lineage import Lineage
+
+    git(ws.root, "add", "--", *paths)
+    git(ws.root, "commit", "-qm", reason)
+    with Lineage(ws).turn() as turn:
+        return turn.make_merge_version(ws.versions.head(), bump=bump, reason=reason, kind="architect",
+                                       author="test")
+
+
 def ratchet_imports(path: Path, *, type_checking: bool = True) -> list[tuple[str, list[str], int]]:
     """The imports of Ratchet's modules in a Python file, as ``(module, names, line)``; a plain
     ``import ratchet.x`` has no names. ``type_checking=False`` leaves out ``if TYPE_CHECKING:`` blocks

@@ -498,6 +498,7 @@ def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -
         click.echo("Ctrl-C stops them all.")
 
     Supervisor(ws.root, components, ports=ports, echo=sys.stderr, on_up=on_up, status_file=status_file,
+               remote=ws.config.workspace.remote,
                say=lambda msg: click.secho(f"ratchet up: {msg}", fg="yellow", err=True)).run()
 
 

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from mcp import Client
 
+from helpers import code_version
 from ratchet.cli import cli
 
 Q = "How long do I have to return an item?"
@@ -133,8 +134,7 @@ def test_up_serves_restarts_reloads_code_and_stops_everything_on_ctrl_c(ws, tmp_
         before = {n: c["pid"] for n, c in comps.items()}
         plugin = ws.root / "plugins" / "support_desk.py"
         plugin.write_text(plugin.read_text() + "\n# new code from the architect\n")
-        ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="new code", kind="architect",
-                                 author="test")
+        code_version(ws, ["plugins/support_desk.py"])
         comps = up.wait(lambda c: all(c[n]["pid"] != before[n] and c[n]["state"] == "running"
                                       for n in reloaded), "runner, tuner and versions reloaded")
         assert all(comps[n]["pid"] == before[n] for n in COMPONENTS if n not in reloaded)

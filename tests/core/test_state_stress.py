@@ -66,6 +66,7 @@ WRITER = textwrap.dedent("""
     import sys
     from ratchet.core.workspace import Workspace
     ws = Workspace.open(sys.argv[1])
+    ws.state.read("staging")  # imports and opens the store first: the kills land among the writes
     print("ready", flush=True)
     i = 0
     while True:

@@ -129,3 +129,56 @@ def test_workspace_store_paths_are_relative_to_workspace(ws, monkeypatch):
 def test_store_url_from_the_environment_overrides_ratchet_toml(ws, tmp_path, monkeypatch):
     monkeypatch.setenv("RATCHET_STORE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     assert ws.store.url == f"sqlite:///{tmp_path / 'elsewhere.db'}" and (tmp_path / "elsewhere.db").exists()
+
+
+# Two processes write telemetry lines to the same S3 object store at once.
+TELEMETRY_WRITER = """
+import sys
+from ratchet.core.stores.objects import ObjectStore
+from ratchet.core.telemetry import telemetry_key
+objects = ObjectStore(sys.argv[1], {"client_kwargs": {"endpoint_url": sys.argv[2]}})
+for i in range(20):
+    objects.append_line(telemetry_key("runner", "spans"), '{"i": %d}' % i)
+"""
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3 server on a free 127.0.0.1 port (stopped after the test) and a bucket."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    for var, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(var, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True).mkdir("bucket")
+    yield endpoint
+    server.stop()
+
+
+def test_object_store_on_s3_keeps_every_line_of_concurrent_telemetry_writers(s3, ws_path):
+    """Each process appends to its own telemetry keys: on S3 an append rewrites the object, and two
+    processes on one key kept 30 of 40 lines."""
+    import subprocess
+    import sys
+
+    url = "s3://bucket/ws"
+    writers = [subprocess.Popen([sys.executable, "-c", TELEMETRY_WRITER, url, s3]) for _ in range(2)]
+    assert [w.wait(60) for w in writers] == [0, 0]
+    objects = ObjectStore(url, {"client_kwargs": {"endpoint_url": s3}})
+    keys = objects.list("telemetry/runner")
+    assert len(keys) == 2 and all(k.endswith("/spans.jsonl") for k in keys)
+    assert sum(objects.get_bytes(k).count(b"\n") for k in keys) == 40
+    objects.put_json("evals/abc/summary.json", {"passed": 3})
+    assert objects.get_json("evals/abc/summary.json") == {"passed": 3}
+
+    toml = ws_path / "ratchet.toml"  # and a workspace finds it through ratchet.toml
+    toml.write_text(toml.read_text().replace(
+        'objects = ".ratchet/objects"', f'objects = "{url}"\nobjects_options = {{client_kwargs = {{endpoint_url = "{s3}"}}}}'))
+    from ratchet.core.workspace import Workspace
+
+    assert Workspace.open(ws_path).objects.get_json("evals/abc/summary.json") == {"passed": 3}

@@ -44,7 +44,7 @@ def test_spans_are_json_lines_in_the_object_store_with_ratchet_attributes(ws):
     finally:
         tel.shutdown()
     assert telemetry.current() is not tel  # back to the global (no-op) providers
-    lines = ws.objects.get_bytes("telemetry/runner/spans.jsonl").decode().splitlines()
+    lines = ws.objects.get_bytes(telemetry.telemetry_key("runner", "spans")).decode().splitlines()
     spans = {s["name"]: s for s in map(json.loads, lines)}  # one JSON document a line
     call = spans["ratchet.runner.call"]
     assert call["attributes"]["ratchet.conversation_id"] == "c1"
@@ -60,7 +60,7 @@ def test_spans_are_json_lines_in_the_object_store_with_ratchet_attributes(ws):
     assert "0x" + turn["trace_id"] == call["context"]["trace_id"]
     assert ws.store.decisions_for("c1")[0]["trace_id"] == turn["trace_id"]
     # metrics: exported at shutdown as one JSON line
-    metrics = json.loads(ws.objects.get_bytes("telemetry/runner/metrics.jsonl").decode().splitlines()[-1])
+    metrics = json.loads(ws.objects.get_bytes(telemetry.telemetry_key("runner", "metrics")).decode().splitlines()[-1])
     names = {m["name"] for rm in metrics["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]}
     assert {"ratchet.runner.calls", "ratchet.runner.latency"} <= names
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -120,3 +121,21 @@ def test_a_runner_on_postgresql_hears_a_promotion_without_waiting_for_its_poll(w
     runner_b.close()
     assert heard == [True]  # announced by NOTIFY, not the 60 s timeout
     assert runner_b.reload_if_changed() and runner_b.snapshot.version == "v0.1.1"
+
+
+@pytest.mark.slow
+def test_soak_two_hosts_with_tuners_killed_at_random_loses_nothing(tmp_path, monkeypatch):
+    """bench/two_hosts.py, small: real servers (runner on B, tuners on A and B), 4 clients, tuner
+    processes SIGKILLed every ~2 s. Every acknowledged event is in the active state once; one lineage."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("two_hosts_bench", Path(__file__).parents[2] / "bench" / "two_hosts.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    url = os.environ.get("RATCHET_STORE_URL") or f"sqlite:///{tmp_path / 'shared.db'}"
+    monkeypatch.setenv("RATCHET_STORE_URL", url)
+    out = bench.run(url, tmp_path, pairs=240, clients=4, kill_every=2.0, every_events=40)
+    assert out["client_errors"] == 0 and out["kills"] >= 2, out
+    assert out["acked"] == out["logged"] == out["applied_to_active"] >= 240, out
+    assert out["skipped"] == 0 and out["linear_history"] and out["versions"] >= 3, out
+    assert out["b_serves_n"] >= 1 and out["failover_next_version_s"], out

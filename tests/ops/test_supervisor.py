@@ -299,9 +299,54 @@ def test_an_architect_version_with_new_code_restarts_runner_and_tuner(ws, fake):
         wait_for(lambda: all(run.pids()[n] != before[n] and run.state(n) == "running" for n in reloaded),
                  what="runner, tuner and versions restarted")
         assert sup.latest_version == "v0.2.0"
-        assert any("v0.2.0 changed code: restarting runner, tuner, versions" in m for m in sup.said), sup.said
+        assert any("v0.2.0 changed code: restarting runner, tuner, versions, one at a time" in m for m in sup.said), sup.said
         assert all(c.restarts == 0 for c in sup.children)  # planned restarts are not deaths
     assert not any(alive(pid) for pid in before.values())
+
+
+def test_new_code_restarts_components_one_at_a_time(ws, fake):
+    """Two runners on one host: while one restarts on new code, the other serves."""
+    sup = make(ws.root, [fake("runner"), fake("runner-2")], watch_tags=True,
+               reload_on_code=("runner", "runner-2"))
+    with supervising(sup) as run:
+        before = run.pids()
+        plugin = ws.root / "plugins" / "support_desk.py"
+        plugin.write_text(plugin.read_text() + "\n# new code\n")
+        ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="new code", kind="architect",
+                                 author="test")
+        down_together = 0
+        deadline = time.monotonic() + 30
+        while not all(run.pids()[n] != before[n] and run.state(n) == "running" for n in before):
+            assert time.monotonic() < deadline, "both runners restarted"
+            down_together += all(run.state(n) != "running" for n in before)
+            time.sleep(0.005)
+        assert down_together == 0
+
+
+def test_a_joined_host_fetches_new_code_from_the_remote_and_restarts_on_it(ws, fake, tmp_path):
+    """Host B runs its components under ``ratchet up`` with a remote; host A's Architect makes a minor
+    version and pushes it: B fetches it, moves main to it and restarts on the new code."""
+    from helpers import git
+    from ratchet.core.workspace import Workspace
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(ws.root), str(remote))
+    git(ws.root, "remote", "add", "origin", str(remote))
+    host_b = tmp_path / "b"
+    git(tmp_path, "clone", "-q", str(remote), str(host_b))
+    sup = make(host_b, [fake("runner"), fake("tuner")], watch_tags=True, remote="origin", fetch_interval=0.2)
+    with supervising(sup) as run:
+        before = run.pids()
+        plugin = ws.root / "plugins" / "support_desk.py"
+        plugin.write_text(plugin.read_text() + "\n# new code from host A\n")
+        ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="new code", kind="architect",
+                                 author="test")
+        git(ws.root, "push", "-q", "origin", "main", "--tags")
+        wait_for(lambda: all(run.pids()[n] != before[n] and run.state(n) == "running" for n in before),
+                 what="B's runner and tuner restarted on the new code")
+        assert (host_b / "plugins" / "support_desk.py").read_text().endswith("# new code from host A\n")
+        assert Workspace.open(host_b).versions.head() == ws.versions.get("v0.2.0").commit
+        assert sup.latest_version == "v0.2.0"
 
 
 # --- the triggerer's architect URL -------------------------------------------------------------------

@@ -8,9 +8,11 @@ own SERVER spans (which it makes through the global provider) land in the same p
 
 Exporters: by default JSON lines in the workspace's object store::
 
-    telemetry/<component>/spans.jsonl     one ReadableSpan.to_json() a line (batched, flushed at exit)
-    telemetry/<component>/metrics.jsonl   one MetricsData.to_json() a line per export (every 30 s, and at exit)
-    telemetry/<component>/logs.jsonl      one log record a line (the ``ratchet`` logger, WARNING and up)
+    telemetry/<component>/<process>/spans.jsonl    one ReadableSpan.to_json() a line (batched, flushed at exit)
+    telemetry/<component>/<process>/metrics.jsonl  one MetricsData.to_json() a line per export (every 30 s)
+    telemetry/<component>/<process>/logs.jsonl     one log record a line (the ``ratchet`` logger, WARNING and up)
+
+``<process>`` is ``host-pid-starttime``: each key has one writer, however many processes and hosts.
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, everything goes over OTLP/HTTP instead (the ``otlp`` extra:
 ``pip install 'ratchet[otlp]'``, i.e. ``opentelemetry-exporter-otlp-proto-http``).
@@ -29,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +71,20 @@ SCOPE = "ratchet"
 
 
 def telemetry_key(component: str, kind: str) -> str:
-    """Object-store key of a component's JSON lines: ``telemetry/<component>/<kind>.jsonl``."""
-    return f"telemetry/{component}/{kind}.jsonl"
+    """Object-store key of this process's JSON lines: ``telemetry/<component>/<process>/<kind>.jsonl``,
+    where ``<process>`` is host, pid and start time: one writer per key, on any number of hosts."""
+    return f"telemetry/{component}/{process_name()}/{kind}.jsonl"
+
+
+_process: tuple[int, str] | None = None
+
+
+def process_name() -> str:
+    """This process as a telemetry writer: host, pid and start time (pids are reused; forks get their own)."""
+    global _process
+    if _process is None or _process[0] != os.getpid():
+        _process = (os.getpid(), f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}")
+    return _process[1]
 
 
 def trace_id_hex(span: trace.Span) -> str | None:

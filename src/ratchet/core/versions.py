@@ -234,7 +234,10 @@ class VersionStore:
         extra: dict[str, Any] | None = None,
         allow_empty: bool = False,
     ) -> Version:
-        """Commit ``paths`` and tag the next version. On any failure, history and tags are left as they were."""
+        """Commit ``paths`` and tag the next version. On any failure, history and tags are left as they were.
+
+        This is the plain git step (``ratchet init`` makes v0.1.0 with it). The versions of a running
+        workspace are made by :mod:`ratchet.core.lineage`, which also moves the store's active state."""
         with self.lock():
             return self._make_version_locked(bump, paths=paths, reason=reason, kind=kind, author=author,
                                              extra=extra or {}, allow_empty=allow_empty)

@@ -81,6 +81,11 @@ class ArchitectSection(ServerSection):
 class StoreSection(_Section):
     url: str = Field(default="sqlite:///.ratchet/ratchet.db", description="SQLAlchemy URL of the store")
     objects: str = Field(default=".ratchet/objects", description="fsspec URL or folder of the object store")
+    objects_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options of the object store, e.g. for S3 "
+        "{client_kwargs = {endpoint_url = 'http://minio:9000'}}; credentials come from the usual environment "
+        "variables (AWS_ACCESS_KEY_ID, ...)",
+    )
     sync: Literal["normal", "full"] = Field(
         default="normal", description="SQLite synchronous mode: normal survives a process crash, full a power cut"
     )

@@ -52,7 +52,7 @@ def conversation_story(workspace: Workspace, conversation_id: str, *, spans: boo
 
 
 def find_spans(workspace: Workspace, conversation_id: str, trace_ids: set[str]) -> list[dict[str, Any]]:
-    """Spans in the object store's ``telemetry/*/spans.jsonl`` of this conversation or its traces."""
+    """Spans in the object store's ``telemetry/<component>/*/spans.jsonl`` of this conversation or its traces."""
     from ratchet.core.telemetry import CONVERSATION_ID
 
     objects = workspace.objects
@@ -61,7 +61,7 @@ def find_spans(workspace: Workspace, conversation_id: str, trace_ids: set[str]) 
     for key in objects.list("telemetry"):
         if not key.endswith("/spans.jsonl"):
             continue
-        component = key.split("/")[-2]
+        component = key.split("/")[1]  # telemetry/<component>/<process>/spans.jsonl
         for line in (objects.get_bytes(key) or b"").decode("utf-8", "replace").splitlines():
             if not any(n in line for n in needles):  # cheap filter before parsing
                 continue

@@ -17,7 +17,10 @@ and triggerer, each ``python -m ratchet serve NAME -w ROOT --host 127.0.0.1 --po
 * **New code.** The supervisor watches the repository's tags with watchdog (``refs/tags/`` and
   ``packed-refs`` in the git common dir). When a new version says ``kind: architect`` and bump minor or
   major, code changed, so it restarts the runner, the tuner and the Versions API (they hot-reload
-  state, not code).
+  state, not code), one at a time: the next stops only once the last is ready again, so a host with
+  two runners keeps serving. With a ``remote`` (``[workspace] remote``: a host that joined others), it
+  fetches the remote every ``fetch_interval`` seconds and fast-forwards main to a new code version
+  before restarting on it.
 * **Stopping.** SIGINT (Ctrl-C) or SIGTERM, or :meth:`Supervisor.stop`: every child's process group gets
   SIGTERM, then SIGKILL after ``grace`` seconds (a second Ctrl-C kills at once). Children run in their
   own sessions, so the whole group (e.g. the tuner's worker process) goes, and on Linux they are also
@@ -259,7 +262,8 @@ class Supervisor:
                  grace: float = 10.0, max_restarts: int = 5, window: float = 60.0, base_delay: float = 0.5,
                  max_delay: float = 10.0, watch_tags: bool = True, reload_on_code: Sequence[str] = RELOAD_ON_CODE,
                  echo: IO[str] | None = None, on_up: Callable[[dict], None] | None = None,
-                 say: Callable[[str], None] | None = None, status_file: Path | None = None):
+                 say: Callable[[str], None] | None = None, status_file: Path | None = None,
+                 remote: str | None = None, fetch_interval: float = 2.0):
         names = [c.name for c in components]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique: {names}")
@@ -275,6 +279,8 @@ class Supervisor:
         self.on_up = on_up
         self.say = say or (lambda msg: print(f"ratchet up: {msg}", file=sys.stderr, flush=True))
         self.status_file = Path(status_file) if status_file else None
+        self.remote, self.fetch_interval = remote, fetch_interval
+        self._rolling: list[Child] = []  # components to restart on new code, one at a time
         policy = dict(max_restarts=max_restarts, window=window, base_delay=base_delay, max_delay=max_delay)
         self.children = [Child(c, self.log_dir / f"{c.name}.log", RestartPolicy(**policy)) for c in components]
         self.plan: Plan | None = None
@@ -373,6 +379,11 @@ class Supervisor:
         if self.up and self._tags_changed.is_set():
             self._tags_changed.clear()
             self._check_tags()
+        if self._rolling and not any(c.state == "starting" for c in self.children):
+            child = self._rolling.pop(0)  # the one before is ready: restart the next
+            self._terminate([child])
+            if not self._stopping:
+                self._spawn(child)
 
     def _is_ready(self, child: Child) -> bool:
         if not child.seen_ready_line:
@@ -507,6 +518,20 @@ class Supervisor:
         observer.daemon = True
         observer.start()
         self._observer = observer
+        if self.remote is not None:
+            threading.Thread(target=self._fetch_loop, daemon=True, name="ratchet-up-fetch").start()
+
+    def _fetch_loop(self) -> None:
+        """Fetch the remote's main and tags now and then; new tags wake the tag watcher."""
+        while not self._stopping:
+            try:
+                self._versions.fetch(self.remote)
+            except RatchetError as exc:  # unreachable for now: say so, try again later
+                self.say(f"fetching {self.remote} failed: {exc.message.splitlines()[0]}")
+            for _ in range(max(1, int(self.fetch_interval / TICK))):
+                if self._stopping:
+                    return
+                time.sleep(TICK)
 
     def _stop_tag_watch(self) -> None:
         if self._observer is not None:
@@ -525,12 +550,25 @@ class Supervisor:
         targets = [c for c in self.children if c.name in self.reload_on_code and c.state != "failed"]
         if changed and targets:
             names = ", ".join(v.name for v in changed)
-            self.say(f"{names} changed code: restarting {', '.join(c.name for c in targets)}")
-            self._terminate(targets)
-            for child in targets:
-                if not self._stopping:
-                    self._spawn(child)
+            if self.remote is not None and not self._catch_up(changed[-1]):
+                return
+            self.say(f"{names} changed code: restarting {', '.join(c.name for c in targets)}, one at a time")
+            self._rolling += [c for c in targets if c not in self._rolling]
         self._write_status()
+
+    def _catch_up(self, version) -> bool:
+        """Fast-forward main to a code version another host made (under the repository's lock, so no
+        local version maker moves main meanwhile). False if main cannot get there."""
+        versions = self._versions
+        try:
+            with versions.lock():
+                head = versions.head()
+                if head != version.commit and not versions.is_ancestor(version.commit, head):
+                    versions.fast_forward(version.commit)
+        except RatchetError as exc:
+            self.say(f"{version.name} is new code, but main cannot move to it: {exc.message.splitlines()[0]}")
+            return False
+        return True
 
     # --- status and signals ---
 

@@ -95,12 +95,15 @@ def build_server(runner: Runner) -> MCPServer:
 
 
 async def _watch(runner: Runner, bus: InMemorySubscriptionBus) -> None:
-    while True:
-        await anyio.to_thread.run_sync(runner.wait_for_change, RELOAD_INTERVAL)
-        try:
-            changed = await anyio.to_thread.run_sync(runner.reload_if_changed)
-        except RatchetError:
-            continue  # e.g. a half-made workspace change: keep serving the snapshot we have
-        if changed:
-            await bus.publish(ResourceUpdated(uri="state://active"))
-            await bus.publish(ResourceUpdated(uri="version://current"))
+    try:
+        while True:
+            await anyio.to_thread.run_sync(runner.wait_for_change, RELOAD_INTERVAL)
+            try:
+                changed = await anyio.to_thread.run_sync(runner.reload_if_changed)
+            except RatchetError:
+                continue  # e.g. a half-made workspace change: keep serving the snapshot we have
+            if changed:
+                await bus.publish(ResourceUpdated(uri="state://active"))
+                await bus.publish(ResourceUpdated(uri="version://current"))
+    finally:
+        runner.close()  # the server stops: so does its listener (and its database connection)

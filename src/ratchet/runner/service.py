@@ -196,8 +196,9 @@ class Runner:
         return announced
 
     def close(self) -> None:
-        """Stop listening for changes."""
+        """Stop listening for changes (the next ``wait_for_change`` listens again)."""
         self._stop_listening.set()
+        self._listener, self._stop_listening = None, threading.Event()
 
     def reload_if_changed(self) -> bool:
         """Swap in a new snapshot if the state or the tags changed. Returns True if it did."""

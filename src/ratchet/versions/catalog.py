@@ -114,14 +114,12 @@ class Catalog:
                 "tools": tools, "tools_error": err_a or err_b}
 
     def active(self) -> dict[str, Any]:
-        """What the runner serves: the latest version's active state, or the pinned version's."""
+        """What runners serve: the store's active state (and the version that holds it), or the pinned
+        version's."""
         state = self.workspace.state
-        listed = self.versions()
-        latest = listed[-1] if listed else None
-        pinned = state.pinned()
-        return {"version": latest.name if latest else None, "commit": latest.commit if latest else None,
-                "state_revision": state.read("active").revision, "pinned": pinned,
-                "served": pinned or (latest.name if latest else None)}
+        active, pinned = state.read("active"), state.pinned()
+        return {"version": active.version, "commit": active.commit, "state_revision": active.revision,
+                "pinned": pinned, "served": pinned or active.version}
 
     # --- helpers ---
 

@@ -1,7 +1,9 @@
 """The object store: eval summaries (``evals/{commit}/summary.json``) and telemetry, over fsspec.
 
-Any fsspec URL works (``s3://bucket/prefix`` with s3fs installed); the default is a folder under the
-workspace's ``.ratchet/``.
+Any fsspec URL works (``s3://bucket/prefix`` with s3fs installed, ``[store] objects_options`` for the
+endpoint); the default is a folder under the workspace's ``.ratchet/``. An object is written whole, or
+appended to by one writer only: on S3 an append rewrites the object, so two appenders would lose each
+other's lines (telemetry keys are per process for that reason).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ if TYPE_CHECKING:
 
 
 class ObjectStore:
-    def __init__(self, url: str):
-        self.fs, self.base = fsspec.core.url_to_fs(url)
+    def __init__(self, url: str, options: dict[str, Any] | None = None):
+        self.fs, self.base = fsspec.core.url_to_fs(url, **(options or {}))
         self.url = url
         self.fs.makedirs(self.base, exist_ok=True)
 
@@ -26,7 +28,7 @@ class ObjectStore:
         url = workspace.config.store.objects
         if "://" not in url:
             url = str(workspace.root / url)
-        return cls(url)
+        return cls(url, workspace.config.store.objects_options)
 
     def _path(self, key: str) -> str:
         return f"{self.base.rstrip('/')}/{key.lstrip('/')}"
