@@ -38,6 +38,24 @@ def test_store_feedback_batch_with_duplicates_inside(store):
     assert store.last_feedback_seq() == 2
 
 
+def test_store_large_batch_keeps_its_order_and_finds_duplicates(store):
+    """A batch large enough for PostgreSQL's COPY path: seqs follow the batch's order, and repeats (of
+    the log or inside the batch) are reported as duplicates with the first seq."""
+    store.append_feedback([{"event_id": "old", "tool": "reward", "payload": {"v": 0}}])
+    items = [{"event_id": f"e{i}", "tool": "reward", "payload": {"v": i, "s": "ü"}, "conversation_id": f"c{i}"}
+             for i in range(200)]
+    items[50] = {"event_id": "old", "tool": "reward", "payload": {"v": -1}}
+    items[120] = {"event_id": "e7", "tool": "reward", "payload": {"v": -1}}
+    out = store.append_feedback(items)
+    fresh = [o for o in out if not o["duplicate"]]
+    assert [o["event_id"] for o in out if o["duplicate"]] == ["old", "e7"]
+    assert len(fresh) == 198 and [o["seq"] for o in fresh] == sorted(o["seq"] for o in fresh)
+    assert out[50]["seq"] == 1 and out[120]["seq"] == out[7]["seq"]
+    rows = store.feedback_since(1)
+    assert [r["event_id"] for r in rows] == [o["event_id"] for o in fresh]
+    assert rows[0]["payload"] == {"v": 0, "s": "ü"} and rows[0]["conversation_id"] == "c0"
+
+
 def test_store_feedback_generates_ids(store):
     out = store.append_feedback([{"tool": "reward", "payload": {}} for _ in range(3)])
     assert len({o["event_id"] for o in out}) == 3

@@ -359,10 +359,16 @@ def _processes_holding(path: Path) -> list[int]:
     target, found = str(path.resolve()), []
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
-            if any(os.readlink(fd) == target for fd in fd_dir.iterdir()):
-                found.append(int(fd_dir.parent.name))
+            fds = list(fd_dir.iterdir())
         except OSError:  # the process ended, or is not ours to look at
             continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    found.append(int(fd_dir.parent.name))
+                    break
+            except OSError:  # this descriptor closed meanwhile: the others still count
+                continue
     return found
 
 
