@@ -144,6 +144,14 @@ def make(root: Path, components, **kw) -> Supervisor:
     return sup
 
 
+def new_code(ws, note: str) -> None:
+    """An architect minor version that changes the workspace's plugin (the tag is what supervisors see)."""
+    plugin = ws.root / "plugins" / "support_desk.py"
+    plugin.write_text(plugin.read_text() + f"\n# {note}\n")
+    ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="new code", kind="architect",
+                             author="test")
+
+
 # --- restart policy and decisions -------------------------------------------------------------------
 
 
@@ -291,10 +299,7 @@ def test_an_architect_version_with_new_code_restarts_runner_and_tuner(ws, fake):
         wait_for(lambda: sup.latest_version == "v0.1.1", what="the patch version to be seen")
         assert run.pids() == before  # state only: the runner hot-reloads it by itself
 
-        plugin = ws.root / "plugins" / "support_desk.py"
-        plugin.write_text(plugin.read_text() + "\n# new code from the architect\n")
-        ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="new code", kind="architect",
-                                 author="test")
+        new_code(ws, "new code from the architect")
         reloaded = ("runner", "tuner", "versions")
         wait_for(lambda: all(run.pids()[n] != before[n] and run.state(n) == "running" for n in reloaded),
                  what="runner, tuner and versions restarted")
@@ -310,10 +315,7 @@ def test_new_code_restarts_components_one_at_a_time(ws, fake):
                reload_on_code=("runner", "runner-2"))
     with supervising(sup) as run:
         before = run.pids()
-        plugin = ws.root / "plugins" / "support_desk.py"
-        plugin.write_text(plugin.read_text() + "\n# new code\n")
-        ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="new code", kind="architect",
-                                 author="test")
+        new_code(ws, "new code")
         down_together = 0
         deadline = time.monotonic() + 30
         while not all(run.pids()[n] != before[n] and run.state(n) == "running" for n in before):
@@ -337,10 +339,7 @@ def test_a_joined_host_fetches_new_code_from_the_remote_and_restarts_on_it(ws, f
     sup = make(host_b, [fake("runner"), fake("tuner")], watch_tags=True, remote="origin", fetch_interval=0.2)
     with supervising(sup) as run:
         before = run.pids()
-        plugin = ws.root / "plugins" / "support_desk.py"
-        plugin.write_text(plugin.read_text() + "\n# new code from host A\n")
-        ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="new code", kind="architect",
-                                 author="test")
+        new_code(ws, "new code from host A")
         git(ws.root, "push", "-q", "origin", "main", "--tags")
         wait_for(lambda: all(run.pids()[n] != before[n] and run.state(n) == "running" for n in before),
                  what="B's runner and tuner restarted on the new code")
