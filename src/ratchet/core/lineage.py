@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ratchet.core.documents import ACTIVE_PATH, REMOVED, apply_changes, dumps
-from ratchet.core.errors import ConflictError, GitError
+from ratchet.core.errors import ConflictError, GitError, UserError
+from ratchet.core.versions import precedence
 
 if TYPE_CHECKING:
     from ratchet.core.stores.coordination import Intent
@@ -108,8 +109,6 @@ class Turn:
                            extra: dict[str, Any] | None = None, allow_empty: bool = False,
                            reset_staging: bool = False) -> Version:
         """A version whose only change is the active state ``document`` (a promotion or a rollback)."""
-        from ratchet.core.errors import UserError
-
         body = dumps(document)
         active = self.workspace.state.read("active")
         if dumps(active.document) == body and not allow_empty:
@@ -171,20 +170,19 @@ class Turn:
             versions.fast_forward(commit)
         if self.remote is not None:  # the record the other hosts fetch, before any of them is told
             versions.push(self.remote, intent.version)
+        body = versions.read_file(intent.version, ACTIVE_PATH)
         active = state.read("active")
         if active.version != intent.version and not _newer(active.version, intent.version):
-            body = versions.read_file(intent.version, ACTIVE_PATH)
             self.coordination.swap("active", body, None, version=intent.version, commit=commit)
         payload = intent.payload
         if payload.get("reset_staging"):
-            state.write("staging", json.loads(versions.read_file(intent.version, ACTIVE_PATH)), None)
+            state.write("staging", json.loads(body), None)
         if payload.get("staging_changes"):  # the next promotion starts from staging: it must carry them
             changes = [(c["pointer"], REMOVED if c["removed"] else c["value"]) for c in payload["staging_changes"]]
             state.update("staging", lambda doc: apply_changes(doc, changes))
 
-    def finish_interrupted(self) -> list[str]:
-        """Finish or undo every intent a crashed maker left open. Returns what was done."""
-        done = []
+    def finish_interrupted(self) -> None:
+        """Finish or undo every intent a crashed maker left open (and log which)."""
         for intent in self.coordination.open_intents():
             commit = self.versions.tagged_commit(intent.version)
             if commit is None:
@@ -196,8 +194,6 @@ class Turn:
                 self.coordination.close_intent(intent.id, "done", note)
                 self.workspace.versioned(self.versions.get(intent.version))
             log.warning("%s %s: %s", intent.kind, intent.version, note)
-            done.append(f"{intent.version}: {note}")
-        return done
 
     def _head(self) -> str:
         head = self.versions.head()
@@ -209,6 +205,4 @@ class Turn:
 
 def _newer(current: str | None, candidate: str) -> bool:
     """Whether version ``current`` is already past ``candidate`` (the store moved on: do not go back)."""
-    from ratchet.core.versions import precedence
-
     return current is not None and (precedence(current) or ()) > (precedence(candidate) or ())

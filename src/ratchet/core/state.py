@@ -248,8 +248,8 @@ class StateManager:
             raise UserError("the active state changes only through a version", field="document",
                             fix="write staging, then promote it (`ratchet state promote`), or roll back")
         self.validate(document, f"{name} state")
-        if self.coordination.document(name) is None:
-            self._seed(name)  # a new store
+        if expected_revision is None and self.coordination.document(name) is None:
+            self._seed(name)  # a new store (a conditional write follows the caller's read, which seeded it)
         row = self.coordination.swap(name, dumps(document), expected_revision)
         return StateDoc(name, row.revision, document, row.sha256)
 

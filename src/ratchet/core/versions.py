@@ -9,6 +9,7 @@ serialised by a lock in the repository's common git folder, so worktrees of one 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -340,8 +341,6 @@ class VersionStore:
             raise GitError(f"{lock} is held by a running process (pid {', '.join(map(str, holders))})",
                            field="git", fix="let that git command finish, then retry")
         lock.unlink(missing_ok=True)
-        import logging
-
         logging.getLogger("ratchet").warning("removed %s, left by a git process that was killed", lock)
         return True
 

@@ -20,6 +20,8 @@ The same code runs on SQLite (one host) and PostgreSQL (many hosts).
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import threading
 import time
 import uuid
@@ -59,9 +61,6 @@ class Intent:
 
 def holder_id() -> str:
     """This process, as a lease holder: host, pid and a random part (pids are reused)."""
-    import os
-    import socket
-
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -138,7 +137,8 @@ class Coordination:
         where = [c.name == name]
         if expected_revision is not None:
             where.append(c.revision == expected_revision)
-        values: dict[str, Any] = {"body": body, "sha256": _sha(body), "revision": c.revision + 1,
+        sha = _sha(body)
+        values: dict[str, Any] = {"body": body, "sha256": sha, "revision": c.revision + 1,
                                   "updated_at": time.time()}
         if name == "active":
             values |= {"version": version, "commit": commit}
@@ -150,7 +150,7 @@ class Coordination:
                                     field=name, fix="read it again and retry your change")
             if name == "active":  # what runners serve; staging changes are polled by the few who watch it
                 self._notify(conn, name)
-        return DocumentRow(name, row[0], body, _sha(body), values.get("version"), values.get("commit"))
+        return DocumentRow(name, row[0], body, sha, values.get("version"), values.get("commit"))
 
     def _notify(self, conn, what: str) -> None:
         if self.postgres:  # delivered at commit, to every listening runner on every host
@@ -190,9 +190,9 @@ class Coordination:
 
     # --- leases ---
 
-    def acquire(self, name: str, *, ttl: float = 5.0, holder: str | None = None) -> Lease | None:
+    def acquire(self, name: str, *, ttl: float = 5.0) -> Lease | None:
         """The lease ``name`` if no live holder has it (None otherwise); release it when done."""
-        holder = holder or holder_id()
+        holder = holder_id()
         return Lease(self, name, holder, ttl) if self._claim(name, holder, ttl) else None
 
     @contextmanager
