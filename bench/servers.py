@@ -1,6 +1,6 @@
 """The runner and tuner as servers: overhead, durable feedback, promotion latency, regret through MCP.
 
-Four parts, each measured against its bare counterpart in the same run (the machine is shared and
+Five parts, each measured against its bare counterpart in the same run (the machine is shared and
 noisy, so compare ratios, not absolute figures across runs):
 
 * ``runner``: ``answer`` over streamable HTTP from one ``mcp.Client(url)`` per server (one connection,
@@ -9,6 +9,11 @@ noisy, so compare ratios, not absolute figures across runs):
   ``streamable_http_app()``, a subprocess) and vs the workspace's own answer function served bare (no
   runner). Blocks of calls rotate between the servers. The same in process (``Client(server_object)``),
   plus the core without MCP. Server CPU per call is read from /proc.
+* ``concurrent``: ``--clients`` (32) connections per server, each making sequential ``answer`` calls
+  with a new conversation per call, against ``ratchet serve runner`` and against the workspace's answer
+  function in a bare ``MCPServer``; phases of ``--calls`` calls alternate between the two for
+  ``--rounds`` rounds. Afterwards every acknowledged runner call is looked up in the store (its turn
+  and its decisions): durable before the reply. The store is ``RATCHET_STORE_URL`` when set.
 * ``feedback``: ``reward`` (one event a call) and ``reward_batch`` (``--batch-events`` a call) over
   HTTP against a ``ratchet serve tuner`` subprocess, vs the echo tool with the same arguments. The
   conversations are served first, in bulk, by ``Runner.call`` in process. Measured with the default
@@ -28,6 +33,7 @@ noisy, so compare ratios, not absolute figures across runs):
 
     .venv/bin/python bench/servers.py                       # every part, default scale (~6-8 min)
     .venv/bin/python bench/servers.py --part runner feedback
+    .venv/bin/python bench/servers.py --part concurrent --out bench/results/servers_concurrent_sqlite.json
     .venv/bin/python bench/servers.py --part regret --seeds 50 --horizon 10000 --policies thompson
     .venv/bin/python bench/servers.py --quick               # smoke run: small counts (~1 min)
 
@@ -62,7 +68,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-PARTS = ("runner", "feedback", "promotion", "regret")
+PARTS = ("runner", "concurrent", "feedback", "promotion", "regret")
 CALL_TIMEOUT = 120.0  # seconds: no single MCP call may hang the benchmark
 
 QUESTIONS = [
@@ -504,6 +510,103 @@ def print_runner(r: dict[str, Any]) -> None:
     print(f"Goal: HTTP p50 runner / echo <= 1.3: {h['p50_ratio']} ({r['goal']['verdict']}); the runner's p50 is "
           f"{h['p50_extra_ms']} ms above the echo's and {h['p50_extra_ms_vs_bare_answer']} ms above the bare answer "
           f"function's (runner / bare answer = {h['p50_ratio_vs_bare_answer']}).\n")
+
+
+# --- part 1b: the runner under concurrent clients --------------------------------------------------
+
+
+async def part_concurrent(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``--clients`` connections per server, each making sequential ``answer`` calls (a new conversation
+    per call), against ``ratchet serve runner`` and against the workspace's answer function served bare.
+    Phases of ``--calls`` calls alternate between the two servers (the order flips every round); a
+    phase's rate is its calls over its wall time. At the end every acknowledged runner call must be in
+    the store with its decisions: durable before its reply."""
+    import anyio
+    from mcp import Client
+
+    from ratchet.core.workspace import Workspace
+
+    root = make_default_workspace(tmp / "ws-concurrent")
+    clients = args.clients
+    out: dict[str, Any] = {"clients": clients, "calls_per_phase": args.calls, "rounds": args.rounds,
+                           "store": "postgresql" if env.get("RATCHET_STORE_URL", "").startswith("postgres")
+                           else "sqlite"}
+    acked: list[str] = []
+
+    async def phase(conns: list, tool: str, prefix: str, n: int) -> tuple[list[float], float]:
+        latencies: list[float] = []
+        counter = iter(range(n))
+
+        async def worker(client):
+            for i in counter:  # shared: the clients take calls until the phase's n are made
+                cid = f"{prefix}-{i}"
+                t0 = time.perf_counter()
+                ok(await client.call_tool(tool, {"question": QUESTIONS[i % len(QUESTIONS)], "conversation_id": cid}),
+                   tool)
+                latencies.append(time.perf_counter() - t0)
+                if prefix.startswith("runner"):
+                    acked.append(cid)
+
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for c in conns:
+                tg.start_soon(worker, c)
+        return latencies, time.perf_counter() - t0
+
+    with servers(("runner", ratchet_argv("serve", "runner", "--port", "0", "-w", str(root))),
+                 ("bare answer", echo_argv(root)), env=env) as (runner_p, bare_p):
+        urls = {"runner": runner_p.url, "bare answer": bare_p.url}
+        pids = {"runner": runner_p.proc.pid, "bare answer": bare_p.proc.pid}
+        lat: dict[str, list[float]] = {k: [] for k in urls}
+        wall = dict.fromkeys(urls, 0.0)
+        cpu = dict.fromkeys(urls, 0.0)
+        async with contextlib.AsyncExitStack() as stack:
+            conns = {k: [await stack.enter_async_context(Client(u, read_timeout_seconds=CALL_TIMEOUT))
+                         for _ in range(clients)] for k, u in urls.items()}
+            for name in urls:  # warm-up: every connection once, then a short phase
+                await phase(conns[name], "answer", f"{name}-warm", max(clients, args.warmup))
+            order = list(urls)
+            started = time.perf_counter()
+            for r in range(args.rounds):
+                if time.perf_counter() - started > args.max_seconds:
+                    out["truncated"] = True
+                    break
+                for name in order:
+                    c0 = proc_cpu(pids[name])
+                    got, seconds = await phase(conns[name], "answer", f"{name}-{r}", args.calls)
+                    lat[name] += got
+                    wall[name] += seconds
+                    cpu[name] += proc_cpu(pids[name]) - c0
+                order.reverse()
+        for name in urls:
+            out[name] = lat_stats(lat[name], wall[name])
+            out[name]["server_cpu_ms_per_call"] = round(cpu[name] / max(1, len(lat[name])) * 1e3, 3)
+        out["runner"]["rss_mb"] = runner_p.rss_mb()
+    out["rate_ratio"] = ratio(out["runner"]["calls_per_s"], out["bare answer"]["calls_per_s"])
+    out["p99_ratio"] = ratio(out["runner"]["p99_ms"], out["bare answer"]["p99_ms"])
+    ws = Workspace.open(root)  # the store the runner wrote: RATCHET_STORE_URL or the workspace's own
+    logged = ws.store.latest_decisions(acked)
+    turns = sum(1 for cid in acked if ws.store.session(cid))
+    out["durable"] = {"acked": len(acked), "with_turn": turns, "with_decisions": len(logged)}
+    ws.store.close()
+    out["goal"] = {"rate_ratio_min": 0.8, "p99_ratio_max": 1.5,
+                   "verdict": "meets" if (verdict(out["rate_ratio"], 0.8, True) == "meets"
+                                          and verdict(out["p99_ratio"], 1.5, False) == "meets"
+                                          and len(acked) == turns == len(logged)) else "misses"}
+    return out
+
+
+def print_concurrent(r: dict[str, Any]) -> None:
+    print(f"\n### The runner under {r['clients']} concurrent clients ({r['store']} store; phases of "
+          f"{r['calls_per_phase']} calls alternating between servers, {r['rounds']} rounds)\n")
+    rows = [[name, r[name]["n"], r[name]["calls_per_s"], r[name]["p50_ms"], r[name]["p90_ms"], r[name]["p99_ms"],
+             r[name]["max_ms"], r[name]["server_cpu_ms_per_call"]] for name in ("runner", "bare answer")]
+    rows.append(["**runner / bare**", "", f"**{r['rate_ratio']}**", "", "", f"**{r['p99_ratio']}**", "", ""])
+    table(["server", "calls", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "server CPU ms/call"], rows)
+    d = r["durable"]
+    print(f"Durable: {d['acked']} acknowledged runner calls, {d['with_turn']} with their turn in the store, "
+          f"{d['with_decisions']} with their decisions. Goal: rate >= 0.8x and p99 <= 1.5x the bare function's, "
+          f"every decision durable: {r['goal']['verdict']}.\n")
 
 
 # --- part 2: durable feedback ----------------------------------------------------------------------
@@ -1031,6 +1134,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000, help="measured sequential calls per server (runner, feedback)")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--block", type=int, default=100, help="calls per block; blocks alternate between servers")
+    ap.add_argument("--clients", type=int, default=32, help="concurrent: connections per server")
+    ap.add_argument("--rounds", type=int, default=4, help="concurrent: phases per server")
     ap.add_argument("--batch-events", type=int, default=5000)
     ap.add_argument("--batch-calls", type=int, default=5)
     ap.add_argument("--promotions", type=int, default=10)
@@ -1078,6 +1183,9 @@ def main() -> None:
             if part == "runner":
                 res = asyncio.run(part_runner(args, tmp, env))
                 print_runner(res)
+            elif part == "concurrent":
+                res = asyncio.run(part_concurrent(args, tmp, env))
+                print_concurrent(res)
             elif part == "feedback":
                 res = asyncio.run(part_feedback(args, tmp, env))
                 print_feedback(res)

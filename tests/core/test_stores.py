@@ -2,8 +2,10 @@ import os
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from ratchet.core.stores.objects import ObjectStore
+from ratchet.core.stores.schema import sessions
 from ratchet.core.stores.sql import Store
 
 
@@ -110,6 +112,80 @@ def test_store_turns_decisions_sessions(store):
     assert store.session("nope") is None
 
 
+def test_concurrent_turns_share_transactions_and_lose_nothing(store):
+    """32 threads at once (a runner under load): every turn and decision is there when its call returns,
+    sessions count every turn, and JSON values come back as they went in."""
+    returned = []
+
+    def client(k):
+        for i in range(10):
+            cid = f"c{k % 4}"  # four conversations, each written by eight threads at once
+            store.record_turn(conversation_id=cid, tool="answer", arguments={"k": k, "i": i}, result=None,
+                              decisions_=[{"strategy": "s", "choice": {"arm": [k, i]}, "propensity": None,
+                                           "sticky": k % 2 == 0, "info": {}}])
+            returned.append((cid, k, i))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(returned) == 320
+    with store.engine.connect() as conn:
+        counted = dict(conn.execute(sa.select(sessions.c.conversation_id, sessions.c.turns)).all())
+    assert counted == {f"c{c}": 80 for c in range(4)}
+    for c in range(4):
+        session = store.session(f"c{c}")
+        assert len(session["turns"]) == 80
+        assert {(t["arguments"]["k"], t["arguments"]["i"]) for t in session["turns"]} == {
+            (k, i) for k in range(c, 32, 4) for i in range(10)}
+        assert all(t["result"] is None for t in session["turns"])
+        assert len(store.decisions_for(f"c{c}")) == 80
+    latest = store.latest_decisions(["c0", "c1", "nobody"])
+    assert set(latest) == {"c0", "c1"}
+    assert latest["c1"]["s"]["sticky"] is False and latest["c0"]["s"]["sticky"] is True
+    assert latest["c0"]["s"]["choice"]["arm"][0] % 4 == 0 and latest["c0"]["s"]["features"] == {}
+    assert store.decisions_in_force("c1") == latest["c1"] and store.decisions_in_force("nobody") == {}
+
+
+def test_one_bad_turn_fails_only_its_own_call(store, monkeypatch):
+    """A batch that fails is written again call by call: the others still land."""
+    real = store._hot.write_turns
+
+    def refuse_bad(sessions, turns, decisions):
+        if any(t["tool"] == "bad" for t in turns):
+            raise ValueError("bad turn")
+        return real(sessions, turns, decisions)
+
+    monkeypatch.setattr(store._hot, "write_turns", refuse_bad)
+    gate = threading.Event()
+    held = store._turns._run
+
+    def slow_first(items):
+        gate.wait(10)
+        return held(items)
+
+    monkeypatch.setattr(store._turns, "_run", slow_first)
+    errors = {}
+
+    def call(cid, tool):
+        try:
+            store.record_turn(conversation_id=cid, tool=tool, arguments={})
+        except ValueError as exc:
+            errors[cid] = exc
+
+    threads = [threading.Thread(target=call, args=(f"c{i}", "bad" if i == 2 else "answer")) for i in range(5)]
+    for t in threads:
+        t.start()
+    while len(store._turns._queue) < 5:
+        gate.wait(0.001)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert list(errors) == ["c2"]
+    assert [c for c in ("c0", "c1", "c2", "c3", "c4") if store.session(c)] == ["c0", "c1", "c3", "c4"]
+
+
 def test_store_events_and_jobs(store):
     seq = store.append_event("state.promoted", {"version": "v0.1.1"})
     assert store.events_since(seq - 1)[0]["payload"] == {"version": "v0.1.1"}
@@ -153,6 +229,7 @@ def test_store_url_from_the_environment_overrides_ratchet_toml(ws, tmp_path, mon
 TELEMETRY_WRITER = """
 import sys
 from ratchet.core.stores.objects import ObjectStore
+from ratchet.core.stores.schema import sessions
 from ratchet.core.telemetry import telemetry_key
 objects = ObjectStore(sys.argv[1], {"client_kwargs": {"endpoint_url": sys.argv[2]}})
 for i in range(20):

@@ -65,6 +65,18 @@ def test_spans_are_json_lines_in_the_object_store_with_ratchet_attributes(ws):
     assert {"ratchet.runner.calls", "ratchet.runner.latency"} <= names
 
 
+def test_span_lines_are_what_the_sdk_writes_with_the_resource_encoded_once(ws, mem):
+    tel, exporter = mem
+    with tel.tracer.start_as_current_span("outer", attributes={"a": 1}) as outer:
+        with tel.tracer.start_as_current_span("inner", links=[trace.Link(outer.get_span_context(), {"l": "x"})]) as s:
+            s.add_event("e", {"k": [1, 2]})
+            s.set_status(trace.Status(trace.StatusCode.ERROR, "broke"))
+    lines = telemetry.JsonLinesSpanExporter(ws.objects, "runner")
+    for span in exporter.get_finished_spans():
+        assert json.loads(lines._line(span)) == json.loads(span.to_json())
+    assert len(lines._resources) == 1
+
+
 def test_no_telemetry_setup_still_records_turns_without_trace_id(ws):
     assert not isinstance(trace.get_tracer_provider(), __import__("opentelemetry.sdk.trace").sdk.trace.TracerProvider)
     Runner(ws, seed=0).call("answer", Q)

@@ -245,7 +245,7 @@ class Runner:
 
     def _prior_decisions(self, conversation_id: str) -> dict[str, Decision]:
         """Decisions of this conversation logged by earlier processes or replicas (latest per strategy)."""
-        latest = self.workspace.store.latest_decisions([conversation_id]).get(conversation_id, {})
+        latest = self.workspace.store.decisions_in_force(conversation_id)
         found = {key: Decision(**{k: v for k, v in d.items() if k != "features"}) for key, d in latest.items()}
         for key, decision in found.items():
             self._sticky.put((conversation_id, key), decision)

@@ -26,12 +26,18 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
+from ratchet.core.stores.batching import Batcher
+from ratchet.core.stores.hotpath import HotPath
 from ratchet.core.stores.schema import decisions, events, feedback, jobs, metadata, sessions, turns
 
 if TYPE_CHECKING:
     from ratchet.core.workspace import Workspace
 
+# Connections kept open: a server runs sync tools on up to 40 threads (anyio's default), each of which may
+# read at once; a smaller pool opens and closes a connection for every call beyond it.
+POOL_SIZE = 40
 COPY_FROM = 64  # PostgreSQL: batches of at least this many events are appended with COPY
+
 
 def _use_wal(cur, attempts: int = 200) -> None:
     """Switch the database to WAL (a setting kept in the file, so only its first opener changes it).
@@ -83,7 +89,7 @@ class Store:
             # Every write is an explicit BEGIN IMMEDIATE ... COMMIT and reads hold no transaction, so
             # nothing needs rolling back when a connection returns to the pool.
             self.engine = sa.create_engine(url, connect_args={"check_same_thread": False},
-                                           pool_reset_on_return=None)
+                                           pool_reset_on_return=None, pool_size=POOL_SIZE)
             _sqlite_pragmas(self.engine, sync)
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
@@ -238,25 +244,55 @@ class Store:
                     result: Any = None, error: str | None = None, version: str | None = None,
                     latency_ms: float | None = None, trace_id: str | None = None,
                     decisions_: list[dict[str, Any]] = (), features: dict[str, Any] | None = None) -> None:
-        """Write one call and the decisions it used in one transaction (before the reply leaves)."""
-        now = time.time()
-        upsert = self._insert(sessions).values(conversation_id=conversation_id, created_at=now, updated_at=now, turns=1)
-        upsert = upsert.on_conflict_do_update(index_elements=["conversation_id"],
-                                              set_={"updated_at": now, "turns": sessions.c.turns + 1})
-        with self.engine.begin() as conn:
-            conn.execute(upsert)
-            conn.execute(turns.insert(), {"conversation_id": conversation_id, "ts": now, "tool": tool,
-                                          "arguments": arguments, "result": result, "error": error,
-                                          "version": version, "latency_ms": latency_ms, "trace_id": trace_id})
-            if decisions_:
-                conn.execute(decisions.insert(), [
-                    {"conversation_id": conversation_id, "ts": now, "version": version,
-                     "features": features, "trace_id": trace_id, **d} for d in decisions_])
+        """Write one call and the decisions it used; return once they are committed (before the reply
+        leaves). Concurrent calls share a transaction (:mod:`~ratchet.core.stores.batching`)."""
+        turn = {"conversation_id": conversation_id, "ts": time.time(), "tool": tool, "arguments": arguments,
+                "result": result, "error": error, "version": version, "latency_ms": latency_ms,
+                "trace_id": trace_id}
+        made = [{"conversation_id": conversation_id, "ts": turn["ts"], "version": version, "features": features,
+                 "trace_id": trace_id, **d} for d in decisions_]
+        self._turns.submit((turn, made))
+
+    @cached_property
+    def _turns(self) -> Batcher:
+        return Batcher(self._write_turns)
+
+    def _write_turns(self, items: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[None]:
+        """Many calls' turns and decisions in one transaction; a conversation's session row once."""
+        touched: dict[str, dict[str, Any]] = {}
+        for turn, _ in items:
+            row = touched.setdefault(turn["conversation_id"], {"conversation_id": turn["conversation_id"],
+                                                              "created_at": turn["ts"], "turns": 0})
+            row["updated_at"] = turn["ts"]
+            row["turns"] += 1
+        self._hot.write_turns(list(touched.values()), [turn for turn, _ in items],
+                              [d for _, ds in items for d in ds])
+        return [None] * len(items)
+
+    @cached_property
+    def _hot(self) -> HotPath:
+        upsert = self._insert(sessions)
+        upsert = upsert.on_conflict_do_update(index_elements=["conversation_id"], set_={
+            "updated_at": upsert.excluded.updated_at, "turns": sessions.c.turns + upsert.excluded.turns})
+        return HotPath(self.engine, upsert)
 
     def decisions_for(self, conversation_id: str) -> list[dict[str, Any]]:
         q = sa.select(decisions).where(decisions.c.conversation_id == conversation_id).order_by(decisions.c.seq)
         with self.reader.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def decisions_in_force(self, conversation_id: str) -> dict[str, dict[str, Any]]:
+        """``latest_decisions`` of one conversation. Concurrent callers share one query: a runner asks
+        this for every conversation it has not served yet."""
+        return self._decision_reads.submit(conversation_id)
+
+    @cached_property
+    def _decision_reads(self) -> Batcher:
+        def run(ids: list[str]) -> list[dict[str, dict[str, Any]]]:
+            found = self._hot.latest_decisions(ids)
+            return [found.get(cid, {}) for cid in ids]
+
+        return Batcher(run)
 
     def latest_decisions(self, conversation_ids: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """``{conversation_id: {strategy: decision}}`` (the latest per strategy) for many conversations.
@@ -264,24 +300,7 @@ class Store:
         A decision is ``{strategy, choice, propensity, sticky, info, features}``: a ``Decision`` plus the
         features the runner logged for that call.
         """
-        ids = list(dict.fromkeys(conversation_ids))
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        c = decisions.c
-        cols = (c.conversation_id, c.strategy, c.choice, c.propensity, c.sticky, c.info, c.features)
-        if self.engine.dialect.name == "postgresql":  # one array parameter, not thousands of them
-            from sqlalchemy.dialects.postgresql import ARRAY
-
-            chunks = [c.conversation_id == sa.any_(sa.literal(ids, ARRAY(sa.String)))] if ids else []
-        else:  # stay under SQLite's parameter limit
-            chunks = [c.conversation_id.in_(ids[start:start + 500]) for start in range(0, len(ids), 500)]
-        with self.reader.connect() as conn:
-            for where in chunks:
-                q = sa.select(*cols).where(where).order_by(c.seq)
-                for cid, strategy, choice, propensity, sticky, info, feats in conn.execute(q):  # tuples: cheap
-                    out.setdefault(cid, {})[strategy] = {"strategy": strategy, "choice": choice,
-                                                         "propensity": propensity, "sticky": sticky,
-                                                         "info": info or {}, "features": feats or {}}
-        return out
+        return self._hot.latest_decisions(list(dict.fromkeys(conversation_ids)))
 
     def session(self, conversation_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
@@ -333,5 +352,7 @@ class Store:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def close(self) -> None:
+        if "_hot" in self.__dict__:
+            self._hot.close()
         self.engine.dispose()
 
