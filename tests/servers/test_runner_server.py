@@ -58,6 +58,13 @@ async def test_runner_bad_arguments_are_tool_errors_naming_the_field(ws):
         assert r.is_error and "question" in r.content[0].text
         r = await c.call_tool("nope", {})
         assert r.is_error
+        r = await c.call_tool("answer", {**Q, "conversation_id": "c2", "colour": "red"})
+        assert r.is_error and "colour" in r.content[0].text
+        r = await c.call_tool("answer", {**Q, "conversation_id": ""})
+        assert r.is_error and "conversation_id: is empty" in r.content[0].text
+        (tool,) = (await c.list_tools()).tools
+        assert tool.input_schema["additionalProperties"] is False
+    assert ws.store.session("c2") is None and ws.store.session("") is None
 
 
 async def test_runner_resources(ws):

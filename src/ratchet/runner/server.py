@@ -72,6 +72,10 @@ def build_server(runner: Runner) -> MCPServer:
                        "turn of a conversation; send feedback about it to the tuner.")
     for spec in runner.tools.values():
         server.add_tool(_mcp_tool(runner, spec), name=spec.name, description=spec.description or None)
+        tool = server._tool_manager.get_tool(spec.name)  # refuse unknown arguments (by name), and say so
+        tool.fn_metadata.arg_model.model_config["extra"] = "forbid"
+        tool.fn_metadata.arg_model.model_rebuild(force=True)
+        tool.parameters = {**tool.parameters, "additionalProperties": False}
 
     @server.resource("state://active", mime_type="application/json",
                      description="The state being served, with its version and revision.")

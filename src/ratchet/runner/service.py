@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ratchet.core import telemetry
+from ratchet.core.admission import NOTHING_STORED, check_finite, check_id
 from ratchet.core.documents import RESERVED_KEY
 from ratchet.core.errors import NotFoundError, UserError
 from ratchet.core.strategy import Decision, Strategy, build_strategies
@@ -276,6 +277,7 @@ class Runner:
         if overrides and not self.allow_overrides:
             raise UserError("this runner does not accept state overrides",
                             field=OVERRIDES_META_KEY, fix="start the runner with --allow-test-overrides")
+        _admit(spec, arguments)
         snap = self._snapshot
         conversation_id = str(arguments.get("conversation_id") or f"anon-{time.time_ns()}")
         tel = telemetry.current()
@@ -332,6 +334,19 @@ class Runner:
                                 fix="call a runner tool with this conversation_id first")
         return {**session, "decisions": store.decisions_for(conversation_id),
                 "feedback": store.feedback_for(conversation_id)}
+
+
+def _admit(spec: ToolSpec, arguments: dict[str, Any]) -> None:
+    """Refuse what the call must not carry, before anything is decided or stored: unknown arguments,
+    non-finite numbers, a conversation id the store cannot hold."""
+    known = [p.name for p in spec.parameters]
+    for name in arguments:
+        if name not in known:
+            raise UserError(f"{name}: tool {spec.name!r} takes no argument {name!r}; {NOTHING_STORED}",
+                            field=name, fix=f"send only the tool's arguments: {', '.join(known)}")
+    check_finite(arguments, "")
+    if arguments.get("conversation_id") is not None:
+        check_id(arguments["conversation_id"], "conversation_id")
 
 
 def _decision_attributes(d: Decision) -> dict[str, Any]:

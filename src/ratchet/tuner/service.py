@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ratchet.core import telemetry
+from ratchet.core.admission import check_finite, check_id
 from ratchet.core.confine import confined
 from ratchet.core.documents import RESERVED_KEY, applied_seq
 from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, RatchetError, UserError
@@ -104,6 +105,14 @@ class Tuner:
             check(arguments)
         except fastjsonschema.JsonSchemaValueException:
             self._explain(route, arguments)
+        batch = route.tool.batch_of is not None
+        items = arguments["events"] if batch else [arguments]
+        for n, item in enumerate(items):  # what no schema can say: finite numbers, ids that fit the store
+            prefix = f"events[{n}]" if batch else ""
+            check_finite(item, prefix)
+            for f in ("event_id", *route.tool.join):
+                if item.get(f) is not None:
+                    check_id(item[f], f"{prefix}.{f}" if prefix else f)
         return route
 
     @staticmethod
