@@ -27,6 +27,7 @@ from typing import Any
 import click
 
 from ratchet import __version__
+from ratchet.core import auth
 
 
 class _Group(click.Group):
@@ -360,11 +361,14 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
     from ratchet.serving import serve_mcp
 
     ws = open_workspace(workspace_dir)
+    cfg = ws.config.runner
+    token = auth.load_token(ws)
+    if transport != "stdio":
+        auth.check_bind(host or cfg.host, token, component="runner")
     source = ws.versions.get(pin).name if pin else "active"
     runner = Runner(ws, source=source, allow_overrides=allow_test_overrides)
-    cfg = ws.config.runner
     with telemetry.serving("runner", ws):
-        serve_mcp(build_server(runner), transport=transport, host=host or cfg.host,
+        serve_mcp(build_server(runner, token=token), transport=transport, host=host or cfg.host,
                   port=cfg.port if port is None else port, label="runner")
 
 
@@ -385,9 +389,12 @@ def serve_tuner(transport: str, host: str | None, port: int | None, worker: str,
 
     ws = open_workspace(workspace_dir)
     cfg = ws.config.tuner
+    token = auth.load_token(ws)
+    if transport != "stdio":
+        auth.check_bind(host or cfg.host, token, component="tuner")
     with telemetry.serving("tuner", ws):
-        serve_mcp(build_server(Tuner(ws), worker=worker), transport=transport, host=host or cfg.host,
-                  port=cfg.port if port is None else port, label="tuner")
+        serve_mcp(build_server(Tuner(ws), worker=worker, token=token), transport=transport,
+                  host=host or cfg.host, port=cfg.port if port is None else port, label="tuner")
 
 
 @serve.command("architect")
@@ -405,10 +412,12 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
 
     ws = open_workspace(workspace_dir)
     cfg = ws.config.architect
+    token = auth.load_token(ws)
+    auth.check_bind(host or cfg.host, token, component="architect")  # before anything starts
     arch = Architect(ws, planner=planner)
     with telemetry.serving("architect", ws):
-        serve_app(create_app(ws, architect=arch), host=host or cfg.host, port=cfg.port if port is None else port,
-                  label="architect")
+        serve_app(create_app(ws, architect=arch, token=token), host=host or cfg.host,
+                  port=cfg.port if port is None else port, label="architect", token=token)
 
 
 @serve.command("versions")
@@ -502,6 +511,36 @@ def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -
                say=lambda msg: click.secho(f"ratchet up: {msg}", fg="yellow", err=True)).run()
 
 
+# --- token -------------------------------------------------------------------------------------------
+
+
+@cli.command("token")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the token to this file (readable by you only) instead of printing it.")
+def token_command(path: Path | None) -> None:
+    """Make a bearer token for the workspace's servers and clients.
+
+    Give it to every process through RATCHET_API_TOKEN, or write it to a file and name the file in
+    ratchet.toml ([auth] token_file). With a token every server requires it; without one they are open
+    and may bind only a loopback address.
+    """
+    token = auth.make_token()
+    if path is None:
+        click.echo(token)
+        click.echo(f"Use it: export {auth.TOKEN_ENV}=<the token above>, or `ratchet token --file PATH` and "
+                   "[auth] token_file = \"PATH\" in ratchet.toml.", err=True)
+        return
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)  # also when the file was there before
+    click.echo(f"wrote a token to {path} (id {auth.token_id(token)}); add to ratchet.toml:\n"
+               f"[auth]\ntoken_file = \"{path}\"")
+
+
 # --- feedback ----------------------------------------------------------------------------------------
 
 
@@ -509,15 +548,23 @@ def architect_client(url: str | None, workspace_dir: Path | None):
     """A client of the Architect at ``url``, or at the address ``ratchet.toml`` gives it."""
     from ratchet.architect.client import ArchitectClient
 
+    from ratchet.core.errors import RatchetError
+
+    try:  # the workspace names the Architect's address and the token
+        ws = open_workspace(workspace_dir)
+    except RatchetError:
+        if url is None:
+            raise
+        ws = None  # --url from outside a workspace: the token comes from RATCHET_API_TOKEN
     if url is None:
-        cfg = open_workspace(workspace_dir).config.architect
+        cfg = ws.config.architect
         if not cfg.port:
             from ratchet.core.errors import ConfigError
 
             raise ConfigError("no architect port in ratchet.toml", field="architect.port",
                               fix="set [architect] port, or pass --url http://127.0.0.1:PORT")
         url = f"http://{cfg.host}:{cfg.port}"
-    return ArchitectClient(url)
+    return ArchitectClient(url, token=auth.load_token(ws))
 
 
 architect_url_option = click.option("--url", default=None,

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, UserError
+from ratchet.core import auth
+from ratchet.core.errors import AuthError, ConflictError, NotFoundError, RatchetError, UserError
 
 
 class ErrorBody(BaseModel):
@@ -27,12 +28,15 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES = {400: {"model": ErrorBody, "description": "the body is not JSON"},
+                   401: {"model": ErrorBody, "description": "no bearer token, or a wrong one"},
                    404: {"model": ErrorBody, "description": "not found"},
                    409: {"model": ErrorBody, "description": "conflict with the current state"},
                    422: {"model": ErrorBody, "description": "invalid input; `field` names it"}}
 
 
 def status_of(exc: RatchetError) -> int:
+    if isinstance(exc, AuthError):
+        return 401
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, UserError):
@@ -55,7 +59,8 @@ def validation_body(exc: RequestValidationError) -> dict:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RatchetError)
     async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=status_of(exc))
+        headers = {"WWW-Authenticate": auth.SCHEME} if isinstance(exc, AuthError) else None
+        return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -67,6 +72,27 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(validation_body(exc), status_code=422)
+
+
+def token_required(token: str | None) -> list:
+    """The app-wide dependency that requires ``token`` as a bearer token (none when ``token`` is None).
+    Pass it as ``FastAPI(dependencies=...)``: the API's routes require it, ``/docs`` and the OpenAPI
+    schema stay readable (they show the scheme)."""
+    if token is None:
+        return []
+    from fastapi import Depends
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    scheme = HTTPBearer(auto_error=False, description="the workspace's API token (`ratchet token`)")
+
+    async def require(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        if credentials is None or not auth.matches(credentials.credentials, token):
+            raise AuthError("no bearer token, or not this workspace's" if credentials else "no bearer token",
+                            field="Authorization",
+                            fix=f"send Authorization: Bearer <token>, the token in {auth.TOKEN_ENV} or "
+                            "[auth] token_file")
+
+    return [Depends(require)]
 
 
 def install_tracing(app: FastAPI, component: str) -> None:
@@ -90,12 +116,19 @@ def install_tracing(app: FastAPI, component: str) -> None:
             context.detach(token)
 
 
-def serve_app(app: FastAPI, *, host: str, port: int, label: str) -> None:
-    """Serve until interrupted; port 0 picks a free one. Prints the one line ``ratchet up`` waits for."""
+def serve_app(app: FastAPI, *, host: str, port: int, label: str, token: str | None = None) -> None:
+    """Serve until interrupted; port 0 picks a free one. Prints the one line ``ratchet up`` waits for.
+
+    ``token``: the one the app requires (it refuses a non-loopback ``host`` without one). On loopback
+    the app also refuses foreign ``Host`` headers, as the MCP servers do (DNS rebinding)."""
     import uvicorn
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from ratchet.serving import free_port
 
+    auth.check_bind(host, token, component=label)
+    if auth.is_loopback(host):
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(auth.LOOPBACK_NAMES | {host}))
     port = port or free_port(host)
     print(f"ratchet {label} listening on http://{host}:{port}", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
@@ -12,6 +13,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def mcp_auth(token: str | None) -> dict[str, Any]:
+    """``MCPServer`` options that make its HTTP transport require ``token`` as a bearer token, through
+    the SDK's own auth (a ``TokenVerifier``); none without a token. The SDK wants an issuer URL and a
+    resource server URL (stated as None: no OAuth metadata is served); the token is not issued by an
+    OAuth server, so the issuer is a placeholder the SDK never advertises without the other."""
+    if token is None:
+        return {}
+    from mcp.server.auth.settings import AuthSettings
+
+    from ratchet.core.auth import StaticTokenVerifier
+
+    return {"token_verifier": StaticTokenVerifier(token), "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None)}
 
 
 def serve_mcp(server: MCPServer, *, transport: str, host: str, port: int, label: str) -> None:

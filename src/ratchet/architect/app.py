@@ -15,11 +15,13 @@ from fastapi import FastAPI
 from ratchet import __version__
 from ratchet.architect.routes import jobs, steps, templates
 from ratchet.architect.service import Architect
-from ratchet.rest import install_error_handlers, install_tracing, serve_app
+from ratchet.rest import install_error_handlers, install_tracing, serve_app, token_required
 
 
-def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True) -> FastAPI:
-    """The Architect API of ``workspace``. ``run_jobs=False`` leaves queued jobs alone (tests drive them)."""
+def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True,
+               token: str | None = None) -> FastAPI:
+    """The Architect API of ``workspace``. ``run_jobs=False`` leaves queued jobs alone (tests drive them);
+    with ``token`` every route requires it as a bearer token."""
     arch = architect or Architect(workspace)
 
     @asynccontextmanager
@@ -33,7 +35,8 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
 
     app = FastAPI(title=f"Ratchet architect: {workspace.name}", version=__version__, lifespan=lifespan,
                   description="Plans, applies, tests, merges and tags changes to a Ratchet workspace, from "
-                  "free-text feedback, Triggerer wake-ups, or an external agent's steps.")
+                  "free-text feedback, Triggerer wake-ups, or an external agent's steps.",
+                  dependencies=token_required(token))
     app.state.architect = arch
     for module in (jobs, steps, templates):
         app.include_router(module.router)
@@ -43,4 +46,7 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
 
 
 def serve(workspace, *, host: str, port: int) -> None:
-    serve_app(create_app(workspace), host=host, port=port, label="architect")
+    from ratchet.core.auth import load_token
+
+    token = load_token(workspace)
+    serve_app(create_app(workspace, token=token), host=host, port=port, label="architect", token=token)

@@ -12,15 +12,16 @@ from typing import Any
 
 import httpx
 
+from ratchet.core import auth
 from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, TestsFailedError, UserError
 
 FINAL = ("succeeded", "failed")
 
 
 class ArchitectClient:
-    def __init__(self, url: str, *, timeout: float = 30.0):
+    def __init__(self, url: str, *, timeout: float = 30.0, token: str | None = None):
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=auth.header(token))
 
     def _headers(self) -> dict[str, str]:
         from opentelemetry import propagate

@@ -61,6 +61,10 @@ class ConfigError(UserError):
     """``ratchet.toml``, ``ci/budgets.json`` or a plugin config is invalid; ``field`` names the key."""
 
 
+class AuthError(UserError):
+    """A request without the workspace's bearer token, or with a wrong one (HTTP 401)."""
+
+
 class StateValidationError(UserError):
     """A state document violates ``state/schema.json``; ``field`` is the JSON path."""
 

@@ -91,6 +91,13 @@ class StoreSection(_Section):
     )
 
 
+class AuthSection(_Section):
+    token_file: str | None = Field(
+        default=None, description="file holding the bearer token every server requires and every client sends "
+        "(relative to the workspace, ~ expanded); RATCHET_API_TOKEN overrides it. None and no variable: the "
+        "servers are open, and only loopback may be bound")
+
+
 class StateSection(_Section):
     schema_file: str = Field(default="state/schema.json", alias="schema",
                              description="JSON Schema of the state documents, relative to the workspace")
@@ -104,6 +111,7 @@ class Config(_Section):
     architect: ArchitectSection = Field(default_factory=ArchitectSection)
     versions: ServerSection = Field(default_factory=ServerSection)
     store: StoreSection = Field(default_factory=StoreSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
 
     @model_validator(mode="after")
     def _unique_strategy_keys(self) -> Config:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ratchet.core import auth
 from ratchet.core.errors import UserError
 
 WORKSPACE_NAME = "support-desk"
@@ -150,7 +151,9 @@ def _warm_up(urls: dict[str, str], users) -> None:
 
     async def main() -> None:
         with anyio.fail_after(90):
-            async with Client(urls["runner"]) as runner, Client(urls["tuner"]) as tuner:
+            token = auth.load_token()
+            async with Client(auth.mcp_target(urls["runner"], token)) as runner, \
+                    Client(auth.mcp_target(urls["tuner"], token)) as tuner:
                 cid = f"demo-{users.seed}-warm-up"
                 answer = await call(runner, "answer", {"question": users.question(-1), "conversation_id": cid})
                 await call(tuner, "reward", {"conversation_id": cid, "value": users.reward(-1, 0.0, answer["style"]),

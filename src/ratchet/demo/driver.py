@@ -21,6 +21,7 @@ import anyio
 import httpx
 from mcp import Client
 
+from ratchet.core import auth
 from ratchet.demo.simulation import Oracle, Users
 
 RETRY_SECONDS = 60.0  # the longest a conversation keeps retrying (runner and tuner restart in seconds)
@@ -109,6 +110,7 @@ class Driver:
                  on_note: Callable[[float, str, dict[str, Any]], None] | None = None,
                  on_tick: Callable[[float], None] | None = None, runner_pid: Callable[[], int | None] | None = None):
         self.urls = urls
+        self.token = auth.load_token()  # the demo's workspace has no token file: RATCHET_API_TOKEN or none
         self.runner_pid = runner_pid or (lambda: None)
         self.users = users
         self.oracle = oracle
@@ -154,7 +156,7 @@ class Driver:
                 await anyio.sleep(POLL_SECONDS)
         self.elapsed = self.now()
         with anyio.move_on_after(10):
-            async with httpx.AsyncClient(timeout=5) as http:
+            async with httpx.AsyncClient(timeout=5, headers=auth.header(self.token)) as http:
                 await self._poll(http)  # the last word on versions and jobs
 
     # --- users ---
@@ -177,7 +179,7 @@ class Driver:
         pending: _Pending | None = None
         while not self._stop.is_set():
             try:
-                async with Client(self.urls["runner"]) as runner, Client(self.urls["tuner"]) as tuner:
+                async with Client(auth.mcp_target(self.urls["runner"], self.token)) as runner, Client(auth.mcp_target(self.urls["tuner"], self.token)) as tuner:
                     while True:
                         if pending is None:
                             pending = await self._next()
@@ -221,7 +223,7 @@ class Driver:
             await self._stop.wait()
 
     async def _monitor(self) -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx.AsyncClient(timeout=5, headers=auth.header(self.token)) as http:
             while not self._stop.is_set():
                 await self._poll(http)
                 await self._wait(POLL_SECONDS)
@@ -249,7 +251,7 @@ class Driver:
         (its PID from the supervisor), across restarts."""
         while not self._stop.is_set():
             try:
-                async with Client(self.urls["runner"]) as runner:
+                async with Client(auth.mcp_target(self.urls["runner"], self.token)) as runner:
                     while not self._stop.is_set():
                         with anyio.fail_after(CALL_TIMEOUT):
                             result = await runner.read_resource("version://current")

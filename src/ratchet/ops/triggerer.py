@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from ratchet.core import auth
 from ratchet.core.errors import RatchetError
 from ratchet.core.stores.schema import feedback, turns
 
@@ -117,7 +118,7 @@ def architect_wake(workspace: Workspace, *, url: str | None = None, timeout: flo
         try:
             from opentelemetry import propagate
 
-            headers: dict[str, str] = {}
+            headers = auth.header(auth.load_token(workspace))
             propagate.inject(headers)  # the Architect's job continues this trace
             httpx.post(target, json=report, headers=headers, timeout=timeout).raise_for_status()
         except httpx.HTTPError as exc:

@@ -21,6 +21,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 
 from ratchet import __version__
+from ratchet.serving import mcp_auth
 from ratchet.core.errors import NotFoundError, RatchetError
 from ratchet.runner.service import OVERRIDES_META_KEY, Runner, ToolSpec
 
@@ -55,7 +56,7 @@ def _mcp_tool(runner: Runner, spec: ToolSpec):
     return call
 
 
-def build_server(runner: Runner) -> MCPServer:
+def build_server(runner: Runner, *, token: str | None = None) -> MCPServer:
     """An MCPServer serving ``runner``. Build one per uvicorn start: an MCP app runs only once."""
     bus = InMemorySubscriptionBus()
 
@@ -67,6 +68,7 @@ def build_server(runner: Runner) -> MCPServer:
             tg.cancel_scope.cancel()
 
     server = MCPServer(f"ratchet-runner:{runner.workspace.name}", version=__version__, log_level="WARNING",
+                       **mcp_auth(token),
                        subscriptions=bus, lifespan=lifespan,
                        instructions="Runner of a Ratchet workspace. Pass the same conversation_id for every "
                        "turn of a conversation; send feedback about it to the tuner.")

@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
+from ratchet.core import auth
 from ratchet.core.errors import NotFoundError, RatchetError, TestsFailedError, UserError, config_error
 from ratchet.tiers.budgets import Budgets, TierBudget, load_budgets
 
@@ -341,12 +342,13 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 async def _worker(target: Any, queue: deque[Case], outcomes: dict[str, tuple[str | None, float]],
-                  timeout: float) -> None:
+                  timeout: float, token: str | None = None) -> None:
     from mcp import Client, MCPError
 
+    connect = auth.mcp_target(target, token) if isinstance(target, str) else target
     async with contextlib.AsyncExitStack() as stack:
         try:
-            client = await stack.enter_async_context(Client(target, read_timeout_seconds=timeout))
+            client = await stack.enter_async_context(Client(connect, read_timeout_seconds=timeout))
             # The client lists tools before its first call; do it now so that no case's latency includes it.
             await client.list_tools()
         except Exception as exc:  # noqa: BLE001 -- any connect failure gets the same advice
@@ -403,8 +405,9 @@ def _violations(result: TierResult, budget: TierBudget) -> list[str]:
 
 
 async def run_tier(target: Any, cases: list[Case], *, shards: int = 4, budgets: TierBudget | None = None,
-                   tier: str | None = None, call_timeout: float = 60.0) -> TierResult:
-    """Run ``cases`` against ``target`` (an ``MCPServer`` or a streamable-HTTP URL) with ``shards`` workers.
+                   tier: str | None = None, call_timeout: float = 60.0, token: str | None = None) -> TierResult:
+    """Run ``cases`` against ``target`` (an ``MCPServer`` or a streamable-HTTP URL, to which each call
+    carries ``token`` when given) with ``shards`` workers.
 
     ``tier`` defaults to the tier the cases were loaded from. Metric cases are evaluated after the calls.
     """
@@ -419,7 +422,7 @@ async def run_tier(target: Any, cases: list[Case], *, shards: int = 4, budgets: 
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(min(shards, len(calls))):
-                    tg.start_soon(_worker, target, queue, outcomes, call_timeout)
+                    tg.start_soon(_worker, target, queue, outcomes, call_timeout, token)
         except BaseExceptionGroup as group:  # anyio wraps even a single failure
             leaf = _leaf(group)
             if isinstance(leaf, RatchetError):
@@ -463,11 +466,13 @@ def run_tiers(workspace: Workspace, tiers: str | list[str], target: Any, shards:
     budgets = budgets if budgets is not None else load_budgets(workspace)
     # Load every tier first so that a bad case file fails before any call is made.
     loaded = [(t, load_cases(workspace, t, workspace.plugins)) for t in tiers]
+    token = auth.load_token(workspace) if isinstance(target, str) else None
 
     async def main() -> list[TierResult]:
         results = []
         for t, cases in loaded:
-            results.append(await run_tier(target, cases, shards=shards, budgets=budgets.tier(t), tier=t))
+            results.append(await run_tier(target, cases, shards=shards, budgets=budgets.tier(t), tier=t,
+                                          token=token))
             if fail_fast and not results[-1].ok:
                 break
         return results

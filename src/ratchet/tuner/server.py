@@ -20,6 +20,7 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 
 from ratchet import __version__
+from ratchet.serving import mcp_auth
 from ratchet.core.errors import RatchetError
 from ratchet.runner.server import tool_error
 from ratchet.tuner.service import Route, Tuner
@@ -100,7 +101,7 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
     return call
 
 
-def build_server(tuner: Tuner, *, worker: str = "thread") -> MCPServer:
+def build_server(tuner: Tuner, *, worker: str = "thread", token: str | None = None) -> MCPServer:
     """An MCPServer serving ``tuner``. Build one per uvicorn start: an MCP app runs only once.
 
     ``worker``: where feedback is folded and promotions run: ``"thread"`` (in this process),
@@ -123,6 +124,7 @@ def build_server(tuner: Tuner, *, worker: str = "thread") -> MCPServer:
             tg.cancel_scope.cancel()
 
     server = MCPServer(f"ratchet-tuner:{tuner.workspace.name}", version=__version__, log_level="WARNING",
+                       **mcp_auth(token),
                        lifespan=lifespan,
                        instructions="Tuner of a Ratchet workspace: send feedback about conversations the "
                        "runner served; promote() tests staging and makes it a patch version.")

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ratchet import __version__
-from ratchet.rest import ErrorBody, install_error_handlers, install_tracing, serve_app
+from ratchet.rest import ErrorBody, install_error_handlers, install_tracing, serve_app, token_required
 from ratchet.versions.catalog import Catalog
 
 # SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
@@ -196,11 +196,11 @@ def active(cat: Catalog = Depends(catalog)) -> dict[str, Any]:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
-def create_app(workspace) -> FastAPI:
-    """The read-only Versions API of ``workspace``."""
+def create_app(workspace, *, token: str | None = None) -> FastAPI:
+    """The read-only Versions API of ``workspace``; with ``token`` every route requires it."""
     app = FastAPI(title=f"Ratchet versions: {workspace.name}", version=__version__,
                   description="Read-only view of a Ratchet workspace's versions: metadata, state, tool "
-                  "schemas, eval summaries and diffs.")
+                  "schemas, eval summaries and diffs.", dependencies=token_required(token))
     app.state.catalog = Catalog(workspace)
     app.include_router(versions_router)
     app.include_router(active_router)
@@ -214,5 +214,8 @@ def serve(workspace, *, host: str, port: int) -> None:
     """Serve until interrupted; port 0 picks a free one."""
     from ratchet.core import telemetry
 
+    from ratchet.core.auth import load_token
+
+    token = load_token(workspace)
     with telemetry.serving("versions", workspace):
-        serve_app(create_app(workspace), host=host, port=port, label="versions")
+        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions", token=token)
