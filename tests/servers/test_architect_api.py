@@ -73,6 +73,21 @@ def test_wake_without_breaches_is_422(client):
     assert r.status_code == 422 and r.json()["field"] == "breaches"
 
 
+@pytest.mark.parametrize("body, field", [
+    ('{"breaches": [{"kpi": "reward_rate", "value": NaN, "slo": 0.5}]}', "breaches.0.value"),
+    ('{"breaches": [{"kpi": "reward_rate", "value": 0.2, "slo": Infinity}]}', "breaches.0.slo"),
+    ('{"breaches": [{"kpi": "reward_rate", "value": 0.2, "slo": 0.5}], "kpis": {"reward_rate": NaN}}',
+     "kpis"),
+    ('{"breaches": [' + ", ".join(['{"kpi": "reward_rate", "value": 0.2, "slo": 0.5}'] * 101) + "]}", "breaches"),
+])
+def test_wake_refuses_non_finite_numbers_and_floods(client, ws, body, field):
+    """Issue 12: /wake stored NaN and Infinity as null and took 100,000 breaches."""
+    r = client.post("/wake", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field
+    assert ws.store.list_jobs() == []
+
+
 def test_unknown_and_malformed_job_ids(client):
     assert client.get("/jobs/0123456789ab").status_code == 404
     r = client.get("/jobs/not-a-job")
@@ -206,3 +221,22 @@ def test_an_idle_agent_job_fails_at_its_time_limit(client, arch, ws):
     job = client.get(f"/jobs/{jid}").json()
     assert job["state"] == "failed" and job["error"]["field"] == "architect.job_timeout_seconds"
     assert not (ws.runtime_dir / "jobs" / jid / "worktree").exists()
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("notes/a%00b.md", "contains a NUL"),
+    ("notes/" + "x" * 5000 + ".md", "is too long"),
+    ("plugins", "is a folder"),
+    ("ratchet.toml/x.md", "is a file, not a folder"),
+])
+def test_bad_paths_are_refused_with_the_field_named_not_500(client, arch, path, problem):
+    """Issue 12: a NUL in a path, a path that is a folder and a 5,000-character path were 500s."""
+    jid = client.post("/jobs", json={"title": "bad paths"}).json()["id"]
+    wrote = client.put(f"/jobs/{jid}/files/{path}", json={"content": "x"})
+    assert wrote.status_code == 422 and wrote.json()["field"] == "path", wrote.text
+    assert problem in wrote.json()["detail"]
+    read = client.get(f"/jobs/{jid}/files/{path}")
+    assert read.status_code in (404, 422) and read.json()["field"] == "path", read.text
+    replaced = client.post(f"/jobs/{jid}/actions", json={"kind": "replace_text", "path": path.replace("%00", "\x00"),
+                                                          "old": "a", "new": "b"})
+    assert replaced.status_code == 422 and replaced.json()["field"] in ("path", "action.path"), replaced.text

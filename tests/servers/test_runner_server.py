@@ -134,3 +134,22 @@ async def test_hook_ratchet_extract_features_reach_decide_and_the_log(ws):
     assert seen[0] == {"shouting": True, "question_length": 4, "has_order_number": True}
     logged = ws.store.decisions_for("f1")[0]["features"]
     assert logged["shouting"] is True and logged["has_order_number"] is True and "topic" in logged
+
+
+async def test_a_store_failure_is_a_tool_error_that_says_so_and_to_retry(ws, monkeypatch):
+    """Issue 12: infrastructure errors reached clients as a bare "Error executing tool answer"."""
+    import sqlite3
+
+    def locked(*_args, **_kw):
+        raise sqlite3.OperationalError("database is locked")
+
+    runner = Runner(ws, seed=1)
+    async with Client(build_server(runner)) as c:
+        monkeypatch.setattr(ws.store._hot, "write_turns", locked)
+        r = await c.call_tool("answer", {**Q, "conversation_id": "locked-1"})
+        assert r.is_error
+        text = r.content[0].text
+        assert "the store is unavailable (database is locked); nothing was stored" in text and "retry" in text
+        monkeypatch.undo()
+        assert not (await c.call_tool("answer", {**Q, "conversation_id": "locked-2"})).is_error
+    assert ws.store.session("locked-1") is None and ws.store.session("locked-2") is not None

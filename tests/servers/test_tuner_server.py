@@ -251,3 +251,19 @@ async def test_tuner_promotes_by_time_policy(ws_path):
         assert ws.versions.latest().metadata["reason"] == "every_seconds policy"
         await anyio.sleep(0.8)  # nothing pending: the timer does not make empty versions
     assert [v.name for v in ws.versions.list()] == ["v0.1.0", "v0.1.1"]
+
+
+async def test_a_full_disk_is_a_tool_error_that_says_so(ws, monkeypatch):
+    import errno
+
+    served(ws, 1)
+
+    def full(*_args, **_kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ws.store, "append_feedback", full)
+    async with Client(tuner_server(Tuner(ws))) as c:
+        is_error, text = await call_tool(c, "reward", {"conversation_id": "c0", "value": 1})
+    assert is_error and "the disk is full; nothing was stored" in text and "free disk space" in text
+    monkeypatch.undo()
+    assert ws.store.last_feedback_seq() == 0

@@ -129,8 +129,17 @@ def parse_action(data: dict[str, Any]) -> Action:
 # --- applying ---------------------------------------------------------------------------------------
 
 
+MAX_PATH = 1024  # characters in a workspace path; a part may have 255 bytes (the file systems' limit)
+
+
 def inside_workspace(root: Path, rel: str, field: str) -> Path:
-    """``root / rel``, refusing a path that leaves the root or enters git's or Ratchet's own data."""
+    """``root / rel``, refusing a path that leaves the root, enters git's or Ratchet's own data, or that
+    no file system takes (NUL, too long)."""
+    if "\x00" in rel:
+        raise UserError(f"path {rel!r} contains a NUL character", field=field, fix="give a path without NUL")
+    if len(rel) > MAX_PATH or any(len(part.encode()) > 255 for part in PurePosixPath(rel).parts):
+        raise UserError(f"path {rel[:60]!r}... is too long", field=field,
+                        fix=f"give a path of at most {MAX_PATH} characters, each part at most 255 bytes")
     parts = PurePosixPath(rel).parts
     if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
         raise UserError(f"path {rel!r} leaves the workspace", field=field, fix="give a path relative to the root")
@@ -165,6 +174,12 @@ def apply_action(workspace: Workspace, action: Action, *, library: dict[str, Tem
         return templates.render(template, root, action.data)
     if isinstance(action, WriteFile):
         path = inside_workspace(root, action.path, "path")
+        if path.is_dir():
+            raise UserError(f"path {action.path!r} is a folder", field="path", fix="give the path of a file")
+        blocking = next((p for p in path.parents if p.is_file()), None)
+        if blocking is not None:
+            raise UserError(f"path {action.path!r}: {blocking.relative_to(root)} is a file, not a folder",
+                            field="path", fix="give a path whose folders are folders")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(action.content, encoding="utf-8")
         return [action.path]

@@ -118,6 +118,31 @@ class TestsFailedError(RatchetError):
     exit_code = 8
 
 
+class UnavailableError(RatchetError):
+    """The store or the disk failed (locked, unreachable, full): nothing was stored; the caller may retry."""
+
+    exit_code = 1
+
+
+_DRIVERS = ("sqlite3", "sqlalchemy", "psycopg")
+
+
+def unavailable(exc: BaseException) -> UnavailableError | None:
+    """``exc`` as an :class:`UnavailableError` when it is the store's or the disk's failure rather than
+    the caller's or a bug: a database driver's operational error, or a full disk. None otherwise."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UnavailableError("the disk is full; nothing was stored", field=None,
+                                fix="free disk space on the server, then retry")
+    kinds = {c.__name__ for c in type(exc).__mro__}
+    if type(exc).__module__.split(".")[0] in _DRIVERS and kinds & {"OperationalError", "InterfaceError"}:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return UnavailableError(f"the store is unavailable ({reason}); nothing was stored", field=None,
+                                fix="retry; if it persists, check the database the workspace's [store] url names")
+    return None
+
+
 def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """The keys allowed at ``loc`` (for did-you-mean suggestions)."""
     from pydantic import BaseModel

@@ -22,7 +22,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 
 from ratchet import __version__
 from ratchet.serving import mcp_auth
-from ratchet.core.errors import NotFoundError, RatchetError
+from ratchet.core.errors import NotFoundError, RatchetError, unavailable
 from ratchet.runner.service import OVERRIDES_META_KEY, Runner, ToolSpec
 
 RELOAD_INTERVAL = 0.1  # seconds between checks for new state; a promotion is served within this
@@ -35,6 +35,15 @@ def tool_error(exc: BaseException) -> ToolError:
     return ToolError(f"{type(exc).__name__}: {exc}")
 
 
+def infrastructure_error(exc: Exception) -> ToolError:
+    """A failure of the store or the disk as a tool error that says what failed and that a retry may
+    work (the SDK would say only "Error executing tool"); re-raises anything else, a bug."""
+    described = unavailable(exc)
+    if described is None:
+        raise exc
+    return tool_error(described)
+
+
 def _mcp_tool(runner: Runner, spec: ToolSpec):
     """A function MCPServer can register: the tool's own parameters plus the request context."""
 
@@ -45,6 +54,8 @@ def _mcp_tool(runner: Runner, spec: ToolSpec):
             return runner.call(spec.name, arguments, overrides=overrides)  # trace id: the call's span
         except (RatchetError, ValueError, TypeError, KeyError) as exc:  # the caller's to fix
             raise tool_error(exc) from exc
+        except Exception as exc:  # noqa: BLE001 -- the store's or the disk's failure, said plainly
+            raise infrastructure_error(exc) from exc
 
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in spec.parameters]

@@ -22,7 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from ratchet import __version__
 from ratchet.serving import mcp_auth
 from ratchet.core.errors import RatchetError
-from ratchet.runner.server import tool_error
+from ratchet.runner.server import infrastructure_error, tool_error
 from ratchet.tuner.service import Route, Tuner
 
 log = logging.getLogger("ratchet.tuner")
@@ -88,6 +88,8 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
             ack = await anyio.to_thread.run_sync(lambda: tuner.feedback(name, given))  # trace id: its span's
         except RatchetError as exc:
             raise tool_error(exc) from exc
+        except Exception as exc:  # noqa: BLE001 -- the store's or the disk's failure, said plainly
+            raise infrastructure_error(exc) from exc
         if worker is not None:
             worker.poke()
         return ack

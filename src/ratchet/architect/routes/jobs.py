@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ratchet.architect.deps import architect, job_id_param
 from ratchet.architect.jobs import JOB_STATES, Job
 from ratchet.architect.service import Architect
+from ratchet.core.admission import check_finite
+from ratchet.core.errors import UserError
 from ratchet.rest import ERROR_RESPONSES
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
@@ -25,8 +27,12 @@ class FeedbackRequest(BaseModel):
     conversation_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+MAX_BREACHES = 100  # a report names each KPI at most once; more is a flood, not a report
+
+
 class Breach(BaseModel):
-    model_config = ConfigDict(strict=True)  # JSON numbers only: true is not a KPI value
+    # JSON numbers only (true is not a KPI value), and finite ones: NaN and Infinity are not JSON
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
     kpi: str = Field(min_length=1, description="reward_rate, error_rate or latency_p95_ms")
     value: float
     slo: float
@@ -36,10 +42,20 @@ class Breach(BaseModel):
 class WakeRequest(BaseModel):
     """The Triggerer's KPI report (``ratchet serve triggerer`` posts it)."""
 
-    model_config = ConfigDict(strict=True)
-    breaches: list[Breach] = Field(min_length=1)
-    kpis: dict[str, Any] = Field(default_factory=dict, description="the KPIs over the window")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+    breaches: list[Breach] = Field(min_length=1, max_length=MAX_BREACHES)
+    kpis: dict[str, Any] = Field(default_factory=dict, max_length=MAX_BREACHES,
+                                 description="the KPIs over the window")
     at: float | None = Field(default=None, description="Unix time of the check")
+
+    @field_validator("kpis")
+    @classmethod
+    def _finite(cls, kpis: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_finite(kpis, "kpis")
+        except UserError as exc:
+            raise ValueError(exc.message) from None
+        return kpis
 
 
 class OpenJobRequest(BaseModel):
