@@ -94,8 +94,16 @@ async def call_tool(client, tool: str, args: dict | None = None):
     return r.is_error, (r.content[0].text if r.is_error else r.structured_content)
 
 
+def commit_all(root: Path, message: str = "test setup") -> None:
+    """Commit every change in the workspace (a tuner refuses to promote over uncommitted config)."""
+    git(root, "add", "-A")
+    if git(root, "status", "--porcelain").strip():
+        git(root, "commit", "-qm", message)
+
+
 def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) -> None:
-    """Replace the workspace's [[tuner.strategies]] table (and optionally its plugin list)."""
+    """Replace the workspace's [[tuner.strategies]] table (and optionally its plugin list), and commit
+    the workspace (this and whatever the test wrote before)."""
     import json
     import re
 
@@ -104,6 +112,7 @@ def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) ->
     if plugins:
         text = text.replace('plugins = ["plugins/support_desk.py"]', f"plugins = {json.dumps(plugins)}")
     toml.write_text(text)
+    commit_all(ws_path, "set the strategies")
 
 
 def code_version(ws, paths: list[str], reason: str = "new code", bump: str = "minor"):

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
-from helpers import assert_valid_section
+from helpers import assert_valid_section, commit_all
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import cmaes as C
 
@@ -273,6 +273,7 @@ def configure(ws_path, strategy: str, every_events: int = 0) -> None:
     text = re.sub(r"\[\[tuner\.strategies\]\].*?(?=\[tuner\.promotion\])",
                   lambda _: f"[[tuner.strategies]]\n{strategy}\n", text, flags=re.S)
     toml.write_text(text.replace("every_events = 50", f"every_events = {every_events}"))
+    commit_all(ws_path)
 
 
 def quad5(point, rng):

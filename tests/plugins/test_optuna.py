@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
-from helpers import assert_valid_section
+from helpers import assert_valid_section, commit_all
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import optuna_tpe as O
 
@@ -231,6 +231,7 @@ def configure(ws_path, strategy: str) -> None:
     text = re.sub(r"\[\[tuner\.strategies\]\].*?(?=\[tuner\.promotion\])",
                   lambda _: f"[[tuner.strategies]]\n{strategy}\n\n", text, flags=re.S)
     toml.write_text(text.replace("every_events = 50", "every_events = 0"))
+    commit_all(ws_path)
 
 
 def serve_and_score(ws, tuner, first, n, rng):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from helpers import commit_all
 from ratchet.core.documents import RESERVED_KEY
 from ratchet.core.workspace import Workspace
 from ratchet.runner.service import Runner
@@ -22,6 +23,7 @@ def switch(ws_path, strategy, extra=""):
     text = toml.read_text()
     old = next(line for line in text.splitlines() if line.startswith("strategy = "))
     toml.write_text(text.replace(old, f'strategy = "{strategy}"{extra}'))
+    commit_all(ws_path)
     return Workspace.open(ws_path)
 
 

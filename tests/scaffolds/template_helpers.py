@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from helpers import commit_all
+
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "ratchet"
 FIXTURES = ROOT / "tests" / "fixtures" / "templates"
@@ -19,7 +21,7 @@ def render(library, name: str, dest: Path, data: dict[str, Any] | None = None) -
 def wire(ws_path: Path, plugins: list[str] | None = None, strategies: list[dict[str, Any]] | None = None,
          add_strategies: list[dict[str, Any]] | None = None):
     """Edit ratchet.toml: add workspace plugin modules, replace or extend the [[tuner.strategies]]
-    tables, and return the reopened workspace."""
+    tables, commit the workspace (a tuner promotes only over committed config), and return it reopened."""
     import tomlkit
 
     from ratchet.core.workspace import Workspace
@@ -35,6 +37,7 @@ def wire(ws_path: Path, plugins: list[str] | None = None, strategies: list[dict[
             tables.append(tomlkit.item(entry))
         doc["tuner"]["strategies"] = tables
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    commit_all(ws_path, "wire the plugins")
     return Workspace.open(ws_path)
 
 

@@ -6,10 +6,11 @@ import anyio
 import pytest
 from mcp import Client
 
-from helpers import call_tool, git
+from helpers import call_tool, commit_all, git
 from ratchet.core.documents import applied_seq
 from ratchet.runner.service import Runner
 from ratchet.tuner.server import build_server as tuner_server
+from ratchet.core.workspace import Workspace
 from ratchet.tuner.service import Tuner
 
 pytestmark = pytest.mark.anyio
@@ -226,6 +227,7 @@ async def test_tuner_promotes_by_event_policy(ws_path):
 
     toml = ws_path / "ratchet.toml"
     toml.write_text(toml.read_text().replace("every_events = 50", "every_events = 5"))
+    commit_all(ws_path)
     ws = Workspace.open(ws_path)
     served(ws, 5)
     async with Client(tuner_server(Tuner(ws))) as c:
@@ -241,6 +243,7 @@ async def test_tuner_promotes_by_time_policy(ws_path):
 
     toml = ws_path / "ratchet.toml"
     toml.write_text(toml.read_text().replace("every_events = 50", "every_events = 0\nevery_seconds = 0.3"))
+    commit_all(ws_path)
     ws = Workspace.open(ws_path)
     served(ws, 1)
     async with Client(tuner_server(Tuner(ws))) as c:
@@ -267,3 +270,29 @@ async def test_a_full_disk_is_a_tool_error_that_says_so(ws, monkeypatch):
     assert is_error and "the disk is full; nothing was stored" in text and "free disk space" in text
     monkeypatch.undo()
     assert ws.store.last_feedback_seq() == 0
+
+
+async def test_promotion_refuses_uncommitted_config_or_plugin_edits_and_names_them(ws):
+    """Issue 12: the tuner tagged a version while ratchet.toml had uncommitted edits, so the tag's
+    ratchet.toml said one strategy and its state another."""
+    served(ws, 1)
+    tags = git(ws.root, "tag").split()
+    with open(ws.root / "ratchet.toml", "a") as f:
+        f.write("\n# an edit not committed yet\n")
+    (ws.root / "plugins" / "extra.py").write_text("# a plugin file git does not have\n")
+    toml = (ws.root / "ratchet.toml").read_text()
+    (ws.root / "ratchet.toml").write_text(toml.replace('plugins = ["plugins/support_desk.py"]',
+                                                       'plugins = ["plugins/support_desk.py", "plugins/extra.py"]'))
+    edited = Workspace.open(ws.root)  # a tuner started on the edited files
+    async with Client(tuner_server(Tuner(edited))) as c:
+        await call_tool(c, "reward", {"conversation_id": "c0", "value": 1})
+        is_error, outcome = await call_tool(c, "promote")
+    assert not is_error and outcome["promoted"] is False
+    assert outcome["uncommitted"] == ["plugins/extra.py", "ratchet.toml"]
+    assert "commit or revert them" in outcome["reason"]
+    assert git(ws.root, "tag").split() == tags
+    git(ws.root, "add", "ratchet.toml", "plugins/extra.py")
+    git(ws.root, "commit", "-qm", "the edit, committed")
+    async with Client(tuner_server(Tuner(edited))) as c:
+        is_error, outcome = await call_tool(c, "promote")
+    assert outcome["promoted"] is True, outcome

@@ -124,6 +124,22 @@ class VersionStore:
         out = self.git("rev-parse", "--verify", "-q", "HEAD", check=False).strip()
         return out.decode() or None
 
+    def uncommitted(self, paths: list[str]) -> list[str]:
+        """Which of ``paths`` (files or folders) differ from HEAD in the working tree or the index, or are
+        not in git at all (ignored files aside), sorted."""
+        if not paths:
+            return []
+        out = self.git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *paths)
+        entries = out.decode(errors="replace").split("\0")
+        changed, skip = set(), False
+        for entry in entries:
+            if skip or not entry:  # a rename's second name follows its entry
+                skip = False
+                continue
+            changed.add(entry[3:])
+            skip = entry[0] in "RC"
+        return sorted(changed)
+
     # --- reading ---
 
     def list(self) -> list[Version]:

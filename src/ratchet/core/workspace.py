@@ -203,6 +203,12 @@ class Workspace:
         return StateManager(self)
 
     @property
+    def behaviour_paths(self) -> list[str]:
+        """The workspace's files that decide how it behaves besides its state: ``ratchet.toml``, the state
+        schema and the workspace plugins. A version is reproducible only if these are committed."""
+        return [CONFIG_NAME, self.config.state.schema_file, *self.config.workspace.plugins]
+
+    @property
     def store_url(self) -> str:
         """The store's SQLAlchemy URL: ``RATCHET_STORE_URL`` if set (credentials and hosts that differ per
         deployment stay out of the repo), else ``[store] url``; a relative SQLite path is made absolute
