@@ -26,7 +26,8 @@ def mcp_auth(token: str | None) -> dict[str, Any]:
 
     from ratchet.core.auth import StaticTokenVerifier
 
-    return {"token_verifier": StaticTokenVerifier(token), "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None)}
+    return {"token_verifier": StaticTokenVerifier(token),
+            "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None)}
 
 
 def serve_mcp(server: MCPServer, *, transport: str, host: str, port: int, label: str) -> None:

@@ -179,7 +179,8 @@ class Driver:
         pending: _Pending | None = None
         while not self._stop.is_set():
             try:
-                async with Client(auth.mcp_target(self.urls["runner"], self.token)) as runner, Client(auth.mcp_target(self.urls["tuner"], self.token)) as tuner:
+                async with Client(auth.mcp_target(self.urls["runner"], self.token)) as runner, \
+                        Client(auth.mcp_target(self.urls["tuner"], self.token)) as tuner:
                     while True:
                         if pending is None:
                             pending = await self._next()
