@@ -417,7 +417,7 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
     arch = Architect(ws, planner=planner)
     with telemetry.serving("architect", ws):
         serve_app(create_app(ws, architect=arch, token=token), host=host or cfg.host,
-                  port=cfg.port if port is None else port, label="architect", token=token)
+                  port=cfg.port if port is None else port, label="architect")
 
 
 @serve.command("versions")
@@ -547,8 +547,7 @@ def token_command(path: Path | None) -> None:
 def architect_client(url: str | None, workspace_dir: Path | None):
     """A client of the Architect at ``url``, or at the address ``ratchet.toml`` gives it."""
     from ratchet.architect.client import ArchitectClient
-
-    from ratchet.core.errors import RatchetError
+    from ratchet.core.errors import ConfigError, RatchetError
 
     try:  # the workspace names the Architect's address and the token
         ws = open_workspace(workspace_dir)
@@ -559,8 +558,6 @@ def architect_client(url: str | None, workspace_dir: Path | None):
     if url is None:
         cfg = ws.config.architect
         if not cfg.port:
-            from ratchet.core.errors import ConfigError
-
             raise ConfigError("no architect port in ratchet.toml", field="architect.port",
                               fix="set [architect] port, or pass --url http://127.0.0.1:PORT")
         url = f"http://{cfg.host}:{cfg.port}"

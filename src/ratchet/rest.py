@@ -116,17 +116,16 @@ def install_tracing(app: FastAPI, component: str) -> None:
             context.detach(token)
 
 
-def serve_app(app: FastAPI, *, host: str, port: int, label: str, token: str | None = None) -> None:
+def serve_app(app: FastAPI, *, host: str, port: int, label: str) -> None:
     """Serve until interrupted; port 0 picks a free one. Prints the one line ``ratchet up`` waits for.
 
-    ``token``: the one the app requires (it refuses a non-loopback ``host`` without one). On loopback
-    the app also refuses foreign ``Host`` headers, as the MCP servers do (DNS rebinding)."""
+    The caller has checked the bind (:func:`ratchet.core.auth.check_bind`) before starting anything. On
+    loopback the app refuses foreign ``Host`` headers, as the MCP servers do (DNS rebinding)."""
     import uvicorn
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from ratchet.serving import free_port
 
-    auth.check_bind(host, token, component=label)
     if auth.is_loopback(host):
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(auth.LOOPBACK_NAMES | {host}))
     port = port or free_port(host)

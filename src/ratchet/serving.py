@@ -30,6 +30,15 @@ def mcp_auth(token: str | None) -> dict[str, Any]:
             "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None)}
 
 
+def refuse_unknown_arguments(server: MCPServer, name: str) -> None:
+    """Make tool ``name`` refuse arguments it does not take, by name (the SDK's argument model drops them
+    silently by default), and say so in its input schema."""
+    tool = server._tool_manager.get_tool(name)
+    tool.fn_metadata.arg_model.model_config["extra"] = "forbid"
+    tool.fn_metadata.arg_model.model_rebuild(force=True)
+    tool.parameters = {**tool.parameters, "additionalProperties": False}
+
+
 def serve_mcp(server: MCPServer, *, transport: str, host: str, port: int, label: str) -> None:
     """Serve until interrupted. Over HTTP the endpoint is ``http://HOST:PORT/mcp``; port 0 picks one."""
     if transport == "stdio":

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from ratchet import __version__
 from ratchet.architect.routes import jobs, steps, templates
 from ratchet.architect.service import Architect
-from ratchet.rest import install_error_handlers, install_tracing, serve_app, token_required
+from ratchet.rest import install_error_handlers, install_tracing, token_required
 
 
 def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True,
@@ -43,10 +43,3 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
     install_error_handlers(app)
     install_tracing(app, "architect")
     return app
-
-
-def serve(workspace, *, host: str, port: int) -> None:
-    from ratchet.core.auth import load_token
-
-    token = load_token(workspace)
-    serve_app(create_app(workspace, token=token), host=host, port=port, label="architect", token=token)

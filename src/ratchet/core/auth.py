@@ -8,8 +8,8 @@ CLI, the Triggerer, the demo, the tiers against a URL) send it. Without a token 
 which is for local development only: binding anything but a loopback address without one is refused
 at start (:func:`check_bind`).
 
-Tokens are compared in constant time; logs and audit records name a token by :func:`token_id` (a
-hash prefix), never by the token itself.
+Tokens are compared in constant time. :func:`token_id` (a hash prefix) is how a token is named where
+it must be named, e.g. the MCP SDK's client id, never by the token itself.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def make_token() -> str:
 
 
 def token_id(token: str) -> str:
-    """How logs and records name a token: the first 12 hex digits of its SHA-256."""
+    """How a token is named where it must be: the first 12 hex digits of its SHA-256."""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
@@ -80,7 +80,7 @@ def header(token: str | None) -> dict[str, str]:
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
+    if host in LOOPBACK_NAMES or host == "localhost.localdomain":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -121,8 +121,6 @@ class TestsFailedError(RatchetError):
 class UnavailableError(RatchetError):
     """The store or the disk failed (locked, unreachable, full): nothing was stored; the caller may retry."""
 
-    exit_code = 1
-
 
 _DRIVERS = ("sqlite3", "sqlalchemy", "psycopg")
 

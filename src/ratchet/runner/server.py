@@ -21,9 +21,9 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 
 from ratchet import __version__
-from ratchet.serving import mcp_auth
 from ratchet.core.errors import NotFoundError, RatchetError, unavailable
 from ratchet.runner.service import OVERRIDES_META_KEY, Runner, ToolSpec
+from ratchet.serving import mcp_auth, refuse_unknown_arguments
 
 RELOAD_INTERVAL = 0.1  # seconds between checks for new state; a promotion is served within this
 
@@ -85,10 +85,7 @@ def build_server(runner: Runner, *, token: str | None = None) -> MCPServer:
                        "turn of a conversation; send feedback about it to the tuner.")
     for spec in runner.tools.values():
         server.add_tool(_mcp_tool(runner, spec), name=spec.name, description=spec.description or None)
-        tool = server._tool_manager.get_tool(spec.name)  # refuse unknown arguments (by name), and say so
-        tool.fn_metadata.arg_model.model_config["extra"] = "forbid"
-        tool.fn_metadata.arg_model.model_rebuild(force=True)
-        tool.parameters = {**tool.parameters, "additionalProperties": False}
+        refuse_unknown_arguments(server, spec.name)
 
     @server.resource("state://active", mime_type="application/json",
                      description="The state being served, with its version and revision.")

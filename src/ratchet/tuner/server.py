@@ -20,9 +20,9 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 
 from ratchet import __version__
-from ratchet.serving import mcp_auth
 from ratchet.core.errors import RatchetError
 from ratchet.runner.server import infrastructure_error, tool_error
+from ratchet.serving import mcp_auth, refuse_unknown_arguments
 from ratchet.tuner.service import Route, Tuner
 
 log = logging.getLogger("ratchet.tuner")
@@ -133,11 +133,9 @@ def build_server(tuner: Tuner, *, worker: str = "thread", token: str | None = No
     for route in tuner.routes.values():
         server.add_tool(_feedback_tool(tuner, route, background), name=route.tool.name,
                         description=route.tool.description)
-        tool = server._tool_manager.get_tool(route.tool.name)  # advertise the strategy's exact schema
-        tool.parameters = route.tool.input_schema
-        if route.tool.input_schema.get("additionalProperties") is False:  # refuse unknown keys, by name
-            tool.fn_metadata.arg_model.model_config["extra"] = "forbid"
-            tool.fn_metadata.arg_model.model_rebuild(force=True)
+        server._tool_manager.get_tool(route.tool.name).parameters = route.tool.input_schema  # the exact schema
+        if route.tool.input_schema.get("additionalProperties") is False:
+            refuse_unknown_arguments(server, route.tool.name)
 
     @server.tool()
     async def promote(reason: str = "requested through the tuner's promote tool") -> dict[str, Any]:

@@ -357,11 +357,12 @@ class Tuner:
         staging, active = state.read("staging"), state.read("active")
         if staging.document == active.document:
             return {"promoted": False, "reason": "staging equals active: nothing to promote"}
-        dirty = await anyio.to_thread.run_sync(self.workspace.versions.uncommitted, self.workspace.behaviour_paths)
+        ws = self.workspace
+        dirty = await anyio.to_thread.run_sync(ws.versions.uncommitted, ws.behaviour_paths)
         if dirty:  # a tag now would claim behaviour its files do not hold
-            outcome = {"promoted": False, "reason": f"uncommitted changes to {', '.join(dirty)}: they decide how the "
-                       "service behaves, so a version tagged now could not be reproduced; commit or revert them, "
-                       "then promote", "uncommitted": dirty}
+            outcome = {"promoted": False, "uncommitted": dirty, "reason": f"uncommitted changes to "
+                       f"{', '.join(dirty)}: they decide how the service behaves, so a version tagged now could not "
+                       "be reproduced; commit or revert them, then promote"}
             self.workspace.emit("promotion.failed", outcome)
             return outcome
         micro = await self.run_micro(staging.document)

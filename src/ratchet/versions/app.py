@@ -213,10 +213,9 @@ def create_app(workspace, *, token: str | None = None) -> FastAPI:
 def serve(workspace, *, host: str, port: int) -> None:
     """Serve until interrupted; port 0 picks a free one."""
     from ratchet.core import telemetry
-
     from ratchet.core.auth import check_bind, load_token
 
     token = load_token(workspace)
     check_bind(host, token, component="versions")  # before telemetry takes over the process
     with telemetry.serving("versions", workspace):
-        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions", token=token)
+        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions")

@@ -79,10 +79,9 @@ class Batcher:
                 successor = self._queue[0] if self._queue else None
                 if successor is not None:
                     successor.lead = True
-            for waiter in batch:
+            for waiter in batch:  # each still holds its lock: only a leader's finish releases one
                 waiter.done = True
-                if waiter.wake.locked():
-                    waiter.wake.release()
+                waiter.wake.release()
             if successor is not None:
                 successor.wake.release()
 

@@ -25,10 +25,8 @@ from sqlalchemy.dialects import postgresql
 
 from ratchet.core.stores.schema import decisions, sessions, turns
 
-TURN_COLUMNS = ("conversation_id", "ts", "tool", "arguments", "result", "error", "version", "latency_ms",
-                "trace_id")
-DECISION_COLUMNS = ("conversation_id", "ts", "version", "strategy", "choice", "propensity", "sticky", "info",
-                    "features", "trace_id")
+TURN_COLUMNS = tuple(c.name for c in turns.columns if not c.primary_key)  # seq is the database's
+DECISION_COLUMNS = tuple(c.name for c in decisions.columns if not c.primary_key)
 _JSON = {c.name for t in (turns, decisions) for c in t.columns if isinstance(c.type, sa.JSON)}
 
 
@@ -101,7 +99,6 @@ class HotPath:
                 "strategy": strategy, "choice": _load(choice, loads), "propensity": propensity,
                 "sticky": bool(sticky), "info": _load(info, loads) or {}, "features": _load(feats, loads) or {}}
         return out
-
 
     @contextlib.contextmanager
     def _connection(self, kind: str) -> Iterator[Any]:
