@@ -153,3 +153,26 @@ async def test_a_store_failure_is_a_tool_error_that_says_so_and_to_retry(ws, mon
         monkeypatch.undo()
         assert not (await c.call_tool("answer", {**Q, "conversation_id": "locked-2"})).is_error
     assert ws.store.session("locked-1") is None and ws.store.session("locked-2") is not None
+
+
+def test_runner_draws_need_no_shared_lock_and_stay_reproducible_from_the_seed(ws):
+    """Each thread draws from a Generator of its own (a shared one behind a lock made concurrent calls
+    queue); the first thread's draws are the seed's own stream."""
+    import threading
+
+    import numpy as np
+
+    from ratchet.runner.service import _ThreadGenerators
+
+    gens = _ThreadGenerators(7)
+    mine = gens.get()
+    assert gens.get() is mine
+    assert mine.random() == np.random.default_rng(7).random()
+    others = []
+    threads = [threading.Thread(target=lambda: others.append(gens.get())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(g) for g in [mine, *others]}) == 4
+    assert len({g.random() for g in others}) == 3  # independent streams, not copies of one

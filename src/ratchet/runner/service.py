@@ -89,6 +89,27 @@ class Snapshot:
         return {"version": self.version, "revision": self.revision, "source": self.source, "state": doc}
 
 
+class _ThreadGenerators:
+    """A numpy Generator per thread (Generators are not thread-safe). One shared Generator behind a lock
+    made 32 concurrent calls queue on that lock, a thread holding it descheduled by the GIL mid-draw;
+    these take no lock after a thread's first call. The first thread to ask gets ``default_rng(seed)``
+    itself, so one thread's draws are reproducible from the seed; others get independent children."""
+
+    def __init__(self, seed: int | None):
+        self._seeds = np.random.SeedSequence(seed)
+        self._first: np.random.Generator | None = np.random.default_rng(seed)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def get(self) -> np.random.Generator:
+        rng = getattr(self._local, "rng", None)
+        if rng is None:
+            with self._lock:
+                rng, self._first = self._first or np.random.default_rng(self._seeds.spawn(1)[0]), None
+            self._local.rng = rng
+        return rng
+
+
 @dataclass
 class _Sticky:
     """A bounded LRU of the decisions in force per (conversation, strategy)."""
@@ -134,8 +155,7 @@ class Runner:
         self.allow_overrides = allow_overrides
         self.tools = self._collect_tools()
         self.strategies: dict[str, Strategy] = build_strategies(workspace, self.plugins)
-        self._rng = np.random.default_rng(seed)
-        self._rng_lock = threading.Lock()
+        self._rngs = _ThreadGenerators(seed)
         self._sticky = _Sticky()
         self._fixed_document = document
         self._snapshot = self._load()
@@ -237,8 +257,7 @@ class Runner:
             if sticky is not None and sticky.sticky:
                 decisions[key] = sticky
                 continue
-            with self._rng_lock:  # numpy Generators are not thread-safe
-                decision = strategy.decide(section, context, self._rng)
+            decision = strategy.decide(section, context, self._rngs.get())
             decisions[key] = decision
             if decision.sticky:
                 self._sticky.put((conversation_id, key), decision)
