@@ -538,6 +538,13 @@ class JobSession:
         t = templates.get(self.architect.library, name)
         return {**t.to_dict(), "readme": t.readme}
 
+    def brief(self, limit: int | None = None) -> str:
+        """What a planner is told about the workspace before it plans (:mod:`ratchet.architect.brief`)."""
+        from ratchet.architect.brief import BRIEF_CHARS, workspace_brief
+
+        return workspace_brief(self.worktree.path, self.architect.workspace, self.job.base or "HEAD",
+                               limit=limit or BRIEF_CHARS)
+
     def files(self) -> list[str]:
         out = self.worktree.git("ls-files", "--cached", "--others", "--exclude-standard")
         return sorted(p for p in out.splitlines() if p)
