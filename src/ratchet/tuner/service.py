@@ -28,6 +28,7 @@ from ratchet.core.admission import check_finite, check_id
 from ratchet.core.confine import confined
 from ratchet.core.documents import RESERVED_KEY, applied_seq
 from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, RatchetError, UserError
+from ratchet.core.stores.sql import compact_json
 from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, build_strategies
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class Tuner:
         joined = self.workspace.store.latest_decisions(
             str(i[f]) for i in items for f in fields if i.get(f) is not None)
         rows = []
+        encoded: dict[tuple, str] = {}  # a conversation's decisions, encoded once however many events it has
         for n, item in enumerate(items):
             # {join field: {strategy key: decision}} for the strategies this tool feeds
             decisions: dict[str, dict[str, Any]] = {}
@@ -164,9 +166,13 @@ class Tuner:
                         f"{where}: unknown conversation {cid!r}: the runner logged no decision for it, so "
                         f"nothing was stored", field=where,
                         fix="send feedback only for conversation ids a runner of this workspace served")
+            ids = tuple(str(item.get(f)) for f in fields)
+            if ids not in encoded:
+                encoded[ids] = compact_json(decisions)
             rows.append({"event_id": item.get("event_id"), "tool": route.event_tool,
                          "conversation_id": item.get(fields[0]) if fields else None,
-                         "payload": {"args": item, "decisions": decisions}, "trace_id": trace_id})
+                         "payload": {"args": item, "decisions": decisions}, "trace_id": trace_id,
+                         "payload_json": f'{{"args":{compact_json(item)},"decisions":{encoded[ids]}}}'})
         acks = self.workspace.store.append_feedback(rows)
         duplicates = sum(a["duplicate"] for a in acks)
         ack = {"accepted": len(acks) - duplicates, "duplicates": duplicates,

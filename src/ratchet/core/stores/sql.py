@@ -80,6 +80,13 @@ def _sqlite_pragmas(engine: sa.Engine, sync: str) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+compact_json = json.JSONEncoder(separators=(",", ":")).encode  # JSON text as stored: no spaces
+
+
+def _payload_text(row: dict[str, Any]) -> str:
+    return row["payload_json"] or compact_json(row["payload"])
+
+
 class Store:
     """One database of the store, opened by SQLAlchemy URL."""
 
@@ -137,13 +144,15 @@ class Store:
 
     def append_feedback(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append feedback events in one transaction. Each item: tool, payload, and optionally event_id,
-        conversation_id, trace_id. Returns one ``{event_id, seq, duplicate}`` per item, in order."""
+        conversation_id, trace_id, and payload_json (the payload's JSON text, when the caller has it).
+        Returns one ``{event_id, seq, duplicate}`` per item, in order."""
         now = time.time()
         rows = []
         for item in items:
             rows.append({"event_id": item.get("event_id") or uuid.uuid4().hex, "ts": item.get("ts") or now,
                          "tool": item["tool"], "conversation_id": item.get("conversation_id"),
-                         "payload": item["payload"], "trace_id": item.get("trace_id")})
+                         "payload": item["payload"], "trace_id": item.get("trace_id"),
+                         "payload_json": item.get("payload_json")})
         if not rows:
             return []
         with self.engine.begin() as conn:
@@ -155,7 +164,8 @@ class Store:
                     inserted = self._append_copy(conn, rows)
                 else:
                     stmt = self._insert_ignoring(feedback, "event_id").returning(feedback.c.event_id, feedback.c.seq)
-                    inserted = {r.event_id: r.seq for r in conn.execute(stmt, rows)}
+                    inserted = {r.event_id: r.seq for r in conn.execute(
+                        stmt, [{k: v for k, v in row.items() if k != "payload_json"} for row in rows])}
                 existing = self._seqs(conn, [r["event_id"] for r in rows if r["event_id"] not in inserted])
         out, seen = [], set()
         for r in rows:
@@ -186,7 +196,7 @@ class Store:
             with cur.copy("COPY ratchet_feedback_in FROM STDIN") as copy:
                 for i, r in enumerate(rows):
                     copy.write_row((i, r["event_id"], r["ts"], r["tool"], r["conversation_id"],
-                                    json.dumps(r["payload"], separators=(",", ":")), r["trace_id"]))
+                                    _payload_text(r), r["trace_id"]))
             cur.execute("INSERT INTO feedback (event_id, ts, tool, conversation_id, payload, trace_id) "
                         "SELECT event_id, ts, tool, conversation_id, payload::json, trace_id FROM ratchet_feedback_in "
                         "ORDER BY ord ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq")
@@ -206,7 +216,7 @@ class Store:
             if r["event_id"] not in seen:
                 seen.add(r["event_id"])
                 fresh.append((r["event_id"], r["ts"], r["tool"], r["conversation_id"],
-                              json.dumps(r["payload"], separators=(",", ":")), r["trace_id"]))
+                              _payload_text(r), r["trace_id"]))
         inserted: dict[str, int] = {}
         if fresh:
             cursor = conn.connection.driver_connection.cursor()
