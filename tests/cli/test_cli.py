@@ -157,3 +157,33 @@ def test_cli_templates_list_show_render(run, tmp_path):
     result = run("templates", "render", "workspace", tmp_path / "out", "--data", "project_name=abc")
     assert result.exit_code == 0 and (tmp_path / "out" / "ratchet.toml").exists()
 
+
+
+def test_cli_state_promote_refuses_uncommitted_behaviour_files_and_changes_nothing(run, ws_path, tmp_path):
+    """Issue 12: like the tuner, `ratchet state promote` must not tag a version while the files that
+    decide behaviour (ratchet.toml, the state schema, workspace plugins) differ from what git holds."""
+    doc = json.loads(run("state", "show", "staging", "--json", "-w", ws_path).output)["document"]
+    doc["params"]["style"] = "formal"
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(doc))
+    assert run("state", "set", "staging", new, "-w", ws_path).exit_code == 0
+    with open(ws_path / "ratchet.toml", "a") as f:
+        f.write("\n# not committed yet\n")
+    with open(ws_path / "plugins" / "support_desk.py", "a") as f:
+        f.write("\n# not committed yet\n")
+
+    def observed():
+        return (git(ws_path, "tag"), git(ws_path, "rev-parse", "HEAD"), git(ws_path, "status", "--porcelain"),
+                run("state", "show", "active", "--json", "-w", ws_path).output,
+                run("state", "show", "staging", "--json", "-w", ws_path).output,
+                (ws_path / "ratchet.toml").read_bytes(), (ws_path / "state" / "active.state.json").read_bytes())
+
+    before = observed()
+    result = run("state", "promote", "-w", ws_path)
+    assert result.exit_code == 7, result.output
+    assert "uncommitted changes to plugins/support_desk.py, ratchet.toml" in result.output
+    assert "Fix: commit or revert them" in result.output
+    assert observed() == before
+    git(ws_path, "commit", "-qam", "the edits, committed")
+    result = run("state", "promote", "-w", ws_path)
+    assert result.exit_code == 0 and "v0.1.1" in result.output

@@ -177,3 +177,22 @@ def test_hook_ratchet_register_migrations_applies_plugin_migration(ws):
     schema["x-schema-version"] = 2
     ws.schema_path.write_text(json.dumps(schema))
     assert ws.state.migrate(ws.state.read("active").document)["params"]["top_k"] == 7
+
+
+def test_state_promote_and_rollback_refuse_uncommitted_behaviour_files(ws):
+    """A version tagged over uncommitted config could not be reproduced from its tag (issue 12)."""
+    from ratchet.core.errors import UncommittedError
+
+    ws.state.update("staging", with_style("concise"))
+    schema = json.loads(ws.schema_path.read_text())
+    ws.schema_path.write_text(json.dumps({**schema, "title": "edited"}))
+    staging, active = ws.state.read("staging"), ws.state.read("active")
+    head = git(ws.root, "rev-parse", "HEAD")
+    with pytest.raises(UncommittedError, match=r"uncommitted changes to state/schema\.json") as raised:
+        ws.state.promote(reason="x", author="test")
+    assert raised.value.paths == ["state/schema.json"] and raised.value.exit_code == 7
+    with pytest.raises(UncommittedError):
+        ws.state.rollback("v0.1.0")
+    assert ws.state.read("staging") == staging and ws.state.read("active") == active
+    assert git(ws.root, "rev-parse", "HEAD") == head and git(ws.root, "tag").split() == ["v0.1.0"]
+    assert git(ws.root, "status", "--porcelain").split() == ["M", "state/schema.json"]

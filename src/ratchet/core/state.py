@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ratchet.core.documents import ACTIVE_PATH, RESERVED_KEY, dumps
-from ratchet.core.errors import ConflictError, GitError, NotFoundError, StateValidationError, UserError
+from ratchet.core.errors import (ConflictError, GitError, NotFoundError, StateValidationError, UncommittedError,
+                                 UserError)
 
 if TYPE_CHECKING:
     from ratchet.core.versions import Version
@@ -272,6 +273,7 @@ class StateManager:
         """Make staging (or ``document``, e.g. the exact staging a test tier passed) active as a new
         patch version (:mod:`ratchet.core.lineage`; pass the ``turn`` if you hold one). If it fails,
         active, main and the tags are as they were."""
+        self.check_committed("promote")
         staging = self.read("staging")
         document = self.migrate(document if document is not None else staging.document)
         self.validate(document, "staging state")
@@ -281,6 +283,7 @@ class StateManager:
 
     def rollback(self, version: str, *, reason: str | None = None, author: str = "cli") -> Version:
         """A new patch version whose active state equals ``version``'s. Staging is reset to it too."""
+        self.check_committed("roll back")
         target = self.workspace.versions.get(version)
         document = self.at_version(target.name)
         self.validate(document, f"state of {target.name}")
@@ -288,6 +291,14 @@ class StateManager:
             return held.make_state_version(
                 document, bump="patch", reason=reason or f"roll back to {target.name}", author=author,
                 kind="rollback", extra={"rolled_back_to": target.name}, allow_empty=True, reset_staging=True)
+
+    def check_committed(self, action: str) -> None:
+        """Refuse to make a version while ``ratchet.toml``, the state schema or a workspace plugin differs
+        from what git holds (:attr:`Workspace.behaviour_paths`): the state was made by those files, and a
+        tag must hold what made it."""
+        dirty = self.workspace.versions.uncommitted(self.workspace.behaviour_paths)
+        if dirty:
+            raise UncommittedError(dirty, action=action)
 
     # --- pins ---
 
