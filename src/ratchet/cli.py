@@ -206,10 +206,10 @@ def versions(ctx: click.Context, workspace_dir: Path | None, as_json: bool) -> N
 @click.argument("version")
 @workspace_option
 def versions_show(version: str, workspace_dir: Path | None) -> None:
-    """Show one version's metadata and its active state."""
+    """Show one version's metadata and its active state, read through that version's own ratchet.toml."""
     ws = open_workspace(workspace_dir)
     v = ws.versions.get(version)
-    echo_json({**v.to_dict(), "state": ws.state.at_version(v.name)})
+    echo_json({**v.to_dict(), "state": ws.as_tagged(v.name).active_state()})
 
 
 # --- plugins and templates ---------------------------------------------------------------------------

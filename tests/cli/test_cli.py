@@ -188,3 +188,18 @@ def test_cli_state_promote_refuses_uncommitted_behaviour_files_and_changes_nothi
     git(ws_path, "commit", "-qam", "the edits, committed")
     result = run("state", "promote", "-w", ws_path)
     assert result.exit_code == 0 and "v0.1.1" in result.output
+
+
+def test_cli_versions_show_reads_a_version_through_its_own_tagged_config(run, ws_path):
+    """Issue 12: `versions show v0.1.0` converted the tagged state through the current ratchet.toml
+    (here another strategy), showing a state that was never tagged."""
+    from helpers import set_strategy
+    from ratchet.core.documents import ACTIVE_PATH
+    from ratchet.core.versions import VersionStore
+
+    tagged = json.loads(VersionStore(ws_path).read_file("v0.1.0", ACTIVE_PATH))
+    set_strategy(ws_path, '[[tuner.strategies]]\nkey = "style"\nstrategy = "ucb1"\nparam = "style"\n'
+                          'arms = ["concise", "friendly", "detailed", "formal"]\n')
+    shown = json.loads(run("versions", "show", "v0.1.0", "-w", ws_path).output)
+    assert shown["state"] == tagged
+    assert shown["state"]["strategies"]["style"].get("policy") != "ucb1"

@@ -1,5 +1,7 @@
 """The Versions API in process (FastAPI TestClient): listing, one version, evals, diffs, errors, /active."""
 
+import json
+
 import anyio
 import pytest
 from fastapi.testclient import TestClient
@@ -214,3 +216,23 @@ def test_versions_api_conforms_to_its_openapi(ws):
         case.call_and_validate()
 
     check()
+
+
+def test_versions_show_reads_each_version_through_its_own_tagged_config(ws_path):
+    """Issue 12: a version's state is shown as its own tagged ratchet.toml reads it, not converted
+    through the current one (here another strategy): v0.1.0 keeps thompson's section, v0.1.1 ucb1's."""
+    from helpers import set_strategy
+    from ratchet.core.documents import ACTIVE_PATH
+    from ratchet.core.workspace import Workspace
+
+    set_strategy(ws_path, '[[tuner.strategies]]\nkey = "style"\nstrategy = "ucb1"\nparam = "style"\n'
+                          'arms = ["concise", "friendly", "detailed", "formal"]\n')
+    ws = Workspace.open(ws_path)
+    ws.state.update("staging", with_style("formal"))
+    ws.state.promote(reason="formal, learned with ucb1", author="test")
+    client = TestClient(create_app(ws))
+    for name in ("v0.1.0", "v0.1.1"):
+        tagged = json.loads(ws.versions.read_file(name, ACTIVE_PATH))
+        assert client.get(f"/versions/{name}").json()["state"]["strategies"] == tagged["strategies"]
+    changes = {c["path"]: c for c in client.get("/versions/v0.1.0/diff/v0.1.1").json()["state"]}
+    assert changes["/strategies/style/policy"]["new"] == "ucb1"

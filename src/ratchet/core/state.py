@@ -61,9 +61,11 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 class StateManager:
     """Reads, validates and writes a workspace's state documents."""
 
-    def __init__(self, workspace: Workspace, migrations: dict[int, tuple[int, Migration]] | None = None):
+    def __init__(self, workspace: Workspace, migrations: dict[int, tuple[int, Migration]] | None = None,
+                 schema: dict[str, Any] | None = None):
         self.workspace = workspace
         self._migrations = migrations
+        self._fixed_schema = schema  # a version's tagged schema (ratchet.core.workspace.TaggedWorkspace)
         self._validator = None
         self._validator_mtime = None
 
@@ -82,6 +84,8 @@ class StateManager:
     # --- schema ---
 
     def schema(self) -> dict[str, Any]:
+        if self._fixed_schema is not None:
+            return self._fixed_schema
         try:
             return json.loads(self.workspace.schema_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -96,7 +100,8 @@ class StateManager:
         return int(self.schema().get(SCHEMA_VERSION_KEY, 1))
 
     def validator(self):
-        mtime = self.workspace.schema_path.stat().st_mtime_ns if self.workspace.schema_path.exists() else None
+        path = self.workspace.schema_path
+        mtime = path.stat().st_mtime_ns if self._fixed_schema is None and path.exists() else None
         if self._validator is None or mtime != self._validator_mtime:
             from jsonschema import validators
 
@@ -315,7 +320,9 @@ class StateManager:
         return self.coordination.pinned()
 
     def at_version(self, version: str) -> dict[str, Any]:
-        """The active state document as of ``version``, migrated to the current schema."""
+        """The active state document as of ``version``, migrated to the current schema and strategies:
+        what serving it now (a pin) or rolling back to it uses. To show it as it was tagged, use
+        ``workspace.as_tagged(version).active_state()``."""
         versions = self.workspace.versions
         return self.migrate(json.loads(versions.read_file(versions.get(version).name, ACTIVE_PATH)))
 

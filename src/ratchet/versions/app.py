@@ -63,7 +63,8 @@ class EvalsLink(BaseModel):
 
 
 class VersionDetail(VersionSummary):
-    state: dict[str, Any] | None = Field(description="the active state at this version (null if it has none)")
+    state: dict[str, Any] | None = Field(description="the active state at this version, as its own tagged "
+                                         "ratchet.toml and state schema read it (null if it has none)")
     tools: dict[str, dict[str, ToolSchema]] | None = Field(
         description="MCP tool schemas at this version, by server (runner, tuner) and tool")
     tools_error: str | None = Field(description="why the tool schemas could not be read, if they could not")

@@ -84,7 +84,8 @@ class Catalog:
                 "next_offset": offset + limit if offset + limit < total else None}
 
     def detail(self, name: str) -> dict[str, Any]:
-        """A version's metadata, its active state (without Ratchet's bookkeeping), tool schemas and evals."""
+        """A version's metadata, its active state (read through the version's own tagged ratchet.toml and
+        schema, without Ratchet's bookkeeping), tool schemas and evals."""
         from ratchet.architect.toolschemas import tool_schemas
 
         ws = self.workspace
@@ -125,7 +126,7 @@ class Catalog:
 
     def _state(self, v: Version) -> dict[str, Any] | None:
         try:
-            document = self.workspace.state.at_version(v.name)
+            document = self.workspace.as_tagged(v.name).active_state()
         except NotFoundError:  # the version exists (checked) but has no state file
             return None
         return {k: val for k, val in document.items() if k != RESERVED_KEY}
