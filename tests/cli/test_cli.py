@@ -203,3 +203,24 @@ def test_cli_versions_show_reads_a_version_through_its_own_tagged_config(run, ws
     shown = json.loads(run("versions", "show", "v0.1.0", "-w", ws_path).output)
     assert shown["state"] == tagged
     assert shown["state"]["strategies"]["style"].get("policy") != "ucb1"
+
+
+def test_cli_versions_show_signature_status_and_serve_runner_require_signed(run, ws_path, tmp_path, ssh_keys):
+    from helpers import sign_versions
+
+    sign_versions(ws_path, ssh_keys["trusted"], ssh_keys["signers"])
+    doc = json.loads(run("state", "show", "staging", "--json", "-w", ws_path).output)["document"]
+    doc["params"]["style"] = "formal"
+    (tmp_path / "new.json").write_text(json.dumps(doc))
+    run("state", "set", "staging", tmp_path / "new.json", "-w", ws_path)
+    assert run("state", "promote", "-w", ws_path).exit_code == 0
+    listed = json.loads(run("versions", "--json", "-w", ws_path).output)
+    assert [(v["version"], v["signature"]) for v in listed] == [("v0.1.0", "unsigned"), ("v0.1.1", "verified")]
+    assert listed[1]["metadata"]["reason"] == "promoted from the command line"  # the signature is not in it
+    assert json.loads(run("versions", "show", "v0.1.1", "-w", ws_path).output)["signature"] == "verified"
+    table = run("versions", "-w", ws_path).output
+    assert "signature" in table and "verified" in table and "unsigned" in table
+    run("state", "pin", "v0.1.0", "-w", ws_path)
+    result = run("serve", "runner", "--transport", "stdio", "--require-signed", "-w", ws_path)
+    assert result.exit_code == 7
+    assert "version v0.1.0 is unsigned: its tag has no signature" in result.output and "Fix:" in result.output

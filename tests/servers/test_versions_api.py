@@ -236,3 +236,22 @@ def test_versions_show_reads_each_version_through_its_own_tagged_config(ws_path)
         assert client.get(f"/versions/{name}").json()["state"]["strategies"] == tagged["strategies"]
     changes = {c["path"]: c for c in client.get("/versions/v0.1.0/diff/v0.1.1").json()["state"]}
     assert changes["/strategies/style/policy"]["new"] == "ucb1"
+
+
+def test_versions_signature_status_of_each_version(ws_path, ssh_keys):
+    """A tag signed by a key the allowed signers file does not list is flagged unverified."""
+    from helpers import sign_versions
+    from ratchet.core.workspace import Workspace
+
+    for key, style in ((ssh_keys["trusted"], "formal"), (ssh_keys["stranger"], "concise")):
+        sign_versions(ws_path, key, ssh_keys["signers"])
+        ws = Workspace.open(ws_path)
+        ws.state.update("staging", with_style(style))
+        ws.state.promote(reason=style, author="test")
+    client = TestClient(create_app(ws))
+    items = client.get("/versions", params={"order": "asc"}).json()["items"]
+    assert [(v["version"], v["signature"]) for v in items] == [
+        ("v0.1.0", "unsigned"), ("v0.1.1", "verified"), ("v0.1.2", "unverified")]
+    assert items[1]["metadata"]["plugin_distributions"]["ratchet"]
+    shown = client.get("/versions/v0.1.2").json()
+    assert shown["signature"] == "unverified" and shown["reason"] == "concise"

@@ -122,6 +122,11 @@ class UncommittedError(GitError):
         self.paths = paths
 
 
+class SignatureError(GitError):
+    """A version's tag does not verify against the allowed signers (or is unsigned), and the reader
+    requires signed versions (``ratchet serve runner --require-signed``)."""
+
+
 class TestsFailedError(RatchetError):
     """A test tier failed or missed its budget."""
 

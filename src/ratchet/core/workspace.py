@@ -78,6 +78,17 @@ class ArchitectSection(ServerSection):
                           "to the workspace")
 
 
+class VersionsSection(ServerSection):
+    signing_key: str | None = Field(
+        default=None, description="private SSH key that signs every version's tag with git's own SSH signing "
+        "(gpg.format=ssh; make one with `ssh-keygen -t ed25519`), relative to the workspace, ~ expanded. None: "
+        "tags are not signed")
+    allowed_signers: str | None = Field(
+        default=None, description="git's allowed signers file (gpg.ssh.allowedSignersFile: a line `PRINCIPAL "
+        "KEY` per trusted public key), relative to the workspace, ~ expanded. Each tag is shown as verified, "
+        "unverified (a bad signature, or a key not listed) or unsigned; without this file no tag verifies")
+
+
 class StoreSection(_Section):
     url: str = Field(default="sqlite:///.ratchet/ratchet.db", description="SQLAlchemy URL of the store")
     objects: str = Field(default=".ratchet/objects", description="fsspec URL or folder of the object store")
@@ -109,7 +120,7 @@ class Config(_Section):
     runner: ServerSection = Field(default_factory=ServerSection)
     tuner: TunerSection = Field(default_factory=TunerSection)
     architect: ArchitectSection = Field(default_factory=ArchitectSection)
-    versions: ServerSection = Field(default_factory=ServerSection)
+    versions: VersionsSection = Field(default_factory=VersionsSection)
     store: StoreSection = Field(default_factory=StoreSection)
     auth: AuthSection = Field(default_factory=AuthSection)
 
@@ -199,9 +210,19 @@ class Workspace:
 
     @cached_property
     def versions(self):
+        from ratchet.core.signing import Signing
         from ratchet.core.versions import VersionStore
 
-        return VersionStore(self.root)
+        cfg = self.config.versions
+        return VersionStore(self.root, Signing(key=self._config_path(cfg.signing_key),
+                                               allowed_signers=self._config_path(cfg.allowed_signers)))
+
+    def _config_path(self, value: str | None) -> Path | None:
+        """A path from ``ratchet.toml``: ~ expanded, relative to the workspace."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
 
     @cached_property
     def state(self):

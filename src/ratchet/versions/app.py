@@ -40,7 +40,11 @@ class VersionSummary(BaseModel):
     author: str | None
     bump: str | None = Field(description="major, minor, patch or initial")
     reason: str | None
-    metadata: dict[str, Any] = Field(description="the tag's whole JSON metadata")
+    signature: Literal["verified", "unverified", "unsigned"] = Field(
+        description="whether the tag's signature verifies against [versions] allowed_signers: unverified is a "
+        "bad signature or a key the file does not list")
+    metadata: dict[str, Any] = Field(description="the tag's whole JSON metadata (plugin_distributions: the "
+                                     "installed plugin distributions that made it)")
 
 
 class VersionPage(BaseModel):
