@@ -255,3 +255,23 @@ def test_versions_signature_status_of_each_version(ws_path, ssh_keys):
     assert items[1]["metadata"]["plugin_distributions"]["ratchet"]
     shown = client.get("/versions/v0.1.2").json()
     assert shown["signature"] == "unverified" and shown["reason"] == "concise"
+
+
+def test_versions_a_page_verifies_only_its_own_versions_once(ws_path, ssh_keys, monkeypatch):
+    from helpers import sign_versions
+    from ratchet.core.signing import Verifier
+    from ratchet.core.workspace import Workspace
+
+    sign_versions(ws_path, ssh_keys["trusted"], ssh_keys["signers"])
+    ws = Workspace.open(ws_path)
+    for style in ("formal", "concise", "detailed"):
+        ws.state.update("staging", with_style(style))
+        ws.state.promote(reason=style, author="test")
+    verified = []
+    real = Verifier._verify
+    monkeypatch.setattr(Verifier, "_verify", lambda self, obj: verified.append(obj) or real(self, obj))
+    client = TestClient(create_app(Workspace.open(ws_path)))
+    for _ in range(2):
+        page = client.get("/versions", params={"limit": 1}).json()
+        assert [(v["version"], v["signature"]) for v in page["items"]] == [("v0.1.3", "verified")]
+    assert len(verified) == 1  # the newest tag only, and once
