@@ -105,3 +105,15 @@ def plugins_off(monkeypatch):
     """Load no entry-point plugins (hermetic plugin tests)."""
     monkeypatch.setenv("RATCHET_LOAD_PLUGINS", "")
 
+
+
+@pytest.fixture
+def ssh_keys(tmp_path) -> dict[str, Path]:
+    """SSH keys made by ssh-keygen: ``trusted`` (listed in the allowed signers file ``signers``) and
+    ``stranger`` (not listed)."""
+    from helpers import allowed_signers, ssh_key
+
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    trusted, stranger = ssh_key(folder, "trusted"), ssh_key(folder, "stranger")
+    return {"trusted": trusted, "stranger": stranger, "signers": allowed_signers(folder / "allowed", trusted)}

@@ -150,3 +150,32 @@ def ratchet_imports(path: Path, *, type_checking: bool = True) -> list[tuple[str
 
     visit([ast.parse(path.read_text(encoding="utf-8"), str(path))])
     return found
+
+
+def ssh_key(folder: Path, name: str) -> Path:
+    """A new ed25519 key pair without a passphrase, made by ssh-keygen; returns the private key's path."""
+    key = folder / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    return key
+
+
+def allowed_signers(path: Path, *keys: Path) -> Path:
+    """git's allowed signers file listing ``keys`` (their .pub halves)."""
+    path.write_text("".join(f"{k.name}@ratchet.test {k.with_suffix('.pub').read_text().split()[0]} "
+                            f"{k.with_suffix('.pub').read_text().split()[1]}\n" for k in keys))
+    return path
+
+
+def sign_versions(ws_path: Path, key: Path | None, signers: Path | None) -> None:
+    """Set [versions] signing_key and allowed_signers in ratchet.toml (None removes one) and commit."""
+    import tomlkit
+
+    toml = ws_path / "ratchet.toml"
+    doc = tomlkit.parse(toml.read_text())
+    for name, value in (("signing_key", key), ("allowed_signers", signers)):
+        if value is None:
+            doc["versions"].pop(name, None)
+        else:
+            doc["versions"][name] = str(value)
+    toml.write_text(tomlkit.dumps(doc))
+    commit_all(ws_path, "sign versions")

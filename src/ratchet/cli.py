@@ -189,27 +189,30 @@ def rollback(version: str, reason: str | None, workspace_dir: Path | None) -> No
 @json_option
 @click.pass_context
 def versions(ctx: click.Context, workspace_dir: Path | None, as_json: bool) -> None:
-    """List every version (semver order) with its metadata; `versions show V` for one."""
+    """List every version (semver order) with its metadata and whether its tag's signature verifies
+    (verified, unverified or unsigned); `versions show V` for one."""
     if ctx.invoked_subcommand:
         return
     ws = open_workspace(workspace_dir)
-    listed = ws.versions.list()
+    listed = [{**v.to_dict(), "signature": ws.versions.signature(v)} for v in ws.versions.list()]
     if as_json:
-        echo_json([v.to_dict() for v in listed])
+        echo_json(listed)
         return
-    print_table(["version", "kind", "bump", "author", "created", "reason"],
-                [[v.name, v.kind, v.metadata.get("bump"), v.metadata.get("author"), v.created,
-                  v.metadata.get("reason")] for v in listed], title=f"versions of {ws.name}")
+    print_table(["version", "kind", "bump", "author", "created", "signature", "reason"],
+                [[v["version"], v["metadata"].get("kind"), v["metadata"].get("bump"), v["metadata"].get("author"),
+                  v["created"], v["signature"], v["metadata"].get("reason")] for v in listed],
+                title=f"versions of {ws.name}")
 
 
 @versions.command("show")
 @click.argument("version")
 @workspace_option
 def versions_show(version: str, workspace_dir: Path | None) -> None:
-    """Show one version's metadata and its active state."""
+    """Show one version's metadata, its signature status and its active state (read through that
+    version's own ratchet.toml)."""
     ws = open_workspace(workspace_dir)
     v = ws.versions.get(version)
-    echo_json({**v.to_dict(), "state": ws.state.at_version(v.name)})
+    echo_json({**v.to_dict(), "signature": ws.versions.signature(v), "state": ws.as_tagged(v.name).active_state()})
 
 
 # --- plugins and templates ---------------------------------------------------------------------------
@@ -351,9 +354,12 @@ port_option = click.option("--port", type=int, default=None, help="Port (default
 @port_option
 @click.option("--pin", default=None, help="Serve this version's state instead of active.")
 @click.option("--allow-test-overrides", is_flag=True, help="Honour test cases' state overrides (for `ratchet test --url`).")
+@click.option("--require-signed", is_flag=True, help="Serve only versions whose tag verifies against [versions] "
+              "allowed_signers: refuse to start otherwise, and keep the served version when a reload brings "
+              "one that does not.")
 @workspace_option
 def serve_runner(transport: str, host: str | None, port: int | None, pin: str | None,
-                 allow_test_overrides: bool, workspace_dir: Path | None) -> None:
+                 allow_test_overrides: bool, require_signed: bool, workspace_dir: Path | None) -> None:
     """Serve the runner tools with the active state (hot-reloaded on promotion or rollback)."""
     from ratchet.core import telemetry
     from ratchet.runner.server import build_server
@@ -366,7 +372,7 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
     if transport != "stdio":
         auth.check_bind(host or cfg.host, token, component="runner")
     source = ws.versions.get(pin).name if pin else "active"
-    runner = Runner(ws, source=source, allow_overrides=allow_test_overrides)
+    runner = Runner(ws, source=source, allow_overrides=allow_test_overrides, require_signed=require_signed)
     with telemetry.serving("runner", ws):
         serve_mcp(build_server(runner, token=token), transport=transport, host=host or cfg.host,
                   port=cfg.port if port is None else port, label="runner")

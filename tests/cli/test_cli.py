@@ -34,6 +34,7 @@ def test_cli_init_makes_versioned_workspace(run, tmp_path):
     assert git(dest, "status", "--porcelain") == ""
     meta = json.loads(git(dest, "tag", "-l", "--format=%(contents)", "v0.1.0"))
     assert meta["kind"] == "init" and meta["bump"] == "initial" and meta["author"] == "cli" and meta["reason"]
+    assert "ratchet" in meta["plugin_distributions"]  # the installed plugin code that made it
     state = json.loads((dest / "state" / "active.state.json").read_text())
     assert state["params"]["style"] == "concise"
     assert "style" in state["strategies"]  # the bandit's initial section is part of v0.1.0
@@ -157,3 +158,69 @@ def test_cli_templates_list_show_render(run, tmp_path):
     result = run("templates", "render", "workspace", tmp_path / "out", "--data", "project_name=abc")
     assert result.exit_code == 0 and (tmp_path / "out" / "ratchet.toml").exists()
 
+
+
+def test_cli_state_promote_refuses_uncommitted_behaviour_files_and_changes_nothing(run, ws_path, tmp_path):
+    """Issue 12: like the tuner, `ratchet state promote` must not tag a version while the files that
+    decide behaviour (ratchet.toml, the state schema, workspace plugins) differ from what git holds."""
+    doc = json.loads(run("state", "show", "staging", "--json", "-w", ws_path).output)["document"]
+    doc["params"]["style"] = "formal"
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(doc))
+    assert run("state", "set", "staging", new, "-w", ws_path).exit_code == 0
+    with open(ws_path / "ratchet.toml", "a") as f:
+        f.write("\n# not committed yet\n")
+    with open(ws_path / "plugins" / "support_desk.py", "a") as f:
+        f.write("\n# not committed yet\n")
+
+    def observed():
+        return (git(ws_path, "tag"), git(ws_path, "rev-parse", "HEAD"), git(ws_path, "status", "--porcelain"),
+                run("state", "show", "active", "--json", "-w", ws_path).output,
+                run("state", "show", "staging", "--json", "-w", ws_path).output,
+                (ws_path / "ratchet.toml").read_bytes(), (ws_path / "state" / "active.state.json").read_bytes())
+
+    before = observed()
+    result = run("state", "promote", "-w", ws_path)
+    assert result.exit_code == 7, result.output
+    assert "uncommitted changes to plugins/support_desk.py, ratchet.toml" in result.output
+    assert "Fix: commit or revert them" in result.output
+    assert observed() == before
+    git(ws_path, "commit", "-qam", "the edits, committed")
+    result = run("state", "promote", "-w", ws_path)
+    assert result.exit_code == 0 and "v0.1.1" in result.output
+
+
+def test_cli_versions_show_reads_a_version_through_its_own_tagged_config(run, ws_path):
+    """Issue 12: `versions show v0.1.0` converted the tagged state through the current ratchet.toml
+    (here another strategy), showing a state that was never tagged."""
+    from helpers import set_strategy
+    from ratchet.core.documents import ACTIVE_PATH
+    from ratchet.core.versions import VersionStore
+
+    tagged = json.loads(VersionStore(ws_path).read_file("v0.1.0", ACTIVE_PATH))
+    set_strategy(ws_path, '[[tuner.strategies]]\nkey = "style"\nstrategy = "ucb1"\nparam = "style"\n'
+                          'arms = ["concise", "friendly", "detailed", "formal"]\n')
+    shown = json.loads(run("versions", "show", "v0.1.0", "-w", ws_path).output)
+    assert shown["state"] == tagged
+    assert shown["state"]["strategies"]["style"].get("policy") != "ucb1"
+
+
+def test_cli_versions_show_signature_status_and_serve_runner_require_signed(run, ws_path, tmp_path, ssh_keys):
+    from helpers import sign_versions
+
+    sign_versions(ws_path, ssh_keys["trusted"], ssh_keys["signers"])
+    doc = json.loads(run("state", "show", "staging", "--json", "-w", ws_path).output)["document"]
+    doc["params"]["style"] = "formal"
+    (tmp_path / "new.json").write_text(json.dumps(doc))
+    run("state", "set", "staging", tmp_path / "new.json", "-w", ws_path)
+    assert run("state", "promote", "-w", ws_path).exit_code == 0
+    listed = json.loads(run("versions", "--json", "-w", ws_path).output)
+    assert [(v["version"], v["signature"]) for v in listed] == [("v0.1.0", "unsigned"), ("v0.1.1", "verified")]
+    assert listed[1]["metadata"]["reason"] == "promoted from the command line"  # the signature is not in it
+    assert json.loads(run("versions", "show", "v0.1.1", "-w", ws_path).output)["signature"] == "verified"
+    table = run("versions", "-w", ws_path).output
+    assert "signature" in table and "verified" in table and "unsigned" in table
+    run("state", "pin", "v0.1.0", "-w", ws_path)
+    result = run("serve", "runner", "--transport", "stdio", "--require-signed", "-w", ws_path)
+    assert result.exit_code == 7
+    assert "version v0.1.0 is unsigned: its tag has no signature" in result.output and "Fix:" in result.output

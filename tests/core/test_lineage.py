@@ -170,3 +170,30 @@ def test_architect_killed_between_tag_and_merge_finishes_the_job_at_restart(ws):
     active = fresh.state.read("active")
     assert active.version == "v0.1.1" and active.document["params"]["max_sentences"] == 2
     assert fresh.state.read("staging").document["params"]["max_sentences"] == 2  # the next promotion keeps it
+
+
+def test_every_version_records_the_plugin_distributions_it_loads(ws_path, tmp_path, monkeypatch):
+    """Issue 12: a tag holds everything that decides behaviour, installed plugin code included: each
+    entry-point plugin's distribution and version are in its metadata (promotions and merges alike)."""
+    from importlib import metadata
+
+    from helpers import code_version
+
+    site = tmp_path / "site"
+    info = site / "ratchet_extra_plugin-1.2.3.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ratchet-extra-plugin\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text("[ratchet]\nextra_plugin = ratchet_extra_plugin\n")
+    (site / "ratchet_extra_plugin.py").write_text("# a plugin that implements no hook\n")
+    monkeypatch.syspath_prepend(str(site))
+    expected = {"ratchet": metadata.version("ratchet"), "ratchet-extra-plugin": "1.2.3"}
+
+    ws = Workspace.open(ws_path)
+    assert ws.plugins.distributions() == expected
+    ws.state.update("staging", lambda d: {**d, "params": {**d["params"], "style": "formal"}})
+    promoted = ws.state.promote(reason="x", author="test")
+    (ws_path / "NOTES.md").write_text("new\n")
+    merged = code_version(ws, ["NOTES.md"])
+    for made in (promoted, merged):
+        assert made.metadata["plugin_distributions"] == expected
+        assert ws.versions.get(made.name).metadata["plugin_distributions"] == expected

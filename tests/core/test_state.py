@@ -177,3 +177,34 @@ def test_hook_ratchet_register_migrations_applies_plugin_migration(ws):
     schema["x-schema-version"] = 2
     ws.schema_path.write_text(json.dumps(schema))
     assert ws.state.migrate(ws.state.read("active").document)["params"]["top_k"] == 7
+
+
+def test_state_promote_and_rollback_refuse_uncommitted_behaviour_files(ws):
+    """A version tagged over uncommitted config could not be reproduced from its tag (issue 12)."""
+    from ratchet.core.errors import UncommittedError
+
+    ws.state.update("staging", with_style("concise"))
+    schema = json.loads(ws.schema_path.read_text())
+    ws.schema_path.write_text(json.dumps({**schema, "title": "edited"}))
+    staging, active = ws.state.read("staging"), ws.state.read("active")
+    head = git(ws.root, "rev-parse", "HEAD")
+    with pytest.raises(UncommittedError, match=r"uncommitted changes to state/schema\.json") as raised:
+        ws.state.promote(reason="x", author="test")
+    assert raised.value.paths == ["state/schema.json"] and raised.value.exit_code == 7
+    with pytest.raises(UncommittedError):
+        ws.state.rollback("v0.1.0")
+    assert ws.state.read("staging") == staging and ws.state.read("active") == active
+    assert git(ws.root, "rev-parse", "HEAD") == head and git(ws.root, "tag").split() == ["v0.1.0"]
+    assert git(ws.root, "status", "--porcelain").split() == ["M", "state/schema.json"]
+
+
+def test_state_of_a_tagged_version_is_read_through_its_own_schema(ws):
+    """A newer schema (and its migrations) applies to serving old state, not to showing it."""
+    schema = json.loads(ws.schema_path.read_text())
+    ws.schema_path.write_text(json.dumps({**schema, "x-schema-version": 2}))
+    git(ws.root, "commit", "-qam", "schema version 2, no migration registered yet")
+    ws.state._migrations = {}
+    tagged = json.loads(ws.versions.read_file("v0.1.0", ACTIVE_PATH))
+    assert ws.as_tagged("0.1.0").active_state() == tagged
+    with pytest.raises(StateValidationError, match="no migration from 1"):
+        ws.state.at_version("v0.1.0")

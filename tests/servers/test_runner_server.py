@@ -176,3 +176,59 @@ def test_runner_draws_need_no_shared_lock_and_stay_reproducible_from_the_seed(ws
         t.join()
     assert len({id(g) for g in [mine, *others]}) == 4
     assert len({g.random() for g in others}) == 3  # independent streams, not copies of one
+
+
+def promote_signed(ws_path, key, signers, style):
+    """Promote ``style`` as a version whose tag is signed with ``key`` (None: unsigned); its name."""
+    from helpers import sign_versions
+    from ratchet.core.workspace import Workspace
+
+    sign_versions(ws_path, key, signers)
+    maker = Workspace.open(ws_path)
+    maker.state.update("staging", with_style(style))
+    return maker.state.promote(reason=style, author="test").name
+
+
+async def test_runner_require_signed_refuses_to_start_on_an_unsigned_or_unverified_version(ws_path, ssh_keys):
+    from ratchet.core.errors import SignatureError
+    from ratchet.core.workspace import Workspace
+
+    keys = ssh_keys
+    with pytest.raises(SignatureError, match="version v0.1.0 is unsigned: its tag has no signature") as raised:
+        Runner(Workspace.open(ws_path), require_signed=True)
+    assert raised.value.exit_code == 7 and "--require-signed" in raised.value.fix
+    assert promote_signed(ws_path, keys["stranger"], keys["signers"], "formal") == "v0.1.1"
+    with pytest.raises(SignatureError, match="version v0.1.1 is unverified: its tag does not verify"):
+        Runner(Workspace.open(ws_path), require_signed=True)
+    assert promote_signed(ws_path, keys["trusted"], keys["signers"], "concise") == "v0.1.2"
+    ws = Workspace.open(ws_path)
+    runner = Runner(ws, require_signed=True, explore=False)
+    assert runner.snapshot.version == "v0.1.2" and runner.snapshot.params["style"] == "concise"
+    assert runner.call("answer", Q)["answer"]
+    assert Runner(ws, source="v0.1.2", require_signed=True).snapshot.source == "pinned"
+    with pytest.raises(SignatureError, match="v0.1.1 is unverified"):
+        Runner(ws, source="v0.1.1", require_signed=True)  # a pinned version is checked too
+
+
+async def test_runner_require_signed_keeps_its_verified_snapshot_on_reload(ws_path, ssh_keys, caplog):
+    from ratchet.core.documents import dumps
+    from ratchet.core.workspace import Workspace
+
+    keys = ssh_keys
+    promote_signed(ws_path, keys["trusted"], keys["signers"], "concise")
+    ws = Workspace.open(ws_path)
+    runner = Runner(ws, require_signed=True, explore=False)
+    assert runner.snapshot.version == "v0.1.1"
+    for key, made, style in ((keys["stranger"], "v0.1.2", "formal"), (None, "v0.1.3", "friendly")):
+        assert promote_signed(ws_path, key, keys["signers"], style) == made
+        assert runner.reload_if_changed() is False
+        assert runner.snapshot.version == "v0.1.1" and runner.snapshot.params["style"] == "concise"
+        assert f"still serving v0.1.1: version {made} is" in caplog.text
+    assert promote_signed(ws_path, keys["trusted"], keys["signers"], "detailed") == "v0.1.4"
+    assert runner.reload_if_changed() is True and runner.snapshot.version == "v0.1.4"
+    # the store's active state changed behind the tag's back: not what v0.1.4's signature vouches for
+    active = ws.state.read("active")
+    forged = {**active.document, "params": {**active.document["params"], "style": "formal"}}
+    ws.store.coordination.swap("active", dumps(forged), active.revision, version="v0.1.4", commit=active.commit)
+    assert runner.reload_if_changed() is False and runner.snapshot.params["style"] == "detailed"
+    assert "the store's active state is not the one version v0.1.4's tag holds" in caplog.text

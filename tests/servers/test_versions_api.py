@@ -1,5 +1,7 @@
 """The Versions API in process (FastAPI TestClient): listing, one version, evals, diffs, errors, /active."""
 
+import json
+
 import anyio
 import pytest
 from fastapi.testclient import TestClient
@@ -214,3 +216,62 @@ def test_versions_api_conforms_to_its_openapi(ws):
         case.call_and_validate()
 
     check()
+
+
+def test_versions_show_reads_each_version_through_its_own_tagged_config(ws_path):
+    """Issue 12: a version's state is shown as its own tagged ratchet.toml reads it, not converted
+    through the current one (here another strategy): v0.1.0 keeps thompson's section, v0.1.1 ucb1's."""
+    from helpers import set_strategy
+    from ratchet.core.documents import ACTIVE_PATH
+    from ratchet.core.workspace import Workspace
+
+    set_strategy(ws_path, '[[tuner.strategies]]\nkey = "style"\nstrategy = "ucb1"\nparam = "style"\n'
+                          'arms = ["concise", "friendly", "detailed", "formal"]\n')
+    ws = Workspace.open(ws_path)
+    ws.state.update("staging", with_style("formal"))
+    ws.state.promote(reason="formal, learned with ucb1", author="test")
+    client = TestClient(create_app(ws))
+    for name in ("v0.1.0", "v0.1.1"):
+        tagged = json.loads(ws.versions.read_file(name, ACTIVE_PATH))
+        assert client.get(f"/versions/{name}").json()["state"]["strategies"] == tagged["strategies"]
+    changes = {c["path"]: c for c in client.get("/versions/v0.1.0/diff/v0.1.1").json()["state"]}
+    assert changes["/strategies/style/policy"]["new"] == "ucb1"
+
+
+def test_versions_signature_status_of_each_version(ws_path, ssh_keys):
+    """A tag signed by a key the allowed signers file does not list is flagged unverified."""
+    from helpers import sign_versions
+    from ratchet.core.workspace import Workspace
+
+    for key, style in ((ssh_keys["trusted"], "formal"), (ssh_keys["stranger"], "concise")):
+        sign_versions(ws_path, key, ssh_keys["signers"])
+        ws = Workspace.open(ws_path)
+        ws.state.update("staging", with_style(style))
+        ws.state.promote(reason=style, author="test")
+    client = TestClient(create_app(ws))
+    items = client.get("/versions", params={"order": "asc"}).json()["items"]
+    assert [(v["version"], v["signature"]) for v in items] == [
+        ("v0.1.0", "unsigned"), ("v0.1.1", "verified"), ("v0.1.2", "unverified")]
+    assert items[1]["metadata"]["plugin_distributions"]["ratchet"]
+    shown = client.get("/versions/v0.1.2").json()
+    assert shown["signature"] == "unverified" and shown["reason"] == "concise"
+
+
+def test_versions_a_page_verifies_only_its_own_versions_once(ws_path, ssh_keys, monkeypatch):
+    from helpers import sign_versions
+    from ratchet.core.signing import Verifier
+    from ratchet.core.workspace import Workspace
+
+    sign_versions(ws_path, ssh_keys["trusted"], ssh_keys["signers"])
+    ws = Workspace.open(ws_path)
+    for style in ("formal", "concise", "detailed"):
+        ws.state.update("staging", with_style(style))
+        ws.state.promote(reason=style, author="test")
+    verified = []
+    real = Verifier._verify
+    monkeypatch.setattr(Verifier, "_verify", lambda self, obj: verified.append(obj) or real(self, obj))
+    client = TestClient(create_app(Workspace.open(ws_path)))
+    for _ in range(2):
+        page = client.get("/versions", params={"limit": 1}).json()
+        assert [(v["version"], v["signature"]) for v in page["items"]] == [("v0.1.3", "verified")]
+    assert len(verified) == 1  # the newest tag only, and once

@@ -51,7 +51,8 @@ def create_workspace(dest: Path, *, template: str = DEFAULT_TEMPLATE, data: list
         subprocess.run(["git", "init", "-q", "-b", "main"], cwd=work, check=True)
         version = ws.versions.make_version(
             "initial", paths=["."], reason=f"workspace from template {template}", kind="init", author=author,
-            extra={"template": template, "template_version": tpl.version})
+            extra={"template": template, "template_version": tpl.version,
+                   "plugin_distributions": plugins.distributions()})
         if dest.exists():
             dest.rmdir()
         work.rename(dest)

@@ -111,6 +111,22 @@ class GitError(RatchetError):
     exit_code = 7
 
 
+class UncommittedError(GitError):
+    """Files that decide how the service behaves differ from what git holds, so a version tagged now
+    could not be reproduced from its tag. ``paths`` names them."""
+
+    def __init__(self, paths: list[str], *, action: str = "promote"):
+        super().__init__(f"uncommitted changes to {', '.join(paths)}: they decide how the service behaves, so a "
+                         "version tagged now could not be reproduced", field=paths[0],
+                         fix=f"commit or revert them, then {action}")
+        self.paths = paths
+
+
+class SignatureError(GitError):
+    """A version's tag does not verify against the allowed signers (or is unsigned), and the reader
+    requires signed versions (``ratchet serve runner --require-signed``)."""
+
+
 class TestsFailedError(RatchetError):
     """A test tier failed or missed its budget."""
 

@@ -116,7 +116,7 @@ class Turn:
                             fix="send feedback to the tuner first, or `ratchet state set staging FILE`")
         base = self._head()
         name = self.versions.next_version(bump)
-        metadata = self.versions._metadata(name, bump, reason=reason, kind=kind, author=author, extra=extra or {})
+        metadata = self._metadata(name, bump, reason=reason, kind=kind, author=author, extra=extra)
         intent = self.coordination.open_intent(kind, name, {"base": base, "metadata": metadata,
                                                             "reset_staging": reset_staging})
         message = f"{kind}: {reason}\n\nRatchet-Version: {name}\n"
@@ -133,7 +133,7 @@ class Turn:
             raise ConflictError(f"main moved to {base[:12]} and {commit[:12]} does not contain it",
                                 field="merge", fix="bring main into the job first")
         name = self.versions.next_version(bump)
-        metadata = self.versions._metadata(name, bump, reason=reason, kind=kind, author=author, extra=extra or {})
+        metadata = self._metadata(name, bump, reason=reason, kind=kind, author=author, extra=extra)
         changes = [{"pointer": p, "value": None if v is REMOVED else v, "removed": v is REMOVED}
                    for p, v in staging_changes]
         intent = self.coordination.open_intent(kind, name, {"base": base, "metadata": metadata,
@@ -141,6 +141,12 @@ class Turn:
         if on_intent is not None:
             on_intent(intent)
         return self._commit_point(intent, lambda: commit)
+
+    def _metadata(self, name: str, bump: str, *, extra: dict[str, Any] | None, **fields: Any) -> dict[str, Any]:
+        """The tag's metadata, with the plugin distributions this workspace loads: the code that made the
+        version beside its files."""
+        extra = {"plugin_distributions": self.workspace.plugins.distributions(), **(extra or {})}
+        return self.versions._metadata(name, bump, extra=extra, **fields)
 
     def _commit_point(self, intent: Intent, make_commit) -> Version:
         name, metadata = intent.version, intent.payload["metadata"]

@@ -46,6 +46,7 @@ class Plugins:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self._dists: dict[str, str | None] = {}
+        self._distributions: dict[str, tuple[str, str]] = {}  # entry-point plugin -> (distribution, version)
         self._sources: dict[str, str] = {}
         if os.environ.get("RATCHET_TRACE_PLUGINS"):
             self.pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
@@ -82,6 +83,8 @@ class Plugins:
                     f"or skip it with RATCHET_LOAD_PLUGINS",
                 ) from exc
             self.register(module, ep.name, dist=dist, source="entry point")
+            if ep.dist:
+                self._distributions[ep.name] = (ep.dist.name, ep.dist.version)
 
     def load_workspace_modules(self, workspace: Workspace) -> None:
         for rel in workspace.config.workspace.plugins:
@@ -168,6 +171,11 @@ class Plugins:
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
             out.append(PluginInfo(name, self._dists.get(name), self._sources.get(name, "registered"), hooks))
         return out
+
+    def distributions(self) -> dict[str, str]:
+        """``{distribution: version}`` of the installed distributions whose entry-point plugins are
+        loaded, sorted by name: what a version records so that it can be reproduced."""
+        return dict(sorted(set(self._distributions.values())))
 
     def hook_names(self) -> list[str]:
         return sorted(n for n in dir(self.pm.hook) if n.startswith("ratchet_"))

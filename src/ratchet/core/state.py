@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ratchet.core.documents import ACTIVE_PATH, RESERVED_KEY, dumps
-from ratchet.core.errors import ConflictError, GitError, NotFoundError, StateValidationError, UserError
+from ratchet.core.errors import (ConflictError, GitError, NotFoundError, StateValidationError, UncommittedError,
+                                 UserError)
 
 if TYPE_CHECKING:
     from ratchet.core.versions import Version
@@ -60,9 +61,11 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 class StateManager:
     """Reads, validates and writes a workspace's state documents."""
 
-    def __init__(self, workspace: Workspace, migrations: dict[int, tuple[int, Migration]] | None = None):
+    def __init__(self, workspace: Workspace, migrations: dict[int, tuple[int, Migration]] | None = None,
+                 schema: dict[str, Any] | None = None):
         self.workspace = workspace
         self._migrations = migrations
+        self._fixed_schema = schema  # a version's tagged schema (ratchet.core.workspace.TaggedWorkspace)
         self._validator = None
         self._validator_mtime = None
 
@@ -81,6 +84,8 @@ class StateManager:
     # --- schema ---
 
     def schema(self) -> dict[str, Any]:
+        if self._fixed_schema is not None:
+            return self._fixed_schema
         try:
             return json.loads(self.workspace.schema_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -95,7 +100,8 @@ class StateManager:
         return int(self.schema().get(SCHEMA_VERSION_KEY, 1))
 
     def validator(self):
-        mtime = self.workspace.schema_path.stat().st_mtime_ns if self.workspace.schema_path.exists() else None
+        path = self.workspace.schema_path
+        mtime = path.stat().st_mtime_ns if self._fixed_schema is None and path.exists() else None
         if self._validator is None or mtime != self._validator_mtime:
             from jsonschema import validators
 
@@ -272,6 +278,7 @@ class StateManager:
         """Make staging (or ``document``, e.g. the exact staging a test tier passed) active as a new
         patch version (:mod:`ratchet.core.lineage`; pass the ``turn`` if you hold one). If it fails,
         active, main and the tags are as they were."""
+        self.check_committed("promote")
         staging = self.read("staging")
         document = self.migrate(document if document is not None else staging.document)
         self.validate(document, "staging state")
@@ -281,6 +288,7 @@ class StateManager:
 
     def rollback(self, version: str, *, reason: str | None = None, author: str = "cli") -> Version:
         """A new patch version whose active state equals ``version``'s. Staging is reset to it too."""
+        self.check_committed("roll back")
         target = self.workspace.versions.get(version)
         document = self.at_version(target.name)
         self.validate(document, f"state of {target.name}")
@@ -288,6 +296,14 @@ class StateManager:
             return held.make_state_version(
                 document, bump="patch", reason=reason or f"roll back to {target.name}", author=author,
                 kind="rollback", extra={"rolled_back_to": target.name}, allow_empty=True, reset_staging=True)
+
+    def check_committed(self, action: str) -> None:
+        """Refuse to make a version while ``ratchet.toml``, the state schema or a workspace plugin differs
+        from what git holds (:attr:`Workspace.behaviour_paths`): the state was made by those files, and a
+        tag must hold what made it."""
+        dirty = self.workspace.versions.uncommitted(self.workspace.behaviour_paths)
+        if dirty:
+            raise UncommittedError(dirty, action=action)
 
     # --- pins ---
 
@@ -304,7 +320,9 @@ class StateManager:
         return self.coordination.pinned()
 
     def at_version(self, version: str) -> dict[str, Any]:
-        """The active state document as of ``version``, migrated to the current schema."""
+        """The active state document as of ``version``, migrated to the current schema and strategies:
+        what serving it now (a pin) or rolling back to it uses. To show it as it was tagged, use
+        ``workspace.as_tagged(version).active_state()``."""
         versions = self.workspace.versions
         return self.migrate(json.loads(versions.read_file(versions.get(version).name, ACTIVE_PATH)))
 

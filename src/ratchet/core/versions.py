@@ -3,7 +3,8 @@
 Listing reads every tag with one ``git for-each-ref`` call and sorts by semver precedence; reading a
 file at a version is one ``git cat-file``. Both stay cheap with thousands of tags, where walking
 GitPython's object model per tag does not. Tags that are not semver are ignored. Version makers are
-serialised by a lock in the repository's common git folder, so worktrees of one repo share it.
+serialised by a lock in the repository's common git folder, so worktrees of one repo share it. Tags are
+signed, and verified, as :mod:`ratchet.core.signing` says.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import semver
 
 from ratchet.core.errors import GitError, NotFoundError, UserError
 from ratchet.core.fsutil import locked
+from ratchet.core.signing import Signing, Status, Verifier, split_signature
 
 Bump = Literal["major", "minor", "patch"]
 BUMPS: tuple[str, ...] = ("major", "minor", "patch")
@@ -72,6 +74,8 @@ class Version:
     metadata: dict[str, Any] = field(compare=False)
     created: str | None = None
     key: tuple = field(default=(), compare=False, repr=False)
+    tag_object: str = field(default="", compare=False, repr=False)  # the tag object's id (its exact bytes)
+    signed: bool = field(default=False, compare=False)
 
     @property
     def semver(self) -> semver.Version:
@@ -86,11 +90,13 @@ class Version:
 
 
 class VersionStore:
-    """The versions of one workspace repository."""
+    """The versions of one workspace repository; ``signing`` says how its tags are signed and verified."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, signing: Signing | None = None):
         self.root = Path(root)
-        self._cache: dict[str, tuple[str, str | None, dict[str, Any]]] | None = None
+        self.signing = signing or Signing()
+        self._verifier = Verifier(self.root, self.signing.allowed_signers)
+        self._cache: dict[str, tuple[str, str | None, dict[str, Any], bool]] | None = None
         self._cache_lock = threading.Lock()  # servers list versions from several threads
 
     # --- git plumbing ---
@@ -164,13 +170,14 @@ class VersionStore:
             if missing:
                 cache.update(self._read_tag_objects(missing))
                 self._save_tag_cache()
-            found = [(name, cache[obj], key) for name, obj, key in refs]
-        return [Version(name, commit, meta, created, key) for name, (commit, created, meta), key in found]
+            found = [(name, obj, cache[obj], key) for name, obj, key in refs]
+        return [Version(name, commit, meta, created, key, obj, signed)
+                for name, obj, (commit, created, meta, signed), key in found]
 
     def _cache_path(self) -> Path:
-        return self._common_dir / "ratchet-tag-cache.json"
+        return self._common_dir / "ratchet-tag-cache-2.json"  # 2: entries say whether the tag is signed
 
-    def _tag_cache(self) -> dict[str, tuple[str, str | None, dict[str, Any]]]:
+    def _tag_cache(self) -> dict[str, tuple[str, str | None, dict[str, Any], bool]]:
         if self._cache is None:
             try:
                 self._cache = {k: tuple(v) for k, v in json.loads(self._cache_path().read_text()).items()}
@@ -186,7 +193,7 @@ class VersionStore:
         except OSError:
             pass
 
-    def _read_tag_objects(self, ids: list[str]) -> dict[str, tuple[str, str | None, dict[str, Any]]]:
+    def _read_tag_objects(self, ids: list[str]) -> dict[str, tuple[str, str | None, dict[str, Any], bool]]:
         """Parse tag objects (or lightweight tags' commits) with one ``git cat-file --batch``."""
         proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, capture_output=True,
                               input="\n".join(ids).encode() + b"\n", check=True)
@@ -197,11 +204,13 @@ class VersionStore:
             body = data[eol + 1:eol + 1 + int(size)]
             pos = eol + 1 + int(size) + 1
             if kind != "tag":  # a lightweight tag points at the commit itself
-                out[obj] = (obj, None, {})
+                out[obj] = (obj, None, {}, False)
                 continue
             header, _, message = body.decode(errors="replace").partition("\n\n")
             fields = dict(line.split(" ", 1) for line in header.splitlines() if " " in line)
-            out[obj] = (fields.get("object", obj), _tagger_date(fields.get("tagger")), _parse_metadata(message))
+            message, signed = split_signature(message)
+            out[obj] = (fields.get("object", obj), _tagger_date(fields.get("tagger")), _parse_metadata(message),
+                        signed)
         return out
 
     def latest(self) -> Version | None:
@@ -216,6 +225,12 @@ class VersionStore:
             raise NotFoundError(f"version {tag} does not exist", field="version",
                                 fix="list the versions with `ratchet versions`")
         return found[0]
+
+    def signature(self, version: Version) -> Status:
+        """Whether ``version``'s tag verifies against the allowed signers: verified, unverified or unsigned."""
+        if version.signed and not version.tag_object:  # just made: read its tag object
+            version = self.get(version.name)
+        return self._verifier.status(version.tag_object, version.signed)
 
     def read_file(self, version: str, path: str) -> bytes:
         """The exact bytes of ``path`` at ``version``."""
@@ -286,7 +301,8 @@ class VersionStore:
             if old_head is not None and paths:
                 self.git("reset", "-q", old_head, "--", *paths, check=False)  # unstage, keep the files
             raise
-        return Version(name, commit, metadata, metadata["created"], precedence(name))
+        return Version(name, commit, metadata, metadata["created"], precedence(name),
+                       signed=self.signing.key is not None)
 
     # --- the steps of a version (ratchet.core.lineage) ---
 
@@ -305,9 +321,11 @@ class VersionStore:
         return self.git("commit-tree", tree, "-p", parent, "-m", message, env=self._identity_env).decode().strip()
 
     def tag(self, name: str, commit: str, metadata: dict[str, Any]) -> Version:
-        """Tag ``commit`` as version ``name`` (annotated, the metadata as its JSON message)."""
+        """Tag ``commit`` as version ``name`` (annotated, the metadata as its JSON message; signed when a
+        signing key is configured)."""
         self._tag(name, commit, metadata)
-        return Version(name, commit, metadata, metadata.get("created"), precedence(name))
+        return Version(name, commit, metadata, metadata.get("created"), precedence(name),
+                       signed=self.signing.key is not None)
 
     def tagged_commit(self, name: str) -> str | None:
         """The commit version ``name`` tags, or None if there is no such tag."""
@@ -366,7 +384,9 @@ class VersionStore:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
 
     def _tag(self, name: str, commit: str, metadata: dict[str, Any]) -> None:
-        self.git("tag", "-a", name, "-m", json.dumps(metadata, sort_keys=True), commit, env=self._identity_env)
+        """Every version tag is made here, so every one is signed when a key is configured."""
+        self.git(*self.signing.tag_command(), name, "-m", json.dumps(metadata, sort_keys=True), commit,
+                 env=self._identity_env)
 
 
 def _processes_holding(path: Path) -> list[int]:

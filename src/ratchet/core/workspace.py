@@ -78,6 +78,17 @@ class ArchitectSection(ServerSection):
                           "to the workspace")
 
 
+class VersionsSection(ServerSection):
+    signing_key: str | None = Field(
+        default=None, description="private SSH key that signs every version's tag with git's own SSH signing "
+        "(gpg.format=ssh; make one with `ssh-keygen -t ed25519`), relative to the workspace, ~ expanded. None: "
+        "tags are not signed")
+    allowed_signers: str | None = Field(
+        default=None, description="git's allowed signers file (gpg.ssh.allowedSignersFile: a line `PRINCIPAL "
+        "KEY` per trusted public key), relative to the workspace, ~ expanded. Each tag is shown as verified, "
+        "unverified (a bad signature, or a key not listed) or unsigned; without this file no tag verifies")
+
+
 class StoreSection(_Section):
     url: str = Field(default="sqlite:///.ratchet/ratchet.db", description="SQLAlchemy URL of the store")
     objects: str = Field(default=".ratchet/objects", description="fsspec URL or folder of the object store")
@@ -109,7 +120,7 @@ class Config(_Section):
     runner: ServerSection = Field(default_factory=ServerSection)
     tuner: TunerSection = Field(default_factory=TunerSection)
     architect: ArchitectSection = Field(default_factory=ArchitectSection)
-    versions: ServerSection = Field(default_factory=ServerSection)
+    versions: VersionsSection = Field(default_factory=VersionsSection)
     store: StoreSection = Field(default_factory=StoreSection)
     auth: AuthSection = Field(default_factory=AuthSection)
 
@@ -124,16 +135,23 @@ class Config(_Section):
 
 def load_config(path: Path) -> Config:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NotFoundError(f"{path} does not exist", fix="run `ratchet init DIR` to make a workspace") from None
+    return parse_config(text, path.name)
+
+
+def parse_config(text: str, source: str = CONFIG_NAME) -> Config:
+    """``ratchet.toml``'s text as a Config; errors name ``source`` (the file, or the file at a version)."""
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path.name} is not valid TOML: {exc}", field=path.name,
+        raise ConfigError(f"{source} is not valid TOML: {exc}", field=source,
                           fix="fix the TOML syntax at the line given") from None
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise config_error(exc, path.name, Config) from None
+        raise config_error(exc, source, Config) from None
 
 
 def find_root(start: Path) -> Path:
@@ -192,9 +210,19 @@ class Workspace:
 
     @cached_property
     def versions(self):
+        from ratchet.core.signing import Signing
         from ratchet.core.versions import VersionStore
 
-        return VersionStore(self.root)
+        cfg = self.config.versions
+        return VersionStore(self.root, Signing(key=self._config_path(cfg.signing_key),
+                                               allowed_signers=self._config_path(cfg.allowed_signers)))
+
+    def _config_path(self, value: str | None) -> Path | None:
+        """A path from ``ratchet.toml``: ~ expanded, relative to the workspace."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
 
     @cached_property
     def state(self):
@@ -233,6 +261,10 @@ class Workspace:
 
         return ObjectStore.for_workspace(self)
 
+    def as_tagged(self, version: str) -> TaggedWorkspace:
+        """This workspace as ``version`` configured it (see :class:`TaggedWorkspace`)."""
+        return TaggedWorkspace(self, version)
+
     def emit(self, kind: str, payload: dict[str, Any]) -> int:
         """Write an event to the store's event log and tell every ``ratchet_on_event`` observer."""
         seq = self.store.append_event(kind, payload)
@@ -253,3 +285,58 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
+
+
+class TaggedWorkspace(Workspace):
+    """A workspace as one of its versions configured it: ``ratchet.toml`` and the state schema are read
+    from the version's tag, whatever the files on disk say now. The store, object store, versions and
+    plugins are the workspace's own (plugin code runs only if the tagged state needs a migration)."""
+
+    def __init__(self, workspace: Workspace, version: str):
+        version = workspace.versions.get(version).name
+        text = workspace.versions.read_file(version, CONFIG_NAME).decode("utf-8", errors="replace")
+        super().__init__(workspace.root, parse_config(text, f"{CONFIG_NAME} at {version}"))
+        self.version, self.current = version, workspace
+
+    def active_state(self) -> dict[str, Any]:
+        """The version's active state document as the version reads it: through its own tagged
+        ``ratchet.toml`` and schema, not the current ones (which may name other strategies or a newer
+        schema). What showing a version uses; serving one uses ``state.at_version``."""
+        import json
+
+        from ratchet.core.documents import ACTIVE_PATH
+
+        return self.state.migrate(json.loads(self.versions.read_file(self.version, ACTIVE_PATH)))
+
+    @cached_property
+    def plugins(self):
+        return self.current.plugins
+
+    @cached_property
+    def versions(self):
+        return self.current.versions
+
+    @cached_property
+    def store(self):
+        return self.current.store
+
+    @cached_property
+    def objects(self):
+        return self.current.objects
+
+    @cached_property
+    def state(self):
+        import json
+
+        from ratchet.core.state import StateManager
+
+        path = self.config.state.schema_file
+        try:
+            schema = json.loads(self.versions.read_file(self.version, path))
+        except ValueError as exc:
+            raise ConfigError(f"{path} at {self.version} is not valid JSON: {exc}", field=path,
+                              fix="a tagged file cannot change: show the version with `git show`") from None
+        return StateManager(self, schema=schema)
+
+    def __repr__(self) -> str:
+        return f"TaggedWorkspace({str(self.root)!r}, {self.version!r})"

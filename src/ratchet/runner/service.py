@@ -8,12 +8,19 @@ store before returning, so feedback sent right after the reply always joins.
 Hot reload swaps the snapshot reference when the store's active document (or the pin) changes; a
 call keeps the snapshot it started with, so nothing fails or mixes states during a reload. The active
 document carries the version that holds it, so the label served is always that version's.
+
+With ``require_signed`` (``ratchet serve runner --require-signed``) a state is served only if its
+version's tag verifies against the allowed signers and the state is byte for byte the one that tag
+holds: the runner refuses to start on anything else, and a reload to anything else keeps the
+snapshot it has (and logs why).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import logging
 import threading
 import time
 import typing
@@ -25,8 +32,9 @@ import numpy as np
 
 from ratchet.core import telemetry
 from ratchet.core.admission import NOTHING_STORED, check_finite, check_id
-from ratchet.core.documents import RESERVED_KEY
-from ratchet.core.errors import NotFoundError, UserError
+from ratchet.core.documents import ACTIVE_PATH, RESERVED_KEY
+from ratchet.core.errors import NotFoundError, SignatureError, UserError
+from ratchet.core.signing import VERIFIED
 from ratchet.core.strategy import Decision, Strategy, build_strategies
 from ratchet.runner.context import RunContext
 
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from ratchet.core.workspace import Workspace
 
 OVERRIDES_META_KEY = "ratchet/state"  # request _meta key carrying test-case state overrides
+log = logging.getLogger("ratchet.runner")
 
 
 @dataclass(frozen=True)
@@ -142,12 +151,15 @@ class Runner:
         choice (``Strategy.served``), which is what test tiers check.
     :param record: write turns and decisions to the store (off for test tiers).
     :param allow_overrides: honour state overrides from test cases (request meta ``ratchet/state``).
+    :param require_signed: serve only versions whose tag verifies (raises :class:`SignatureError` at
+        start; a reload keeps the current snapshot).
     """
 
     def __init__(self, workspace: Workspace, *, source: str = "active", explore: bool = True,
                  record: bool = True, allow_overrides: bool = False, seed: int | None = None,
-                 document: dict[str, Any] | None = None):
+                 document: dict[str, Any] | None = None, require_signed: bool = False):
         self.workspace = workspace
+        self.require_signed = require_signed
         self.plugins = workspace.plugins
         self.source = source
         self.explore = explore
@@ -192,9 +204,30 @@ class Runner:
             source = state.pinned()
         if source in ("active", "staging"):
             doc = state.read(source)  # active carries the version that holds it
+            if self.require_signed:
+                self._check_signed(doc.version, doc.sha256)
             return Snapshot(state.migrate(doc.document), doc.version, doc.revision, source, doc.sha256)
         version = self.workspace.versions.get(source).name
+        if self.require_signed:
+            self._check_signed(version, None)
         return Snapshot(state.at_version(version), version, 0, "pinned")
+
+    def _check_signed(self, name: str | None, sha256: str | None) -> None:
+        """Raise unless version ``name``'s tag verifies and (when ``sha256`` is given: the store's copy)
+        the state to serve is the one the tag holds."""
+        fix = ("tag versions with a key the allowed signers file lists ([versions] signing_key), roll back to "
+               "a verified version, or serve without --require-signed")
+        if name is None:
+            raise SignatureError("the state to serve is not a version, and only signed versions may be served",
+                                 field="version", fix="serve the active state or a pinned version")
+        versions = self.workspace.versions
+        status = versions.signature(versions.get(name))
+        if status != VERIFIED:
+            what = "has no signature" if status == "unsigned" else "does not verify against the allowed signers"
+            raise SignatureError(f"version {name} is {status}: its tag {what}", field="version", fix=fix)
+        if sha256 is not None and hashlib.sha256(versions.read_file(name, ACTIVE_PATH)).hexdigest() != sha256:
+            raise SignatureError(f"the store's active state is not the one version {name}'s tag holds",
+                                 field="version", fix=f"restore it with `ratchet rollback {name}`")
 
     def _change_key(self) -> tuple:
         """Cheap fingerprint of everything a reload depends on: the revisions of the store's documents
@@ -226,7 +259,12 @@ class Runner:
         key = self._change_key()
         if key == self._watch_key:
             return False
-        new = self._load()
+        try:
+            new = self._load()
+        except SignatureError as exc:  # keep serving the verified snapshot we have
+            self._watch_key = key
+            log.warning("runner: still serving %s: %s", self._snapshot.version, exc)
+            return False
         self._watch_key = key
         changed = (new.sha256, new.version, new.source) != (self._snapshot.sha256, self._snapshot.version,
                                                            self._snapshot.source) or new.document != self._snapshot.document

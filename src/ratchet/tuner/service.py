@@ -27,7 +27,8 @@ from ratchet.core import telemetry
 from ratchet.core.admission import check_finite, check_id
 from ratchet.core.confine import confined
 from ratchet.core.documents import RESERVED_KEY, applied_seq
-from ratchet.core.errors import ConfigError, ConflictError, NotFoundError, PluginError, RatchetError, UserError
+from ratchet.core.errors import (ConfigError, ConflictError, NotFoundError, PluginError, RatchetError,
+                                 UncommittedError, UserError)
 from ratchet.core.stores.sql import compact_json
 from ratchet.core.strategy import Decision, FeedbackEvent, FeedbackTool, Strategy, build_strategies
 
@@ -363,12 +364,10 @@ class Tuner:
         staging, active = state.read("staging"), state.read("active")
         if staging.document == active.document:
             return {"promoted": False, "reason": "staging equals active: nothing to promote"}
-        ws = self.workspace
-        dirty = await anyio.to_thread.run_sync(ws.versions.uncommitted, ws.behaviour_paths)
-        if dirty:  # a tag now would claim behaviour its files do not hold
-            outcome = {"promoted": False, "uncommitted": dirty, "reason": f"uncommitted changes to "
-                       f"{', '.join(dirty)}: they decide how the service behaves, so a version tagged now could not "
-                       "be reproduced; commit or revert them, then promote"}
+        try:  # before the micro tier: a tag now would claim behaviour its files do not hold
+            await anyio.to_thread.run_sync(state.check_committed, "promote")
+        except UncommittedError as exc:
+            outcome = {"promoted": False, "uncommitted": exc.paths, "reason": f"{exc.message}; {exc.fix}"}
             self.workspace.emit("promotion.failed", outcome)
             return outcome
         micro = await self.run_micro(staging.document)

@@ -40,7 +40,11 @@ class VersionSummary(BaseModel):
     author: str | None
     bump: str | None = Field(description="major, minor, patch or initial")
     reason: str | None
-    metadata: dict[str, Any] = Field(description="the tag's whole JSON metadata")
+    signature: Literal["verified", "unverified", "unsigned"] = Field(
+        description="whether the tag's signature verifies against [versions] allowed_signers: unverified is a "
+        "bad signature or a key the file does not list")
+    metadata: dict[str, Any] = Field(description="the tag's whole JSON metadata (plugin_distributions: the "
+                                     "installed plugin distributions that made it)")
 
 
 class VersionPage(BaseModel):
@@ -63,7 +67,8 @@ class EvalsLink(BaseModel):
 
 
 class VersionDetail(VersionSummary):
-    state: dict[str, Any] | None = Field(description="the active state at this version (null if it has none)")
+    state: dict[str, Any] | None = Field(description="the active state at this version, as its own tagged "
+                                         "ratchet.toml and state schema read it (null if it has none)")
     tools: dict[str, dict[str, ToolSchema]] | None = Field(
         description="MCP tool schemas at this version, by server (runner, tuner) and tool")
     tools_error: str | None = Field(description="why the tool schemas could not be read, if they could not")

@@ -2,7 +2,8 @@
 
 The parsed, sorted list of versions stays in memory and is rebuilt only when the tags change, which a
 stat of ``packed-refs`` and ``refs/tags`` in the git common folder detects (as the runner's hot reload
-does), so listing costs the same with 10 or 10,000 tags.
+does), so listing costs the same with 10 or 10,000 tags. Signatures are verified only for the versions
+a page shows, and remembered per tag object (:mod:`ratchet.core.signing`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
 KIND_GROUPS = {"tuner": frozenset({"tuner", "rollback", "manual"}), "architect": frozenset({"architect"})}
 
 
-def summary(v: Version) -> dict[str, Any]:
+def summary(v: Version, signature: str) -> dict[str, Any]:
     m = v.metadata
     return {"version": v.name, "commit": v.commit, "created": v.created, "kind": v.kind,
-            "author": m.get("author"), "bump": m.get("bump"), "reason": m.get("reason"), "metadata": m}
+            "author": m.get("author"), "bump": m.get("bump"), "reason": m.get("reason"), "signature": signature,
+            "metadata": m}
 
 
 class Catalog:
@@ -80,17 +82,18 @@ class Catalog:
             chosen = listed[max(total - offset - limit, 0):max(total - offset, 0)][::-1]
         else:
             chosen = listed[offset:offset + limit]
-        return {"items": [summary(v) for v in chosen], "total": total, "limit": limit, "offset": offset,
+        return {"items": [self._summary(v) for v in chosen], "total": total, "limit": limit, "offset": offset,
                 "next_offset": offset + limit if offset + limit < total else None}
 
     def detail(self, name: str) -> dict[str, Any]:
-        """A version's metadata, its active state (without Ratchet's bookkeeping), tool schemas and evals."""
+        """A version's metadata, its active state (read through the version's own tagged ratchet.toml and
+        schema, without Ratchet's bookkeeping), tool schemas and evals."""
         from ratchet.architect.toolschemas import tool_schemas
 
         ws = self.workspace
         v = ws.versions.get(name)
         tools, tools_error = self._tools(v, tool_schemas)
-        return {**summary(v), "state": self._state(v), "tools": tools, "tools_error": tools_error,
+        return {**self._summary(v), "state": self._state(v), "tools": tools, "tools_error": tools_error,
                 "evals_exist": ws.objects.exists(summary_key(v.commit))}
 
     def evals(self, name: str) -> dict[str, Any]:
@@ -123,9 +126,12 @@ class Catalog:
 
     # --- helpers ---
 
+    def _summary(self, v: Version) -> dict[str, Any]:
+        return summary(v, self.workspace.versions.signature(v))
+
     def _state(self, v: Version) -> dict[str, Any] | None:
         try:
-            document = self.workspace.state.at_version(v.name)
+            document = self.workspace.as_tagged(v.name).active_state()
         except NotFoundError:  # the version exists (checked) but has no state file
             return None
         return {k: val for k, val in document.items() if k != RESERVED_KEY}
