@@ -515,13 +515,17 @@ def _tier_result(data: dict[str, Any]) -> TierResult:
 
 class JobSession:
     """One job's workbench: the steps the REST step endpoints, the LLM planner's tools and the
-    playbook's actions all go through. Every applied action is recorded in the job."""
+    playbook's actions all go through. Every applied action is recorded in the job.
+
+    Steps run one at a time: a chat model sends several tool calls in one turn and the agent runs them
+    on threads, while each step reads, changes and rewrites files of the worktree and the job's record."""
 
     def __init__(self, architect: Architect, job: Job):
         self.architect = architect
         self.job = job
         self.worktree = architect._worktree(job)
         self._workspace: Workspace | None = None
+        self._one_step = threading.Lock()
 
     @property
     def workspace(self) -> Workspace:
@@ -539,27 +543,31 @@ class JobSession:
         return {**t.to_dict(), "readme": t.readme}
 
     def files(self) -> list[str]:
-        out = self.worktree.git("ls-files", "--cached", "--others", "--exclude-standard")
+        with self._one_step:
+            out = self.worktree.git("ls-files", "--cached", "--others", "--exclude-standard")
         return sorted(p for p in out.splitlines() if p)
 
     def read_file(self, path: str) -> str:
         file = inside_workspace(self.worktree.path, path, "path")
-        if not file.is_file():
-            raise NotFoundError(f"{path} does not exist in the job's worktree", field="path",
-                                fix="list the files with GET /jobs/{id}/files")
-        return file.read_text(encoding="utf-8", errors="replace")
+        with self._one_step:
+            if not file.is_file():
+                raise NotFoundError(f"{path} does not exist in the job's worktree", field="path",
+                                    fix="list the files with GET /jobs/{id}/files")
+            return file.read_text(encoding="utf-8", errors="replace")
 
     def apply(self, action: Action | dict[str, Any]) -> list[str]:
         if isinstance(action, dict):
             action = parse_action(action)
-        self.architect._check_deadline(self.job, "applying")
-        with telemetry.span("ratchet.architect.apply", **{"ratchet.job": self.job.id, "ratchet.action": action.kind}):
-            files = apply_action(self.workspace, action, library=self.architect.library)
-        if isinstance(action, EditConfig):
-            self._workspace = None  # the next step reads the new ratchet.toml
-        self.job.actions.append(action)
-        self.job.note("apply", f"{action.kind}: {', '.join(files)}")
-        self.architect.jobs.save(self.job)
+        with self._one_step:
+            self.architect._check_deadline(self.job, "applying")
+            with telemetry.span("ratchet.architect.apply", **{"ratchet.job": self.job.id,
+                                                              "ratchet.action": action.kind}):
+                files = apply_action(self.workspace, action, library=self.architect.library)
+            if isinstance(action, EditConfig):
+                self._workspace = None  # the next step reads the new ratchet.toml
+            self.job.actions.append(action)
+            self.job.note("apply", f"{action.kind}: {', '.join(files)}")
+            self.architect.jobs.save(self.job)
         return files
 
     def run_tiers(self, tiers: list[str]) -> list[dict[str, Any]]:
@@ -568,7 +576,8 @@ class JobSession:
         if unknown or not tiers:
             raise UserError(f"unknown tier(s) {unknown}" if unknown else "no tiers given", field="tiers",
                             fix=f"choose from {', '.join(TIERS)}")
-        results = self.architect._run_tiers(self.job, self.worktree, tiers)
-        self.job.tiers = [r.to_dict() for r in results]
-        self.architect.jobs.save(self.job)
-        return self.job.tiers
+        with self._one_step:
+            results = self.architect._run_tiers(self.job, self.worktree, tiers)
+            self.job.tiers = [r.to_dict() for r in results]
+            self.architect.jobs.save(self.job)
+            return self.job.tiers
