@@ -397,6 +397,17 @@ def serve_tuner(transport: str, host: str | None, port: int | None, worker: str,
                   host=host or cfg.host, port=cfg.port if port is None else port, label="tuner")
 
 
+def log_to_console(logger: str) -> None:
+    """Print ``logger``'s records from INFO up on stderr, one line each (a server's console)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    log = logging.getLogger(logger)
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+
+
 @serve.command("architect")
 @host_option
 @port_option
@@ -415,6 +426,7 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
     token = auth.load_token(ws)
     auth.check_bind(host or cfg.host, token, component="architect")  # before anything starts
     arch = Architect(ws, planner=planner)
+    log_to_console("ratchet.architect")  # each job's steps and its planner's calls, as they happen
     with telemetry.serving("architect", ws):
         serve_app(create_app(ws, architect=arch, token=token), host=host or cfg.host,
                   port=cfg.port if port is None else port, label="architect")

@@ -50,6 +50,7 @@ from ratchet.architect.plans import (
     inside_workspace,
     parse_action,
 )
+from ratchet.architect.transcript import TranscriptEntry, clip
 from ratchet.architect.worktree import JobWorktree
 from ratchet.core import telemetry
 from ratchet.core.documents import ACTIVE_PATH, apply_changes, state_changes
@@ -320,6 +321,7 @@ class Architect:
         job.branch = wt.branch
         planner: Planner = select_planner(self.workspace, self.planner_name)
         job.planner = planner.name
+        job.model = getattr(planner, "model_name", None)  # a planner that plans with a chat model names it
         self._set(job, "planning", "plan", f"planner {planner.name} on branch {wt.branch} from {job.base[:12]}")
         request = PlanRequest(source=job.source, **job.request)
         session = JobSession(self, job)
@@ -419,7 +421,8 @@ class Architect:
                 extra={"job": job.id, "source": job.source, "request": _short_request(job),
                        "actions": [a.kind for a in job.actions], "changed": job.changed,
                        "tiers": {r["tier"]: r["ok"] for r in job.tiers},
-                       "breaking": bool(job.schema_diff and job.schema_diff["breaking"])})
+                       "breaking": bool(job.schema_diff and job.schema_diff["breaking"]),
+                       **({"model": job.model} if job.model else {})})
         job.tiers = job.tiers + [r.to_dict() | {"after_merge": True} for r in extra_results]
         self._succeeded(job, version.name, version.commit)
         wt.remove()
@@ -569,6 +572,17 @@ class JobSession:
             self.job.note("apply", f"{action.kind}: {', '.join(files)}")
             self.architect.jobs.save(self.job)
         return files
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Add an entry to the job's transcript: a planner's call to its model (``kind="model"``), a tool
+        call the model made (``"tool"``) or one it sent malformed (``"invalid_call"``); see
+        :class:`~ratchet.architect.transcript.TranscriptEntry` for the fields. Long texts are cut."""
+        entry = TranscriptEntry(at=time.time(), kind=kind, **{k: clip(v) for k, v in fields.items()})
+        with self._one_step:
+            self.job.transcript.append(entry)
+            self.job.updated = entry.at
+            self.architect.jobs.save(self.job)
+        log.log(logging.INFO if entry.ok else logging.WARNING, "job %s %s", self.job.id, entry.summary())
 
     def run_tiers(self, tiers: list[str]) -> list[dict[str, Any]]:
         """Run tiers on the worktree as it is now (uncommitted changes included)."""
