@@ -36,12 +36,13 @@ class TranscriptEntry(BaseModel):
 
     def summary(self) -> str:
         """One line for the architect's console."""
+        text = " ".join((self.text or "").split())
         if self.kind == "model":
             tokens = f", {self.tokens['total']} tokens" if self.tokens and "total" in self.tokens else ""
-            asked = f"calls {', '.join(self.calls)}" if self.calls else f"answers {clip(self.text or '', 80)!r}"
+            asked = f"calls {', '.join(self.calls)}" if self.calls else f"answers {clip(text, 80)!r}"
             return f"model {self.name}: {asked}{tokens}"
         what = "invalid call to" if self.kind == "invalid_call" else "tool" if self.ok else "refused"
-        return f"{what} {self.name}: {clip(self.text or '', 160)}"
+        return f"{what} {self.name}: {clip(text, 160)}"
 
 
 def clip(value: Any, limit: int = MAX_TEXT) -> Any:

@@ -70,8 +70,9 @@ class JobProtocol(AgentMiddleware):
         replies = []
         for bad in message.invalid_tool_calls:
             name = bad.get("name") or "?"
+            why = " ".join((bad.get("error") or "").split("For troubleshooting")[0].split())  # one line, no link
             error = RatchetError(f"the arguments of your {name} call are not valid JSON, so it was not run: "
-                                 f"{(bad.get('error') or '').strip()[:300]}", field=name,
+                                 f"{why[:300]}", field=name,
                                  fix=f"call {name} again with complete, valid JSON arguments")
             self.session.record("invalid_call", name=name, call_id=bad.get("id"), args=bad.get("args"),
                                 text=error.message, ok=False)
