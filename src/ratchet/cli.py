@@ -403,6 +403,17 @@ def serve_tuner(transport: str, host: str | None, port: int | None, worker: str,
                   host=host or cfg.host, port=cfg.port if port is None else port, label="tuner")
 
 
+def log_to_console(logger: str) -> None:
+    """Print ``logger``'s records from INFO up on stderr, one line each (a server's console)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    log = logging.getLogger(logger)
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+
+
 @serve.command("architect")
 @host_option
 @port_option
@@ -421,6 +432,7 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
     token = auth.load_token(ws)
     auth.check_bind(host or cfg.host, token, component="architect")  # before anything starts
     arch = Architect(ws, planner=planner)
+    log_to_console("ratchet.architect")  # each job's steps and its planner's calls, as they happen
     with telemetry.serving("architect", ws):
         serve_app(create_app(ws, architect=arch, token=token), host=host or cfg.host,
                   port=cfg.port if port is None else port, label="architect")
@@ -629,11 +641,23 @@ def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: 
 
 @jobs.command("show")
 @click.argument("job_id")
+@click.option("--transcript", is_flag=True, help="Print the planner's model and tool calls as a table instead.")
 @architect_url_option
 @workspace_option
-def jobs_show(job_id: str, url: str | None, workspace_dir: Path | None) -> None:
-    """One job as JSON: plan, step log, tier results, bump, version or error."""
-    echo_json(architect_client(url, workspace_dir).job(job_id))
+def jobs_show(job_id: str, transcript: bool, url: str | None, workspace_dir: Path | None) -> None:
+    """One job as JSON: plan, step log, tier results, bump, version or error, and the transcript of an
+    LLM planner's model and tool calls."""
+    from ratchet.ops.story import summarize, when
+
+    job = architect_client(url, workspace_dir).job(job_id)
+    if not transcript:
+        echo_json(job)
+        return
+    print_table(["time", "call", "name", "ok", "tokens", "arguments", "result or reply"],
+                [[when(e["at"]), e["kind"], e["name"], "yes" if e["ok"] else "no",
+                  (e["tokens"] or {}).get("total"), summarize(e["args"]) if e["args"] is not None else
+                  ", ".join(e["calls"]), summarize(e["text"])] for e in job["transcript"]],
+                title=f"transcript of job {job_id} ({job['model'] or job['planner'] or 'no model'})")
 
 
 def _job_action(what: str, summary: str) -> None:

@@ -221,3 +221,35 @@ def test_duplicate_planner_names_are_refused(ws):
     ws.plugins.pm.register(Dupe(), name="dupe")
     with pytest.raises(PluginError, match="already registered"):
         select_planner(ws)
+
+
+def test_job_session_steps_sent_together_apply_one_at_a_time(ws, arch):
+    """A chat model's parallel tool calls reach the session from several threads at once: each change
+    must land (no lost update of the state file, no half-written file read back)."""
+    import threading
+
+    from ratchet.architect.service import JobSession
+
+    job = arch.open_job("four state changes at once, three times")
+    session = JobSession(arch, job)
+    for round in (1, 2, 3):  # a lost update does not happen every time: give it three chances
+        changes = {"/params/top_k": 3 + round, "/params/min_score": 0.1 * round,
+                   "/params/w_question": 0.5 + 0.1 * round, "/params/w_answer": 0.1 * round}
+        start, errors = threading.Barrier(len(changes)), []
+
+        def apply(pointer, value):
+            start.wait()
+            try:
+                session.apply({"kind": "set_state", "pointer": pointer, "value": value})
+            except Exception as exc:  # noqa: BLE001 -- reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=apply, args=item) for item in changes.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        params = json.loads((session.worktree.path / "state/active.state.json").read_text())["params"]
+        assert {f"/params/{k}": params[k] for k in ("top_k", "min_score", "w_question", "w_answer")} == changes
+    assert len(arch.jobs.get(job.id).actions) == 12

@@ -224,3 +224,24 @@ def test_cli_versions_show_signature_status_and_serve_runner_require_signed(run,
     result = run("serve", "runner", "--transport", "stdio", "--require-signed", "-w", ws_path)
     assert result.exit_code == 7
     assert "version v0.1.0 is unsigned: its tag has no signature" in result.output and "Fix:" in result.output
+
+
+def test_cli_serve_architect_logs_each_job_step_to_its_console(ws_path, monkeypatch):
+    """The server's console (stderr) shows the ``ratchet.architect`` logger's INFO lines: job steps."""
+    import contextlib
+    import logging
+
+    logger = logging.getLogger("ratchet.architect")
+    handlers, level = list(logger.handlers), logger.level
+
+    def serve_app(app, **kwargs):  # instead of serving: a job step, as the Architect logs it
+        logger.info("job abc123 plan: planner llm on branch ratchet/job-abc123")
+
+    monkeypatch.setattr("ratchet.rest.serve_app", serve_app)
+    monkeypatch.setattr("ratchet.core.telemetry.serving", lambda *a: contextlib.nullcontext())
+    try:
+        result = CliRunner().invoke(cli, ["serve", "architect", "-w", str(ws_path)], catch_exceptions=False)
+    finally:
+        logger.handlers[:], logger.level = handlers, level
+    assert result.exit_code == 0, result.output
+    assert "ratchet.architect INFO job abc123 plan: planner llm" in result.stderr

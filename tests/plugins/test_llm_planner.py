@@ -1,87 +1,233 @@
-"""The LLM planner: a real langchain agent loop, driven by a scripted fake chat model making tool calls."""
+"""The LLM planner through the real provider package: ``[architect] model = "openai:gpt-4o-mini"``,
+langchain-openai and the openai client over HTTP, against a scripted OpenAI-compatible server on
+127.0.0.1 (``openai_script``). Nothing touches the network."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, ToolMessage
 
-from ratchet import hookimpl
+from helpers import commit_all, git
+from openai_script import ScriptedOpenAI, answer, call, calls
 from ratchet.architect.service import Architect
 from ratchet.core.errors import ConfigError
+from ratchet.core.workspace import Workspace
 from ratchet.plugins.planners.llm import LlmPlanner
 
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """Replays scripted messages; records what the agent sent it (create_agent calls bind_tools)."""
-
-    seen: list = []
-
-    def bind_tools(self, tools, **kwargs):
-        self.seen.append([t.name for t in tools])
-        return self
-
-    def _generate(self, messages, *args, **kwargs):
-        self.seen.append(list(messages))
-        return super()._generate(messages, *args, **kwargs)
+MODEL = "openai:gpt-4o-mini"
+DRIFT = "Customers' tastes have changed lately."
+MAX_STEPS = 4
 
 
-def call(name: str, args: dict, i: int) -> AIMessage:
-    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{i}"}])
+@pytest.fixture
+def openai_ws(ws_path, monkeypatch):
+    """The default workspace planning with an OpenAI model (at most MAX_STEPS model calls a job)."""
+    config = ws_path / "ratchet.toml"
+    config.write_text(config.read_text().replace("[architect]\n", f'[architect]\nmodel = "{MODEL}"\n'
+                                                                  f"max_steps = {MAX_STEPS}\n"))
+    commit_all(ws_path, "plan with an OpenAI model")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.delenv("OPENAI_API_BASE", raising=False)  # it would win over OPENAI_BASE_URL
+    return Workspace.open(ws_path)
 
 
-SCRIPT = [
-    call("list_templates", {}, 1),
-    call("show_template", {"name": "drift-bandit"}, 2),
-    call("render_template", {"template": "drift-bandit", "data": {"strategy_name": "drift_style", "gamma": 0.97}}, 3),
-    call("edit_config", {"append": {"workspace.plugins": "plugins/drift_style.py"},
-                         "set": {"tuner.strategies[key=style].strategy": "drift_style"}}, 4),
-    call("set_state", {"pointer": "/params/top_k", "value": 99}, 5),  # invalid: the model is told why
-    call("add_test", {"tier": "micro", "case": {
-        "id": "llm-refund", "tool": "answer", "args": {"question": "How long do I have to return an item?",
-                                                        "conversation_id": "llm-1"},
-        "expect": {"path": "entry_id", "equals": "refund-window"}}}, 6),
-    call("run_tiers", {"tiers": ["micro"]}, 7),
-    AIMessage(content="Switched the style bandit to discounted Thompson sampling, as preferences drift.\nDetails..."),
-]
+def run_job(ws, monkeypatch, script, text=DRIFT):
+    """Submit ``text`` and run its job with the model's replies scripted; returns the job and the server."""
+    with ScriptedOpenAI(script) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        arch = Architect(ws)
+        job = arch.process(arch.jobs.get(arch.submit_feedback(text).id))
+    return job, server
 
 
-class ScriptedPlannerPlugin:
-    def __init__(self, model):
-        self.model = model
-
-    @hookimpl
-    def ratchet_register_planners(self, register):
-        register(LlmPlanner(self.model, name="scripted-llm"))
+def main_snapshot(ws):
+    return {"head": git(ws.root, "rev-parse", "HEAD"), "tags": git(ws.root, "tag", "-l"),
+            "branches": git(ws.root, "branch", "--list", "main"),
+            "active": (ws.root / "state/active.state.json").read_bytes()}
 
 
-def test_llm_planner_makes_real_tool_calls_that_become_a_tested_minor_version(ws):
-    model = ScriptedChatModel(messages=iter(SCRIPT))
-    model.seen = []
-    ws.plugins.pm.register(ScriptedPlannerPlugin(model), name="scripted-llm-plugin")
-    arch = Architect(ws, planner="scripted-llm")
-    job = arch.process(arch.jobs.get(arch.submit_feedback("Customers' tastes have changed lately.").id))
+def tool_results(request: dict) -> dict[str, str]:
+    """``{tool_call_id: content}`` of the tool results the model was sent in ``request``."""
+    return {m["tool_call_id"]: m["content"] for m in request["messages"] if m["role"] == "tool"}
+
+
+def test_llm_planner_over_http_turns_drift_feedback_into_a_minor_version_naming_the_model(openai_ws, monkeypatch):
+    script = [
+        calls(call("list_templates", {}, "c1")),
+        calls(call("render_template", {"template": "drift-bandit",
+                                       "data": {"strategy_name": "drift_style", "gamma": 0.97}}, "c2"),
+              call("edit_config", {"append": {"workspace.plugins": "plugins/drift_style.py"},
+                                   "set": {"tuner.strategies[key=style].strategy": "drift_style"}}, "c3"),
+              call("set_state", {"pointer": "/params/top_k", "value": 99}, "c4"),  # refused: the model is told why
+              call("add_test", {"tier": "micro", "case": {
+                  "id": "llm-refund", "tool": "answer",
+                  "args": {"question": "How long do I have to return an item?", "conversation_id": "llm-1"},
+                  "expect": {"path": "entry_id", "equals": "refund-window"}}}, "c5")),
+        calls(call("finish", {"summary": "Switched the style bandit to discounted Thompson sampling, as "
+                                         "preferences drift."}, "c6")),
+    ]
+    job, server = run_job(openai_ws, monkeypatch, script)
 
     assert job.state == "succeeded", job.error
-    assert job.planner == "scripted-llm" and job.version == "v0.2.0" and job.bump == "minor"
+    assert (job.planner, job.model, job.version, job.bump) == ("llm", MODEL, "v0.2.0", "minor")
     assert job.plan.summary == "Switched the style bandit to discounted Thompson sampling, as preferences drift."
     assert [a.kind for a in job.actions] == ["render_template", "edit_config", "add_test"]  # the refused one is not
     assert set(job.changed) == {".copier-answers.drift-bandit.yml", "plugins/drift_style.py", "ratchet.toml",
                                 "tests/micro/architect.yaml"}
-    assert "gamma: 0.97" in (ws.root / ".copier-answers.drift-bandit.yml").read_text()
+    version = openai_ws.versions.get("v0.2.0")
+    assert version.metadata["author"] == "llm" and version.metadata["model"] == MODEL
 
-    # The model saw the tools, the feedback, and each tool's result, including the refusal and its fix.
-    assert "render_template" in model.seen[0] and "run_tiers" in model.seen[0]
-    last_prompt = model.seen[-1]
-    assert "Ratchet workspace" in last_prompt[0].content and "tastes have changed" in last_prompt[1].content
-    results = {m.tool_call_id: m.content for m in last_prompt if isinstance(m, ToolMessage)}
-    assert "drift-bandit" in results["call_1"]
-    refused = json.loads(results["call_5"])["error"]
+    # What went over the wire: the tools with their schemas, the feedback, each result (refusals too).
+    first = server.requests[0]
+    assert first["model"] == "gpt-4o-mini" and "Ratchet workspace" in first["messages"][0]["content"]
+    assert "tastes have changed" in first["messages"][1]["content"]
+    tools = {t["function"]["name"]: t["function"] for t in first["tools"]}
+    assert "finish" in tools and "run_tiers" in tools
+    value = tools["set_state"]["parameters"]["properties"]["value"]
+    assert value["description"] and {s["type"] for s in value["anyOf"]} >= {"string", "number", "object", "null"}
+    add_test = tools["add_test"]["parameters"]["properties"]
+    assert add_test["tier"]["enum"] == ["micro", "fast", "full"]
+    assert {"id", "tool", "args", "expect"} <= set(add_test["case"]["properties"])
+    assert all(p.get("description") for t in tools.values() for p in t["parameters"].get("properties", {}).values())
+    results = tool_results(server.requests[2])
+    refused = json.loads(results["c4"])["error"]
     assert refused["error"] == "StateValidationError" and "top_k" in refused["field"]
-    tiers = json.loads(results["call_7"])
-    assert tiers[0]["tier"] == "micro" and tiers[0]["ok"] and tiers[0]["total"] == 9
+    assert json.loads(results["c2"]) and "drift-bandit" in tool_results(server.requests[1])["c1"]
+
+    # The transcript: each model call with its tokens, each tool call with its arguments and result.
+    assert [(e.kind, e.name) for e in job.transcript] == [
+        ("model", "gpt-4o-mini-2024-07-18"), ("tool", "list_templates"),
+        ("model", "gpt-4o-mini-2024-07-18"), ("tool", "render_template"), ("tool", "edit_config"),
+        ("tool", "set_state"), ("tool", "add_test"),
+        ("model", "gpt-4o-mini-2024-07-18"), ("tool", "finish")]
+    assert job.transcript[0].tokens == {"input": 120, "output": 30, "total": 150}
+    assert job.transcript[2].calls == ["render_template", "edit_config", "set_state", "add_test"]
+    set_state = job.transcript[5]
+    assert set_state.args == {"pointer": "/params/top_k", "value": 99} and not set_state.ok
+    assert "StateValidationError" in set_state.text and all(e.ok for e in job.transcript if e is not set_state)
+
+
+def test_llm_planner_parallel_tool_calls_all_land_in_the_commit(openai_ws, monkeypatch):
+    """OpenAI models send several tool calls in one turn: every applied change is in the version."""
+    changes = {"/params/top_k": 4, "/params/min_score": 0.1, "/params/w_question": 0.6, "/params/w_answer": 0.4}
+    script = [
+        calls(*[call("set_state", {"pointer": p, "value": v}, f"s{i}") for i, (p, v) in enumerate(changes.items())],
+              call("finish", {"summary": "too early"}, "f1")),  # refused: sent with the others
+        calls(call("finish", {"summary": "Retrieval weights retuned."}, "f2")),
+    ]
+    job, server = run_job(openai_ws, monkeypatch, script, text="Answers pick the wrong articles.")
+
+    assert job.state == "succeeded", job.error
+    assert (job.version, job.bump, job.plan.summary) == ("v0.1.1", "patch", "Retrieval weights retuned.")
+    assert [a.pointer for a in job.actions] == list(changes)  # in the order the model sent them
+    committed = json.loads(git(openai_ws.root, "show", "v0.1.1:state/active.state.json"))["params"]
+    assert {f"/params/{k}": committed[k] for k in ("top_k", "min_score", "w_question", "w_answer")} == changes
+    assert [e.name for e in job.transcript if e.kind == "tool"] == ["set_state"] * 4 + ["finish", "finish"]
+    early = json.loads(tool_results(server.requests[1])["f1"])["error"]
+    assert early["field"] == "finish" and "on its own" in early["fix"]
+
+
+def test_llm_planner_invalid_tool_call_is_answered_and_the_retry_applies(openai_ws, monkeypatch):
+    """A call with malformed (cut-off) arguments does not end the plan: the model is told and goes again."""
+    script = [
+        calls(call("set_state", '{"pointer": "/params/max_sentences", "val', "bad1")),
+        calls(call("set_state", {"pointer": "/params/max_sentences", "value": 2}, "good1")),
+        calls(call("finish", {"summary": "Answers are at most two sentences long."}, "f1")),
+    ]
+    job, server = run_job(openai_ws, monkeypatch, script, text="answers are too long")
+
+    assert job.state == "succeeded", job.error
+    assert job.version == "v0.1.1" and openai_ws.state.read("active").document["params"]["max_sentences"] == 2
+    told = json.loads(tool_results(server.requests[1])["bad1"])["error"]
+    assert "not valid JSON" in told["detail"] and told["field"] == "set_state" and "again" in told["fix"]
+    invalid = job.transcript[1]
+    assert (invalid.kind, invalid.name, invalid.call_id, invalid.ok) == ("invalid_call", "set_state", "bad1", False)
+    assert invalid.args == '{"pointer": "/params/max_sentences", "val'
+    assert [a.kind for a in job.actions] == ["set_state"]
+
+
+def test_llm_planner_answer_without_finish_fails_and_leaves_main_as_it_was(openai_ws, monkeypatch, caplog):
+    before = main_snapshot(openai_ws)
+    script = [calls(call("set_state", {"pointer": "/params/tone", "value": "formal"}, "s1")),
+              answer("I made the answers formal.")]
+    with caplog.at_level(logging.INFO, logger="ratchet.architect"):
+        job, server = run_job(openai_ws, monkeypatch, script, text="Be more formal.")
+
+    assert job.state == "failed" and job.version is None
+    assert "without calling finish" in job.error.detail and "I made the answers formal." in job.error.detail
+    assert job.error.field == "architect.model" and "transcript" in job.error.fix
+    assert main_snapshot(openai_ws) == before
+    assert [a.kind for a in job.actions] == ["set_state"] and len(server.requests) == 2
+    # the architect's console (the ratchet.architect logger) shows each step and each call
+    lines = [r.getMessage() for r in caplog.records if r.name == "ratchet.architect"]
+    assert any(f"job {job.id} plan: planner llm" in line for line in lines)
+    assert any(f"job {job.id} tool set_state" in line for line in lines)
+    assert any(f"job {job.id} failed: the model stopped without calling finish" in line for line in lines)
+
+
+def test_llm_planner_runaway_agent_fails_naming_max_steps(openai_ws, monkeypatch):
+    before = main_snapshot(openai_ws)
+    forever = (calls(call("list_files", {}, f"l{i}")) for i in range(1000))
+    job, server = run_job(openai_ws, monkeypatch, forever)
+
+    assert job.state == "failed"
+    assert job.error.field == "architect.max_steps" and f"limit of {MAX_STEPS} calls" in job.error.detail
+    assert "max_steps" in job.error.fix
+    assert len(server.requests) == MAX_STEPS
+    assert [e.kind for e in job.transcript].count("model") == MAX_STEPS
+    assert main_snapshot(openai_ws) == before
+
+
+def test_llm_planner_model_call_that_fails_is_in_the_transcript(openai_ws, monkeypatch):
+    before = main_snapshot(openai_ws)
+    job, server = run_job(openai_ws, monkeypatch, [])  # the server answers 400: no reply scripted
+
+    assert job.state == "failed" and "400" in job.error.detail
+    [entry] = job.transcript
+    assert (entry.kind, entry.name, entry.ok) == ("model", "gpt-4o-mini", False) and "no more replies" in entry.text
+    assert main_snapshot(openai_ws) == before
+
+
+def test_llm_job_transcript_is_shown_by_the_rest_api_and_jobs_show(openai_ws, monkeypatch):
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from ratchet.architect.app import create_app
+    from ratchet.architect.client import ArchitectClient
+    from ratchet.cli import cli
+
+    script = [calls(call("read_file", {"path": "plugins/support_desk.py"}, "r1"),  # some 24,000 characters
+                    call("read_file", {"path": "nope.txt"}, "r2")),
+              answer("Nothing to do.")]
+    with ScriptedOpenAI(script) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        arch = Architect(openai_ws)
+        job = arch.process(arch.jobs.get(arch.submit_feedback("Check the config.").id))
+    http = TestClient(create_app(openai_ws, architect=arch))
+
+    shown = http.get(f"/jobs/{job.id}").json()
+    assert shown["model"] == MODEL and shown["state"] == "failed"
+    entries = shown["transcript"]
+    assert [(e["kind"], e["name"], e["ok"]) for e in entries] == [
+        ("model", "gpt-4o-mini-2024-07-18", True), ("tool", "read_file", True), ("tool", "read_file", False),
+        ("model", "gpt-4o-mini-2024-07-18", True)]
+    assert entries[1]["args"] == {"path": "plugins/support_desk.py"}
+    assert entries[1]["text"].endswith("more characters]") and len(entries[1]["text"]) < 2100  # cut to size
+    assert len(tool_results(server.requests[1])["r1"]) > 20_000  # the model saw it whole
+    assert "NotFoundError" in entries[2]["text"]
+    assert entries[3]["text"] == "Nothing to do." and entries[3]["tokens"]["total"] == 150
+
+    client = ArchitectClient("http://testserver")
+    client.http = http
+    monkeypatch.setattr("ratchet.cli.architect_client", lambda url, workspace_dir: client)
+    monkeypatch.setenv("COLUMNS", "200")  # one line per call
+    table = CliRunner().invoke(cli, ["jobs", "show", job.id, "--transcript"], catch_exceptions=False)
+    assert table.exit_code == 0, table.output
+    assert f"transcript of job {job.id} ({MODEL})" in table.output
+    assert "read_file" in table.output and "Nothing to do." in table.output
 
 
 def test_llm_planner_without_a_model_names_the_setting():

@@ -8,6 +8,7 @@ until it is released.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from ratchet.architect.plans import Action, Plan
+from ratchet.architect.transcript import TranscriptEntry
 from ratchet.core.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ JobState = Literal["queued", "planning", "applying", "testing", "needs_approval"
 JOB_STATES: tuple[str, ...] = JobState.__args__  # type: ignore[attr-defined]
 FINAL_STATES = ("succeeded", "failed")
 JobSource = Literal["feedback", "wake", "agent"]
+logger = logging.getLogger("ratchet.architect")
 
 
 class LogEntry(BaseModel):
@@ -48,6 +51,7 @@ class Job(BaseModel):
     source: JobSource
     request: dict[str, Any] = Field(description="the feedback text (and ids), the KPI report, or the agent's title")
     planner: str | None = None
+    model: str | None = Field(default=None, description="the chat model the planner used, if any")
     plan: Plan | None = None
     actions: list[Action] = Field(default_factory=list, description="every action applied, in order")
     log: list[LogEntry] = Field(default_factory=list)
@@ -63,6 +67,8 @@ class Job(BaseModel):
                                "(a restart finishes or undoes the merge from it)")
     error: JobError | None = None
     trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context of the request that made it")
+    transcript: list[TranscriptEntry] = Field(default_factory=list, description="the planner's model calls and "
+                                              "the tool calls they made, in order (an LLM planner's job)")
     created: float
     updated: float
     deadline: float = Field(description="Unix time after which the job fails (the time limit)")
@@ -71,6 +77,8 @@ class Job(BaseModel):
         now = time.time()
         self.log.append(LogEntry(at=now, step=step, message=message, ok=ok))
         self.updated = now
+        # the architect's console shows each step
+        logger.log(logging.INFO if ok else logging.WARNING, "job %s %s: %s", self.id, step, message)
 
     @property
     def final(self) -> bool:

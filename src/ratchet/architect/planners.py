@@ -6,6 +6,8 @@ A planner is any object with a ``name`` and ``plan(request, session) -> Plan``, 
 templates, read files, apply actions to the job's worktree, run tiers). A planner may return its
 actions in the plan (the job applies them), or apply them itself through the session (the LLM planner
 does, so that it can look at the result and try again); either way every action ends up in the job.
+A planner that plans with a chat model names it in ``model_name`` (the job and its version's metadata
+record it) and records its model and tool calls with ``session.record`` (the job's transcript).
 
 Which planner runs: ``ratchet_select_planner`` (``firstresult``); the first-party impl picks
 ``[architect] planner`` if set, else ``llm`` when ``[architect] model`` is set, else ``playbook``.
@@ -56,6 +58,8 @@ class JobSession(Protocol):
     def apply(self, action: Action | dict[str, Any]) -> list[str]: ...
 
     def run_tiers(self, tiers: list[str]) -> list[dict[str, Any]]: ...
+
+    def record(self, kind: str, **fields: Any) -> None: ...
 
 
 @runtime_checkable

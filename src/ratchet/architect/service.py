@@ -50,6 +50,7 @@ from ratchet.architect.plans import (
     inside_workspace,
     parse_action,
 )
+from ratchet.architect.transcript import TranscriptEntry, clip
 from ratchet.architect.worktree import JobWorktree
 from ratchet.core import telemetry
 from ratchet.core.documents import ACTIVE_PATH, apply_changes, state_changes
@@ -320,6 +321,7 @@ class Architect:
         job.branch = wt.branch
         planner: Planner = select_planner(self.workspace, self.planner_name)
         job.planner = planner.name
+        job.model = getattr(planner, "model_name", None)  # a planner that plans with a chat model names it
         self._set(job, "planning", "plan", f"planner {planner.name} on branch {wt.branch} from {job.base[:12]}")
         request = PlanRequest(source=job.source, **job.request)
         session = JobSession(self, job)
@@ -419,7 +421,8 @@ class Architect:
                 extra={"job": job.id, "source": job.source, "request": _short_request(job),
                        "actions": [a.kind for a in job.actions], "changed": job.changed,
                        "tiers": {r["tier"]: r["ok"] for r in job.tiers},
-                       "breaking": bool(job.schema_diff and job.schema_diff["breaking"])})
+                       "breaking": bool(job.schema_diff and job.schema_diff["breaking"]),
+                       **({"model": job.model} if job.model else {})})
         job.tiers = job.tiers + [r.to_dict() | {"after_merge": True} for r in extra_results]
         self._succeeded(job, version.name, version.commit)
         wt.remove()
@@ -515,13 +518,17 @@ def _tier_result(data: dict[str, Any]) -> TierResult:
 
 class JobSession:
     """One job's workbench: the steps the REST step endpoints, the LLM planner's tools and the
-    playbook's actions all go through. Every applied action is recorded in the job."""
+    playbook's actions all go through. Every applied action is recorded in the job.
+
+    Steps run one at a time: a chat model sends several tool calls in one turn and the agent runs them
+    on threads, while each step reads, changes and rewrites files of the worktree and the job's record."""
 
     def __init__(self, architect: Architect, job: Job):
         self.architect = architect
         self.job = job
         self.worktree = architect._worktree(job)
         self._workspace: Workspace | None = None
+        self._one_step = threading.Lock()
 
     @property
     def workspace(self) -> Workspace:
@@ -546,28 +553,43 @@ class JobSession:
                                limit=limit or BRIEF_CHARS)
 
     def files(self) -> list[str]:
-        out = self.worktree.git("ls-files", "--cached", "--others", "--exclude-standard")
+        with self._one_step:
+            out = self.worktree.git("ls-files", "--cached", "--others", "--exclude-standard")
         return sorted(p for p in out.splitlines() if p)
 
     def read_file(self, path: str) -> str:
         file = inside_workspace(self.worktree.path, path, "path")
-        if not file.is_file():
-            raise NotFoundError(f"{path} does not exist in the job's worktree", field="path",
-                                fix="list the files with GET /jobs/{id}/files")
-        return file.read_text(encoding="utf-8", errors="replace")
+        with self._one_step:
+            if not file.is_file():
+                raise NotFoundError(f"{path} does not exist in the job's worktree", field="path",
+                                    fix="list the files with GET /jobs/{id}/files")
+            return file.read_text(encoding="utf-8", errors="replace")
 
     def apply(self, action: Action | dict[str, Any]) -> list[str]:
         if isinstance(action, dict):
             action = parse_action(action)
-        self.architect._check_deadline(self.job, "applying")
-        with telemetry.span("ratchet.architect.apply", **{"ratchet.job": self.job.id, "ratchet.action": action.kind}):
-            files = apply_action(self.workspace, action, library=self.architect.library)
-        if isinstance(action, EditConfig):
-            self._workspace = None  # the next step reads the new ratchet.toml
-        self.job.actions.append(action)
-        self.job.note("apply", f"{action.kind}: {', '.join(files)}")
-        self.architect.jobs.save(self.job)
+        with self._one_step:
+            self.architect._check_deadline(self.job, "applying")
+            with telemetry.span("ratchet.architect.apply", **{"ratchet.job": self.job.id,
+                                                              "ratchet.action": action.kind}):
+                files = apply_action(self.workspace, action, library=self.architect.library)
+            if isinstance(action, EditConfig):
+                self._workspace = None  # the next step reads the new ratchet.toml
+            self.job.actions.append(action)
+            self.job.note("apply", f"{action.kind}: {', '.join(files)}")
+            self.architect.jobs.save(self.job)
         return files
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Add an entry to the job's transcript: a planner's call to its model (``kind="model"``), a tool
+        call the model made (``"tool"``) or one it sent malformed (``"invalid_call"``); see
+        :class:`~ratchet.architect.transcript.TranscriptEntry` for the fields. Long texts are cut."""
+        entry = TranscriptEntry(at=time.time(), kind=kind, **{k: clip(v) for k, v in fields.items()})
+        with self._one_step:
+            self.job.transcript.append(entry)
+            self.job.updated = entry.at
+            self.architect.jobs.save(self.job)
+        log.log(logging.INFO if entry.ok else logging.WARNING, "job %s %s", self.job.id, entry.summary())
 
     def run_tiers(self, tiers: list[str]) -> list[dict[str, Any]]:
         """Run tiers on the worktree as it is now (uncommitted changes included)."""
@@ -575,7 +597,8 @@ class JobSession:
         if unknown or not tiers:
             raise UserError(f"unknown tier(s) {unknown}" if unknown else "no tiers given", field="tiers",
                             fix=f"choose from {', '.join(TIERS)}")
-        results = self.architect._run_tiers(self.job, self.worktree, tiers)
-        self.job.tiers = [r.to_dict() for r in results]
-        self.architect.jobs.save(self.job)
-        return self.job.tiers
+        with self._one_step:
+            results = self.architect._run_tiers(self.job, self.worktree, tiers)
+            self.job.tiers = [r.to_dict() for r in results]
+            self.architect.jobs.save(self.job)
+            return self.job.tiers

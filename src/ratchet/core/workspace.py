@@ -70,6 +70,8 @@ class TunerSection(ServerSection):
 class ArchitectSection(ServerSection):
     planner: str | None = Field(default=None, description="planner name; default: llm if model set")
     model: str | None = Field(default=None, description="an init_chat_model string, e.g. 'openai:gpt-4o'")
+    max_steps: int = Field(default=25, ge=1, le=500, description="the LLM planner's limit of model calls in "
+                           "one job; a job that reaches it without finishing its plan fails")
     approval: Literal["none", "major", "all"] = Field(
         default="none", description="which jobs wait in needs_approval for POST /jobs/{id}/approve")
     job_timeout_seconds: float = Field(default=600, gt=0, description="time limit of a job's planning, "

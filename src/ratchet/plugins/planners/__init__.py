@@ -13,7 +13,8 @@ from ratchet.plugins.planners.playbook import PlaybookPlanner
 @hookimpl
 def ratchet_register_planners(register, workspace):
     register(PlaybookPlanner())
-    register(LlmPlanner(model=workspace.config.architect.model if workspace is not None else None))
+    cfg = workspace.config.architect if workspace is not None else None
+    register(LlmPlanner(model=cfg.model, max_steps=cfg.max_steps) if cfg is not None else LlmPlanner())
 
 
 @hookimpl(trylast=True)

@@ -1,0 +1,96 @@
+"""The LLM planner's protocol, as a langchain agent middleware: how a plan ends, what the model is told
+when a tool call is malformed, and the job's transcript (see :mod:`ratchet.plugins.planners.llm`)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from langchain.agents.middleware import AgentMiddleware, hook_config
+from langchain_core.messages import AIMessage, ToolMessage
+
+from ratchet import JobSession, RatchetError
+from ratchet.plugins.planners.llm import text_of
+from ratchet.plugins.planners.llm_tools import FINISH
+
+
+def refusal(call_id: str, name: str, error: RatchetError) -> ToolMessage:
+    """A tool call's result saying it was not run, and why (the shape of a step's refusal)."""
+    return ToolMessage(json.dumps({"error": error.to_dict()}), tool_call_id=call_id, name=name, status="error")
+
+
+class JobProtocol(AgentMiddleware):
+    """Ends the plan once ``finish`` is accepted, answers malformed tool calls, refuses a ``finish`` sent
+    with other calls, and records every model and tool call in the job's transcript."""
+
+    def __init__(self, session: JobSession):
+        super().__init__()
+        self.session = session
+        self.finished: tuple[str, str] | None = None  # (summary, rationale) once finish was accepted
+        self._calls_this_turn = 0
+
+    def finish(self, summary: str, rationale: str) -> str:
+        """What the ``finish`` tool does."""
+        self.finished = (summary.strip().splitlines()[0], rationale)
+        return "Finished: the job now commits your changes, runs every tier and, if they pass, makes a version."
+
+    def wrap_model_call(self, request, handler):
+        started = time.monotonic()
+        try:
+            response = handler(request)
+        except Exception as exc:  # the provider refused or failed: the transcript says so, the job fails
+            name = getattr(request.model, "model_name", None) or type(request.model).__name__
+            self.session.record("model", name=name, text=f"{type(exc).__name__}: {exc}",
+                                seconds=round(time.monotonic() - started, 3), ok=False)
+            raise
+        for message in response.result:
+            if isinstance(message, AIMessage):
+                usage = message.usage_metadata
+                self.session.record(
+                    "model", name=message.response_metadata.get("model_name") or "model", text=text_of(message),
+                    calls=[c["name"] for c in message.tool_calls]
+                    + [c["name"] or "?" for c in message.invalid_tool_calls],
+                    tokens={"input": usage["input_tokens"], "output": usage["output_tokens"],
+                            "total": usage["total_tokens"]} if usage else None,
+                    seconds=round(time.monotonic() - started, 3))
+        return response
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state, runtime):
+        return {"jump_to": "end"} if self.finished is not None else None
+
+    @hook_config(can_jump_to=["model"])
+    def after_model(self, state, runtime):
+        """Answer each malformed tool call with what was wrong. With no valid call to run, the model goes
+        again: langchain would otherwise end the agent there, as if the model had answered."""
+        message = state["messages"][-1]
+        if not isinstance(message, AIMessage):
+            return None
+        self._calls_this_turn = len(message.tool_calls) + len(message.invalid_tool_calls)
+        replies = []
+        for bad in message.invalid_tool_calls:
+            name = bad.get("name") or "?"
+            why = " ".join((bad.get("error") or "").split("For troubleshooting")[0].split())  # one line, no link
+            error = RatchetError(f"the arguments of your {name} call are not valid JSON, so it was not run: "
+                                 f"{why[:300]}", field=name,
+                                 fix=f"call {name} again with complete, valid JSON arguments")
+            self.session.record("invalid_call", name=name, call_id=bad.get("id"), args=bad.get("args"),
+                                text=error.message, ok=False)
+            if bad.get("id"):  # a call without an id cannot be answered; the model sees its own message
+                replies.append(refusal(bad["id"], name, error))
+        if not message.invalid_tool_calls:
+            return None
+        return {"messages": replies, **({} if message.tool_calls else {"jump_to": "model"})}
+
+    def wrap_tool_call(self, request, handler):
+        call = request.tool_call
+        if call["name"] == FINISH and self._calls_this_turn > 1:
+            result = refusal(call["id"], FINISH, RatchetError(
+                "finish was called with other tool calls, before their results were in", field=FINISH,
+                fix="call finish on its own, once you have seen the other calls' results"))
+        else:
+            result = handler(request)
+        if isinstance(result, ToolMessage):
+            self.session.record("tool", name=call["name"], call_id=call.get("id"), args=call.get("args"),
+                                text=text_of(result), ok=result.status != "error")
+        return result
