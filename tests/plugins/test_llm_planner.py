@@ -83,7 +83,9 @@ def test_llm_planner_over_http_turns_drift_feedback_into_a_minor_version_naming_
     # What went over the wire: the tools with their schemas, the feedback, each result (refusals too).
     first = server.requests[0]
     assert first["model"] == "gpt-4o-mini" and "Ratchet workspace" in first["messages"][0]["content"]
-    assert "tastes have changed" in first["messages"][1]["content"]
+    told = first["messages"][1]["content"]
+    assert told.startswith(f"Feedback:\n{DRIFT}\n\n# The workspace\n")  # then the brief (tests/architect/test_brief.py)
+    assert "PATCH" in told and "## Files" in told and "- runner.answer(" in told and "## KPIs now" in told
     tools = {t["function"]["name"]: t["function"] for t in first["tools"]}
     assert "finish" in tools and "run_tiers" in tools
     value = tools["set_state"]["parameters"]["properties"]["value"]

@@ -29,12 +29,13 @@ from ratchet.plugins.planners.llm_tools import job_tools
 SYSTEM_PROMPT = """\
 You are the Architect of a Ratchet workspace: a git repo that holds one agent service (runner plugins,
 tuner strategies, state/active.state.json validated by state/schema.json, test tiers under tests/, and
-ratchet.toml). You get feedback about the service or a report of breached KPIs. Make the smallest change
-that addresses it, using the tools: prefer a state change (set_state) for tuning, a template from the
-library (list_templates, show_template, render_template) for new behaviour, and add a test case
-(add_test) that pins down what was asked. Wire rendered plugins into ratchet.toml with edit_config.
-Run the micro tier (run_tiers) to check your work. When done, call finish, on its own, with a one-line
-summary of the change: nothing you changed is kept unless you call finish.
+ratchet.toml). You get feedback about the service or a report of breached KPIs, followed by a brief of
+the workspace. Make the smallest change that addresses it, using the tools: prefer a state change
+(set_state) when a parameter can address it (a patch version: no test needed); for new behaviour use a
+template from the library (list_templates, show_template, render_template), wire rendered plugins into
+ratchet.toml with edit_config, and add a test case (add_test) that pins down what was asked. Run the
+micro tier (run_tiers) to check your work. When done, call finish, on its own, with a one-line summary
+of the change: nothing you changed is kept unless you call finish.
 """
 
 
@@ -90,7 +91,8 @@ class LlmPlanner:
                              middleware=[protocol, ModelCallLimitMiddleware(run_limit=self.max_steps,
                                                                             exit_behavior="error")])
         try:
-            result = agent.invoke({"messages": [HumanMessage(describe(request))]},
+            result = agent.invoke({"messages": [HumanMessage(f"{describe(request)}\n\n# The workspace\n\n"
+                                                             f"{session.brief()}")]},
                                   # one tool call at a time, in the model's order; the recursion limit is a
                                   # backstop (a model call is at most six graph steps)
                                   config={"max_concurrency": 1, "recursion_limit": 6 * self.max_steps + 10})
