@@ -38,6 +38,7 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
                   "free-text feedback, Triggerer wake-ups, or an external agent's steps.",
                   dependencies=token_required(token))
     app.state.architect = arch
+    app.state.token_required = token is not None  # requests are by a token's id, else anonymous
     for module in (jobs, steps, templates):
         app.include_router(module.router)
     install_error_handlers(app)

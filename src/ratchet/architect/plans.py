@@ -126,6 +126,21 @@ def parse_action(data: dict[str, Any]) -> Action:
                         fix=f"an action has kind one of {', '.join(ACTION_KINDS)} and that kind's fields") from None
 
 
+def describe(action: Action) -> str:
+    """The action in a few words, for the job's log: its kind and what it aims at (never whole contents)."""
+    if isinstance(action, SetState):
+        return f"set_state {action.pointer}"
+    if isinstance(action, RenderTemplate):
+        return f"render_template {action.template}"
+    if isinstance(action, WriteFile):
+        return f"write_file ({len(action.content.encode('utf-8')):,} bytes)"
+    if isinstance(action, EditConfig):
+        return f"edit_config {', '.join([*action.set, *action.append])}"
+    if isinstance(action, AddTest):
+        return f"add_test {action.tier} {action.case.get('id')}"
+    return action.kind
+
+
 # --- applying ---------------------------------------------------------------------------------------
 
 

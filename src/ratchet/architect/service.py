@@ -24,6 +24,9 @@ covers planning, applying and testing; a job waiting for approval does not expir
 
 An external agent drives the same steps over REST: open a job (``source = "agent"``), then apply
 actions, read files and run tiers in its worktree (:meth:`Architect.session`), then release it.
+
+Every step is logged in the job with who took it (``by``: a request's token id, ``anonymous``, or
+``architect``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ratchet.architect.jobs import Job, JobError, JobStore, new_job
+from ratchet.architect.jobs import ARCHITECT, Job, JobError, JobStore, new_job
 from ratchet.architect.plans import (
     TIERS,
     Action,
@@ -47,6 +50,7 @@ from ratchet.architect.plans import (
     Plan,
     apply_action,
     bump_for,
+    describe,
     inside_workspace,
     parse_action,
 )
@@ -144,32 +148,34 @@ class Architect:
         return self._library
 
     # --- submitting ---
+    # ``by`` names who asked (a token id, or anonymous); the job's log records it with each step.
 
-    def submit_feedback(self, text: str, *, version: str | None = None, conversation_id: str | None = None) -> Job:
+    def submit_feedback(self, text: str, *, version: str | None = None, conversation_id: str | None = None,
+                        by: str = ARCHITECT) -> Job:
         request = {"text": text, "version": version, "conversation_id": conversation_id}
-        return self._submit("feedback", {k: v for k, v in request.items() if v is not None})
+        return self._submit("feedback", {k: v for k, v in request.items() if v is not None}, by=by)
 
-    def submit_wake(self, report: dict[str, Any]) -> Job:
-        return self._submit("wake", {"report": report})
+    def submit_wake(self, report: dict[str, Any], *, by: str = ARCHITECT) -> Job:
+        return self._submit("wake", {"report": report}, by=by)
 
-    def _submit(self, source: str, request: dict[str, Any]) -> Job:
+    def _submit(self, source: str, request: dict[str, Any], *, by: str) -> Job:
         from opentelemetry import propagate
 
-        job = new_job(source, request, self.config.job_timeout_seconds)  # type: ignore[arg-type]
+        job = new_job(source, request, self.config.job_timeout_seconds, by=by)  # type: ignore[arg-type]
         propagate.inject(job.trace)  # the job's spans continue the caller's trace
         self.jobs.save(job)
         self.workspace.emit("job.queued", {"job": job.id, "source": source})
         self._queue.put((job.id, "run"))
         return job
 
-    def open_job(self, title: str) -> Job:
+    def open_job(self, title: str, *, by: str = ARCHITECT) -> Job:
         """A job an external agent drives step by step: its worktree is ready when this returns."""
-        job = new_job("agent", {"title": title}, self.config.job_timeout_seconds, state="applying")
+        job = new_job("agent", {"title": title}, self.config.job_timeout_seconds, state="applying", by=by)
         wt = self._worktree(job)
         job.base = self.workspace.versions.head()
         wt.create(job.base)
         job.branch = wt.branch
-        job.note("worktree", f"branch {wt.branch} from {job.base[:12]}")
+        job.note("worktree", f"branch {wt.branch} from {job.base[:12]}", by=by)
         self.jobs.save(job)
         self.workspace.emit("job.opened", {"job": job.id})
         return job
@@ -195,16 +201,16 @@ class Architect:
     # --- the agent's steps ---
 
     @contextlib.contextmanager
-    def session(self, job_id: str) -> Iterator[JobSession]:
+    def session(self, job_id: str, *, by: str = ARCHITECT) -> Iterator[JobSession]:
         """The steps an agent may take on its open job, one request at a time per job."""
         with self._job_lock(job_id):
             job = self.get(job_id)
             if job.source != "agent" or job.state != "applying":
                 raise ConflictError(f"job {job_id} is a {job.source} job in state {job.state}, not open for "
                                     "an agent's changes", field="job_id", fix="open a job with POST /jobs")
-            yield JobSession(self, job)
+            yield JobSession(self, job, by=by)
 
-    def release(self, job_id: str) -> Job:
+    def release(self, job_id: str, *, by: str = ARCHITECT) -> Job:
         """Finish an agent's job: commit, test, bump, merge and tag (in the worker; poll the job)."""
         with self._job_lock(job_id):
             job = self.get(job_id)
@@ -216,12 +222,12 @@ class Architect:
                 raise UserError(f"job {job_id} has no changes to release", field="actions",
                                 fix="apply an action first, or abandon the job with DELETE /jobs/{id}")
             job.state = "testing"
-            job.note("release", "released by the agent")
+            job.note("release", "released by the agent", by=by)
             self.jobs.save(job)
         self._queue.put((job_id, "finish"))
         return job
 
-    def approve(self, job_id: str) -> Job:
+    def approve(self, job_id: str, *, by: str = ARCHITECT) -> Job:
         with self._job_lock(job_id):
             job = self.get(job_id)
             if job.state != "needs_approval":
@@ -229,19 +235,19 @@ class Architect:
                                     fix="only a job in needs_approval can be approved")
             job.state = "testing"
             job.deadline = time.time() + self.config.job_timeout_seconds  # the clock restarts for the merge
-            job.note("approve", "approved")
+            job.note("approve", "approved", by=by)
             self.jobs.save(job)
         self._queue.put((job_id, "merge"))
         return job
 
-    def abandon(self, job_id: str) -> Job:
+    def abandon(self, job_id: str, *, by: str = ARCHITECT) -> Job:
         with self._job_lock(job_id):
             job = self.get(job_id)
             if job.state not in ("applying", "needs_approval") or (job.state == "applying" and job.source != "agent"):
                 raise ConflictError(f"job {job_id} is {job.state} and cannot be abandoned now", field="job_id",
                                     fix="abandon an open agent job, or one waiting for approval")
             self._fail(job, UserError("abandoned: nothing was merged", fix="open a new job to try again"),
-                       step="abandon")
+                       step="abandon", by=by)
             return job
 
     # --- the worker ---
@@ -360,7 +366,7 @@ class Architect:
         gate = self.config.approval
         return gate == "all" or (gate == "major" and job.bump == "major")
 
-    def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str]) -> list[TierResult]:
+    def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str], *, by: str = ARCHITECT) -> list[TierResult]:
         """Run ``tiers`` in order in a fresh ``ratchet test`` process (the job's code never runs in the
         Architect), stopping at the first that fails or misses its budget."""
         remaining = self._check_deadline(job, "testing")
@@ -372,13 +378,13 @@ class Architect:
             results = [TierResult.model_validate(r) for r in json.loads(proc.stdout)["tiers"]]
         except (ValueError, KeyError, TypeError):
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-            job.note("tiers", f"{', '.join(tiers)}: could not run", ok=False)
+            job.note("tiers", f"{', '.join(tiers)}: could not run", ok=False, by=by)
             raise TestsFailedError(f"the tiers could not run on the job's worktree:\n{tail}",
                                    field=f"tiers.{tiers[0]}", fix="fix the error above in the planned change") from None
         for result in results:
             job.note("tiers", f"{result.tier}: {result.passed}/{result.total} passed, "
                               + ("within budget" if result.ok else "; ".join(result.violations) or "failed"),
-                     ok=result.ok)
+                     ok=result.ok, by=by)
         return results
 
     def _bump(self, job: Job) -> tuple[str, dict[str, Any] | None]:
@@ -470,10 +476,10 @@ class Architect:
 
     # --- helpers ---
 
-    def _fail(self, job: Job, exc: RatchetError, *, step: str | None) -> None:
+    def _fail(self, job: Job, exc: RatchetError, *, step: str | None, by: str = ARCHITECT) -> None:
         job.state = "failed"
         job.error = JobError(detail=exc.message, field=exc.field, fix=exc.fix, step=step)
-        job.note("failed", exc.message.splitlines()[0], ok=False)
+        job.note("failed", exc.message.splitlines()[0], ok=False, by=by)
         self.jobs.save(job)
         self.workspace.emit("job.failed", {"job": job.id, "step": step, "detail": exc.message})
         # The branch is kept for inspection (`git log ratchet/job-<id>`); main and the tags are untouched.
@@ -517,9 +523,10 @@ class JobSession:
     """One job's workbench: the steps the REST step endpoints, the LLM planner's tools and the
     playbook's actions all go through. Every applied action is recorded in the job."""
 
-    def __init__(self, architect: Architect, job: Job):
+    def __init__(self, architect: Architect, job: Job, *, by: str = ARCHITECT):
         self.architect = architect
         self.job = job
+        self.by = by
         self.worktree = architect._worktree(job)
         self._workspace: Workspace | None = None
 
@@ -558,7 +565,7 @@ class JobSession:
         if isinstance(action, EditConfig):
             self._workspace = None  # the next step reads the new ratchet.toml
         self.job.actions.append(action)
-        self.job.note("apply", f"{action.kind}: {', '.join(files)}")
+        self.job.note("apply", f"{describe(action)}: {', '.join(files)}", by=self.by)
         self.architect.jobs.save(self.job)
         return files
 
@@ -568,7 +575,7 @@ class JobSession:
         if unknown or not tiers:
             raise UserError(f"unknown tier(s) {unknown}" if unknown else "no tiers given", field="tiers",
                             fix=f"choose from {', '.join(TIERS)}")
-        results = self.architect._run_tiers(self.job, self.worktree, tiers)
+        results = self.architect._run_tiers(self.job, self.worktree, tiers, by=self.by)
         self.job.tiers = [r.to_dict() for r in results]
         self.architect.jobs.save(self.job)
         return self.job.tiers
