@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from ratchet import __version__
 from ratchet.architect.routes import jobs, steps, templates
 from ratchet.architect.service import Architect
-from ratchet.rest import install_error_handlers, install_tracing, token_required
+from ratchet.rest import install_error_handlers, install_guards, install_tracing, token_required
 
 
 def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True,
@@ -43,4 +43,5 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
         app.include_router(module.router)
     install_error_handlers(app)
     install_tracing(app, "architect")
+    install_guards(app, workspace.config)
     return app

@@ -26,7 +26,7 @@ An external agent drives the same steps over REST: open a job (``source = "agent
 actions, read files and run tiers in its worktree (:meth:`Architect.session`), then release it.
 
 Every step is logged in the job with who took it (``by``: a request's token id, ``anonymous``, or
-``architect``).
+``architect``). New jobs are admitted within ``[limits]`` (:mod:`ratchet.architect.limits`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ratchet.architect import limits
 from ratchet.architect.jobs import ARCHITECT, Job, JobError, JobStore, new_job
 from ratchet.architect.plans import (
     TIERS,
@@ -86,14 +87,17 @@ class Architect:
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._job_locks: dict[str, threading.RLock] = {}  # re-entrant: a step may look the job up again
         self._locks_guard = threading.Lock()
+        self._admission = threading.Lock()  # counting open jobs and adding one is one step
         self._thread: threading.Thread | None = None
         self._library = None
 
     # --- lifecycle ---
 
     def start(self) -> None:
-        """Recover jobs a previous process left unfinished, then start the worker thread."""
+        """Recover jobs a previous process left unfinished, prune what old finished jobs left, then start
+        the worker thread."""
         self.recover()
+        self.prune()
         self._thread = threading.Thread(target=self._work, name="ratchet-architect", daemon=True)
         self._thread.start()
 
@@ -112,8 +116,8 @@ class Architect:
         jobs = self.jobs.list()
         woken = {j.request.get("report", {}).get("at") for j in jobs if j.source == "wake"}
         last_wake = self.workspace.store.last_event(WAKE_EVENT)
-        if last_wake and last_wake["payload"].get("at") not in woken:
-            self.submit_wake(last_wake["payload"])
+        if last_wake and last_wake["payload"].get("at") not in woken:  # owed, so not refused by the limits
+            self._submit("wake", {"report": last_wake["payload"]}, by=ARCHITECT, admit=False)
         interrupted = [j for j in jobs if j.state in _IN_FLIGHT or (j.state == "applying" and j.source != "agent")]
         if any(j.intent for j in interrupted):  # a merge was cut off: finish or undo it first
             from ratchet.core.lineage import Lineage
@@ -158,27 +162,44 @@ class Architect:
     def submit_wake(self, report: dict[str, Any], *, by: str = ARCHITECT) -> Job:
         return self._submit("wake", {"report": report}, by=by)
 
-    def _submit(self, source: str, request: dict[str, Any], *, by: str) -> Job:
+    def _submit(self, source: str, request: dict[str, Any], *, by: str, admit: bool = True) -> Job:
         from opentelemetry import propagate
 
-        job = new_job(source, request, self.config.job_timeout_seconds, by=by)  # type: ignore[arg-type]
-        propagate.inject(job.trace)  # the job's spans continue the caller's trace
-        self.jobs.save(job)
+        with self._admitted() if admit else contextlib.nullcontext():
+            job = new_job(source, request, self.config.job_timeout_seconds, by=by)  # type: ignore[arg-type]
+            propagate.inject(job.trace)  # the job's spans continue the caller's trace
+            self.jobs.save(job)
         self.workspace.emit("job.queued", {"job": job.id, "source": source})
         self._queue.put((job.id, "run"))
         return job
 
     def open_job(self, title: str, *, by: str = ARCHITECT) -> Job:
         """A job an external agent drives step by step: its worktree is ready when this returns."""
-        job = new_job("agent", {"title": title}, self.config.job_timeout_seconds, state="applying", by=by)
-        wt = self._worktree(job)
-        job.base = self.workspace.versions.head()
-        wt.create(job.base)
-        job.branch = wt.branch
-        job.note("worktree", f"branch {wt.branch} from {job.base[:12]}", by=by)
-        self.jobs.save(job)
+        with self._admitted():
+            job = new_job("agent", {"title": title}, self.config.job_timeout_seconds, state="applying", by=by)
+            wt = self._worktree(job)
+            job.base = self.workspace.versions.head()
+            wt.create(job.base)
+            job.branch = wt.branch
+            job.note("worktree", f"branch {wt.branch} from {job.base[:12]}", by=by)
+            self.jobs.save(job)
         self.workspace.emit("job.opened", {"job": job.id})
         return job
+
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Room for one more job within [limits], or a TooManyError (429); held while the job is added."""
+        with self._admission:
+            self.prune(locked=True)
+            # listed through get/list, so that an agent job past its time limit no longer counts
+            limits.check_capacity(self.workspace, [j for state in limits.OPEN_STATES for j in self.list(state) if not j.final])
+            yield
+
+    def prune(self, *, locked: bool = False) -> list[str]:
+        """Remove what jobs that finished over ``[limits] prune_after_days`` ago left (worktree, branch)."""
+        with contextlib.nullcontext() if locked else self._admission:
+            # a folder without a record may be a job being opened: spare it for a job's time limit at least
+            return limits.prune(self.workspace, self.jobs, orphan_age=self.config.job_timeout_seconds)
 
     # --- reading ---
 
@@ -560,8 +581,10 @@ class JobSession:
         if isinstance(action, dict):
             action = parse_action(action)
         self.architect._check_deadline(self.job, "applying")
+        # the limit is the Architect's: the worktree's ratchet.toml is the job's to change
+        file_bytes = self.architect.workspace.config.limits.file_bytes
         with telemetry.span("ratchet.architect.apply", **{"ratchet.job": self.job.id, "ratchet.action": action.kind}):
-            files = apply_action(self.workspace, action, library=self.architect.library)
+            files = apply_action(self.workspace, action, library=self.architect.library, file_bytes=file_bytes)
         if isinstance(action, EditConfig):
             self._workspace = None  # the next step reads the new ratchet.toml
         self.job.actions.append(action)

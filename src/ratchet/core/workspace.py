@@ -98,6 +98,19 @@ class AuthSection(_Section):
         "servers are open, and only loopback may be bound")
 
 
+class LimitsSection(_Section):
+    body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest request body the REST apps "
+                            "(Architect, Versions) read; a larger one is refused with 413")
+    file_bytes: int = Field(default=1024 * 1024, ge=1, description="largest file an Architect job's write_file "
+                            "or replace_text may leave (413)")
+    open_jobs: int = Field(default=10, ge=1, description="unfinished Architect jobs (queued, running, open for an "
+                           "agent or waiting for approval); a new one beyond is refused with 429")
+    open_worktrees: int = Field(default=10, ge=1, description="job worktrees under .ratchet/jobs; a new job beyond "
+                                "is refused with 429")
+    prune_after_days: float = Field(default=7, ge=0, description="a finished job's leftover worktree and branch are "
+                                    "removed this long after it finished (its record stays)")
+
+
 class StateSection(_Section):
     schema_file: str = Field(default="state/schema.json", alias="schema",
                              description="JSON Schema of the state documents, relative to the workspace")
@@ -112,6 +125,7 @@ class Config(_Section):
     versions: ServerSection = Field(default_factory=ServerSection)
     store: StoreSection = Field(default_factory=StoreSection)
     auth: AuthSection = Field(default_factory=AuthSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
 
     @model_validator(mode="after")
     def _unique_strategy_keys(self) -> Config:
