@@ -63,6 +63,9 @@ def test_llm_planner_makes_real_tool_calls_that_become_a_tested_minor_version(ws
     ws.plugins.pm.register(ScriptedPlannerPlugin(model), name="scripted-llm-plugin")
     arch = Architect(ws, planner="scripted-llm")
     job = arch.process(arch.jobs.get(arch.submit_feedback("Customers' tastes have changed lately.").id))
+    assert job.state == "needs_approval", job.error  # a model wrote code: it waits by default ([architect] approval)
+    arch.approve(job.id)
+    job = arch.process(arch.jobs.get(job.id), "merge")
 
     assert job.state == "succeeded", job.error
     assert job.planner == "scripted-llm" and job.version == "v0.2.0" and job.bump == "minor"

@@ -8,7 +8,9 @@ A job (``architect/jobs.py``) runs in its own git worktree and branch (``archite
    stopping at the first tier that fails or misses its budget;
 4. **bump**: from what changed (active state only → patch; anything more → minor) and from the runner's
    and tuner's tool schemas at the base and at the job's commit (a breaking change → major);
-5. **approve** (optional): ``[architect] approval`` holds major jobs (or all) in ``needs_approval``;
+5. **approve**: ``[architect] approval`` holds jobs in ``needs_approval``: by default (``agents``) major
+   changes, and changes beyond the active state that an agent wrote (an external agent, or a planner
+   other than the workspace's playbook);
 6. **merge and tag**: in the turn to make versions (:mod:`ratchet.core.lineage`: the store's lease, so
    no tuner promotion on any host interleaves), main is merged into the branch if it moved (tuner
    promotions that landed meanwhile are kept: the job's state changes are re-applied on top of main's
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ratchet.architect")
 
 AUTHOR_KIND = "architect"
+PLAYBOOK = "playbook"  # the workspace's own planner: its rules are committed and reviewed with the workspace
 # A job interrupted in one of these states (the Architect stopped) cannot be resumed safely.
 _IN_FLIGHT = ("planning", "testing")
 
@@ -385,7 +388,11 @@ class Architect:
 
     def _needs_approval(self, job: Job) -> bool:
         gate = self.config.approval
-        return gate == "all" or (gate == "major" and job.bump == "major")
+        if gate == "all" or (gate != "none" and job.bump == "major"):
+            return True
+        # code, tests or config an agent wrote; the playbook's actions are the workspace's own, reviewed rules
+        agent_wrote = job.source == "agent" or job.planner != PLAYBOOK
+        return gate == "agents" and job.bump != "patch" and agent_wrote
 
     def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str], *, by: str = ARCHITECT) -> list[TierResult]:
         """Run ``tiers`` in order in a fresh ``ratchet test`` process (the job's code never runs in the

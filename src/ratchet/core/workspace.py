@@ -70,8 +70,10 @@ class TunerSection(ServerSection):
 class ArchitectSection(ServerSection):
     planner: str | None = Field(default=None, description="planner name; default: llm if model set")
     model: str | None = Field(default=None, description="an init_chat_model string, e.g. 'openai:gpt-4o'")
-    approval: Literal["none", "major", "all"] = Field(
-        default="none", description="which jobs wait in needs_approval for POST /jobs/{id}/approve")
+    approval: Literal["none", "major", "agents", "all"] = Field(
+        default="agents", description="which jobs wait in needs_approval for POST /jobs/{id}/approve: none; "
+        "major (breaking changes); agents (major ones, and changes beyond the active state that an agent wrote: "
+        "an external agent's job or a planner other than the playbook); all")
     job_timeout_seconds: float = Field(default=600, gt=0, description="time limit of a job's planning, "
                                        "applying and testing")
     playbook: str = Field(default="architect/playbook.yaml", description="the playbook planner's rules, relative "
