@@ -5,7 +5,7 @@ Errors: a :class:`RatchetError` becomes ``{"error", "detail", "field", "fix"}`` 
 that fails validation becomes the same body with 422 and the field named. Trace context: a
 ``traceparent`` header from the client becomes the parent of the request's server span, so a client's
 trace continues through the server (and into jobs it creates). Guards: a body over ``[limits]
-body_bytes`` is refused before any route sees it.
+body_bytes`` is refused before any route sees it; CORS only for ``[auth] cors_origins``.
 """
 
 from __future__ import annotations
@@ -163,8 +163,16 @@ class BodyLimit:
 
 
 def install_guards(app: FastAPI, config) -> None:
-    """The body limit of ``config.limits``."""
+    """The body limit of ``config.limits`` and, only for ``config.auth.cors_origins``, CORS (outermost, so
+    that a listed page can read a refusal too)."""
     app.add_middleware(BodyLimit, limit=config.limits.body_bytes)
+    if config.auth.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.auth.cors_origins),
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "traceparent"],
+                           expose_headers=["Retry-After"], max_age=600)
 
 
 def install_tracing(app: FastAPI, component: str) -> None:

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ratchet.core.errors import ConfigError, NotFoundError, config_error
 
@@ -98,6 +98,20 @@ class AuthSection(_Section):
         default=None, description="file holding the bearer token every server requires and every client sends "
         "(relative to the workspace, ~ expanded); RATCHET_API_TOKEN overrides it. None and no variable: the "
         "servers are open, and only loopback may be bound")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="web origins (scheme://host[:port]) whose pages may call the REST apps "
+        "(CORS); none by default")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        import re
+
+        for origin in origins:
+            if not re.fullmatch(r"https?://[^/\s*]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+                                 "'https://dashboard.example', one per page host (no '*', no path)")
+        return origins
 
 
 class LimitsSection(_Section):
