@@ -1,9 +1,11 @@
 """What the REST adapters (Architect, Versions) share: error bodies, trace context, serving.
 
 Errors: a :class:`RatchetError` becomes ``{"error", "detail", "field", "fix"}`` with 404 (not found),
-422 (bad input), 409 (conflict) or 500; a request that fails validation becomes the same body with 422
-and the field named. Trace context: a ``traceparent`` header from the client becomes the parent of the
-request's server span, so a client's trace continues through the server (and into jobs it creates).
+413 (too large), 422 (bad input), 429 (too many, with ``Retry-After``), 409 (conflict) or 500; a request
+that fails validation becomes the same body with 422 and the field named. Trace context: a
+``traceparent`` header from the client becomes the parent of the request's server span, so a client's
+trace continues through the server (and into jobs it creates). Guards: a body over ``[limits]
+body_bytes`` is refused before any route sees it; CORS only for ``[auth] cors_origins``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ratchet.core import auth
-from ratchet.core.errors import AuthError, ConflictError, NotFoundError, RatchetError, UserError
+from ratchet.core.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    RatchetError,
+    TooLargeError,
+    TooManyError,
+    UserError,
+)
 
 
 class ErrorBody(BaseModel):
@@ -31,7 +41,9 @@ ERROR_RESPONSES = {400: {"model": ErrorBody, "description": "the body is not JSO
                    401: {"model": ErrorBody, "description": "no bearer token, or a wrong one"},
                    404: {"model": ErrorBody, "description": "not found"},
                    409: {"model": ErrorBody, "description": "conflict with the current state"},
-                   422: {"model": ErrorBody, "description": "invalid input; `field` names it"}}
+                   413: {"model": ErrorBody, "description": "a body or file over its [limits] size"},
+                   422: {"model": ErrorBody, "description": "invalid input; `field` names it"},
+                   429: {"model": ErrorBody, "description": "over a [limits] count; retry after Retry-After seconds"}}
 
 
 def status_of(exc: RatchetError) -> int:
@@ -39,6 +51,10 @@ def status_of(exc: RatchetError) -> int:
         return 401
     if isinstance(exc, NotFoundError):
         return 404
+    if isinstance(exc, TooLargeError):
+        return 413
+    if isinstance(exc, TooManyError):
+        return 429
     if isinstance(exc, UserError):
         return 422
     return 409 if isinstance(exc, ConflictError) else 500
@@ -60,6 +76,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RatchetError)
     async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
         headers = {"WWW-Authenticate": auth.SCHEME} if isinstance(exc, AuthError) else None
+        if isinstance(exc, TooManyError):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -93,6 +111,68 @@ def token_required(token: str | None) -> list:
                             "[auth] token_file")
 
     return [Depends(require)]
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes is refused with 413 before the app sees
+    any of it: at once when Content-Length says so, else as it streams in (chunked, or a Content-Length
+    that lies). The app gets the body this read, so a refused request never reaches a route."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        from starlette.datastructures import Headers
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(f"the request body is {int(declared):,} bytes, over", scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away: nobody to answer
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._refuse("the request body streamed past", scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, what: str, scope, receive, send) -> None:
+        exc = TooLargeError(f"{what} the limit of {self.limit:,} bytes; nothing was changed",
+                            field="body", fix="send less (a large file as several smaller ones), or raise "
+                            "[limits] body_bytes in ratchet.toml")
+        await JSONResponse(exc.to_dict(), status_code=413, headers={"Connection": "close"})(scope, receive, send)
+
+
+def install_guards(app: FastAPI, config) -> None:
+    """The body limit of ``config.limits`` and, only for ``config.auth.cors_origins``, CORS (outermost, so
+    that a listed page can read a refusal too)."""
+    app.add_middleware(BodyLimit, limit=config.limits.body_bytes)
+    if config.auth.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.auth.cors_origins),
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "traceparent"],
+                           expose_headers=["Retry-After"], max_age=600)
 
 
 def install_tracing(app: FastAPI, component: str) -> None:

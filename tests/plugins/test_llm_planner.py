@@ -70,6 +70,10 @@ def test_llm_planner_over_http_turns_drift_feedback_into_a_minor_version_naming_
                                          "preferences drift."}, "c6")),
     ]
     job, server = run_job(openai_ws, monkeypatch, script)
+    assert job.state == "needs_approval", job.error  # a model wrote code: it waits by default ([architect] approval)
+    arch = Architect(openai_ws)
+    arch.approve(job.id)
+    job = arch.process(arch.jobs.get(job.id), "merge")
 
     assert job.state == "succeeded", job.error
     assert (job.planner, job.model, job.version, job.bump) == ("llm", MODEL, "v0.2.0", "minor")

@@ -128,10 +128,18 @@ def test_an_agent_drives_a_job_step_by_step(client, arch, ws):
     assert client.post(f"/jobs/{jid}/actions", json={"kind": "set_state", "pointer": "/params/top_k",
                                                      "value": 4}).status_code == 409  # no longer open
     drive(arch)
+    held = client.get(f"/jobs/{jid}").json()  # an agent's change beyond the state waits by default
+    assert held["state"] == "needs_approval" and held["bump"] == "minor", held["error"]
+    assert git(ws.root, "tag", "-l").split() == ["v0.1.0"] and not (ws.root / "notes/why.md").exists()
+    assert client.post(f"/jobs/{jid}/approve").status_code == 202
+    drive(arch)
     done = client.get(f"/jobs/{jid}").json()
     assert done["state"] == "succeeded" and done["version"] == "v0.2.0" and done["bump"] == "minor"
     assert [a["kind"] for a in done["actions"]] == ["add_test", "write_file"]
     assert (ws.root / "notes/why.md").exists()
+    by = {(e["step"], e["by"]) for e in done["log"]}  # who took each step: no token, so anonymous
+    assert {("open", "anonymous"), ("apply", "anonymous"), ("tiers", "anonymous"), ("release", "anonymous"),
+            ("approve", "anonymous"), ("tag", "architect")} <= by
 
 
 def test_breaking_change_waits_for_approval_then_makes_a_major_version(ws):

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from ratchet import __version__
 from ratchet.architect.routes import jobs, steps, templates
 from ratchet.architect.service import Architect
-from ratchet.rest import install_error_handlers, install_tracing, token_required
+from ratchet.rest import install_error_handlers, install_guards, install_tracing, token_required
 
 
 def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True,
@@ -38,8 +38,10 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
                   "free-text feedback, Triggerer wake-ups, or an external agent's steps.",
                   dependencies=token_required(token))
     app.state.architect = arch
+    app.state.token_required = token is not None  # requests are by a token's id, else anonymous
     for module in (jobs, steps, templates):
         app.include_router(module.router)
     install_error_handlers(app)
     install_tracing(app, "architect")
+    install_guards(app, workspace.config)
     return app

@@ -29,11 +29,18 @@ JobSource = Literal["feedback", "wake", "agent"]
 logger = logging.getLogger("ratchet.architect")
 
 
+ARCHITECT = "architect"  # who the Architect's own steps (planning, testing, merging) are by
+ANONYMOUS = "anonymous"  # who a request is by when the servers have no token
+
+
 class LogEntry(BaseModel):
     at: float = Field(description="Unix time")
     step: str = Field(description="queued, plan, apply, commit, tiers, bump, merge, tag, ...")
     message: str
     ok: bool = True
+    by: str | None = Field(default=None, description="who took the step: the id of the request's token "
+                           "(`ratchet token` prints it; never the token), 'anonymous' when the servers have "
+                           "no token, or 'architect' for its own steps (null in records older than this field)")
 
 
 class JobError(BaseModel):
@@ -73,9 +80,9 @@ class Job(BaseModel):
     updated: float
     deadline: float = Field(description="Unix time after which the job fails (the time limit)")
 
-    def note(self, step: str, message: str, ok: bool = True) -> None:
+    def note(self, step: str, message: str, ok: bool = True, *, by: str = ARCHITECT) -> None:
         now = time.time()
-        self.log.append(LogEntry(at=now, step=step, message=message, ok=ok))
+        self.log.append(LogEntry(at=now, step=step, message=message, ok=ok, by=by))
         self.updated = now
         # the architect's console shows each step
         logger.log(logging.INFO if ok else logging.WARNING, "job %s %s: %s", self.id, step, message)
@@ -85,11 +92,12 @@ class Job(BaseModel):
         return self.state in FINAL_STATES
 
 
-def new_job(source: JobSource, request: dict[str, Any], timeout: float, *, state: JobState = "queued") -> Job:
+def new_job(source: JobSource, request: dict[str, Any], timeout: float, *, state: JobState = "queued",
+            by: str = ARCHITECT) -> Job:
     now = time.time()
     job = Job(id=uuid.uuid4().hex[:12], state=state, source=source, request=request, created=now, updated=now,
               deadline=now + timeout)
-    job.note(state if state == "queued" else "open", f"{source} job created")
+    job.note(state if state == "queued" else "open", f"{source} job created", by=by)
     return job
 
 

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ratchet.core.documents import ACTIVE_PATH, dumps
-from ratchet.core.errors import UserError
+from ratchet.core.errors import TooLargeError, UserError
 
 if TYPE_CHECKING:
     from ratchet.core.templates import Template
@@ -126,6 +126,21 @@ def parse_action(data: dict[str, Any]) -> Action:
                         fix=f"an action has kind one of {', '.join(ACTION_KINDS)} and that kind's fields") from None
 
 
+def describe(action: Action) -> str:
+    """The action in a few words, for the job's log: its kind and what it aims at (never whole contents)."""
+    if isinstance(action, SetState):
+        return f"set_state {action.pointer}"
+    if isinstance(action, RenderTemplate):
+        return f"render_template {action.template}"
+    if isinstance(action, WriteFile):
+        return f"write_file ({len(action.content.encode('utf-8')):,} bytes)"
+    if isinstance(action, EditConfig):
+        return f"edit_config {', '.join([*action.set, *action.append])}"
+    if isinstance(action, AddTest):
+        return f"add_test {action.tier} {action.case.get('id')}"
+    return action.kind
+
+
 # --- applying ---------------------------------------------------------------------------------------
 
 
@@ -149,10 +164,21 @@ def inside_workspace(root: Path, rel: str, field: str) -> Path:
     return root / Path(*parts)
 
 
-def apply_action(workspace: Workspace, action: Action, *, library: dict[str, Template] | None = None) -> list[str]:
+def check_file_size(data: str, limit: int | None, field: str, what: str) -> None:
+    """Refuse ``data`` (a file's new content) over ``limit`` bytes, encoded, naming ``field``."""
+    size = len(data.encode("utf-8"))
+    if limit is not None and size > limit:
+        raise TooLargeError(f"{what} would be {size:,} bytes, over the limit of {limit:,} bytes; nothing was written",
+                            field=field, fix="write a smaller file (split it), or raise [limits] file_bytes in "
+                            "the Architect's ratchet.toml")
+
+
+def apply_action(workspace: Workspace, action: Action, *, library: dict[str, Template] | None = None,
+                 file_bytes: int | None = None) -> list[str]:
     """Apply ``action`` to ``workspace`` (a job's worktree); return the paths it wrote, relative.
 
-    ``library`` is the template library to render from (default: what the workspace's plugins register).
+    ``library`` is the template library to render from (default: what the workspace's plugins register);
+    ``file_bytes`` the largest file ``write_file`` and ``replace_text`` may leave (default: no limit).
     """
     root = workspace.root
     if isinstance(action, SetState):
@@ -180,6 +206,7 @@ def apply_action(workspace: Workspace, action: Action, *, library: dict[str, Tem
         if blocking is not None:
             raise UserError(f"path {action.path!r}: {blocking.relative_to(root)} is a file, not a folder",
                             field="path", fix="give a path whose folders are folders")
+        check_file_size(action.content, file_bytes, "content", action.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(action.content, encoding="utf-8")
         return [action.path]
@@ -192,7 +219,9 @@ def apply_action(workspace: Workspace, action: Action, *, library: dict[str, Tem
         if count != 1:
             raise UserError(f"the text to replace occurs {count} times in {action.path}", field="old",
                             fix="give a longer text that occurs exactly once")
-        path.write_text(text.replace(action.old, action.new), encoding="utf-8")
+        replaced = text.replace(action.old, action.new)
+        check_file_size(replaced, file_bytes, "new", f"{action.path} after the replacement")
+        path.write_text(replaced, encoding="utf-8")
         return [action.path]
     if isinstance(action, EditConfig):
         return [edit_config(root, action)]

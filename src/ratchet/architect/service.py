@@ -8,7 +8,9 @@ A job (``architect/jobs.py``) runs in its own git worktree and branch (``archite
    stopping at the first tier that fails or misses its budget;
 4. **bump**: from what changed (active state only → patch; anything more → minor) and from the runner's
    and tuner's tool schemas at the base and at the job's commit (a breaking change → major);
-5. **approve** (optional): ``[architect] approval`` holds major jobs (or all) in ``needs_approval``;
+5. **approve**: ``[architect] approval`` holds jobs in ``needs_approval``: by default (``agents``) major
+   changes, and changes beyond the active state that an agent wrote (an external agent, or a planner
+   other than the workspace's playbook);
 6. **merge and tag**: in the turn to make versions (:mod:`ratchet.core.lineage`: the store's lease, so
    no tuner promotion on any host interleaves), main is merged into the branch if it moved (tuner
    promotions that landed meanwhile are kept: the job's state changes are re-applied on top of main's
@@ -24,6 +26,9 @@ covers planning, applying and testing; a job waiting for approval does not expir
 
 An external agent drives the same steps over REST: open a job (``source = "agent"``), then apply
 actions, read files and run tiers in its worktree (:meth:`Architect.session`), then release it.
+
+Every step is logged in the job with who took it (``by``: a request's token id, ``anonymous``, or
+``architect``). New jobs are admitted within ``[limits]`` (:mod:`ratchet.architect.limits`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ratchet.architect.jobs import Job, JobError, JobStore, new_job
+from ratchet.architect import limits
+from ratchet.architect.jobs import ARCHITECT, Job, JobError, JobStore, new_job
 from ratchet.architect.plans import (
     TIERS,
     Action,
@@ -47,6 +53,7 @@ from ratchet.architect.plans import (
     Plan,
     apply_action,
     bump_for,
+    describe,
     inside_workspace,
     parse_action,
 )
@@ -64,6 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ratchet.architect")
 
 AUTHOR_KIND = "architect"
+PLAYBOOK = "playbook"  # the workspace's own planner: its rules are committed and reviewed with the workspace
 # A job interrupted in one of these states (the Architect stopped) cannot be resumed safely.
 _IN_FLIGHT = ("planning", "testing")
 
@@ -83,14 +91,17 @@ class Architect:
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._job_locks: dict[str, threading.RLock] = {}  # re-entrant: a step may look the job up again
         self._locks_guard = threading.Lock()
+        self._admission = threading.Lock()  # counting open jobs and adding one is one step
         self._thread: threading.Thread | None = None
         self._library = None
 
     # --- lifecycle ---
 
     def start(self) -> None:
-        """Recover jobs a previous process left unfinished, then start the worker thread."""
+        """Recover jobs a previous process left unfinished, prune what old finished jobs left, then start
+        the worker thread."""
         self.recover()
+        self.prune()
         self._thread = threading.Thread(target=self._work, name="ratchet-architect", daemon=True)
         self._thread.start()
 
@@ -109,8 +120,8 @@ class Architect:
         jobs = self.jobs.list()
         woken = {j.request.get("report", {}).get("at") for j in jobs if j.source == "wake"}
         last_wake = self.workspace.store.last_event(WAKE_EVENT)
-        if last_wake and last_wake["payload"].get("at") not in woken:
-            self.submit_wake(last_wake["payload"])
+        if last_wake and last_wake["payload"].get("at") not in woken:  # owed, so not refused by the limits
+            self._submit("wake", {"report": last_wake["payload"]}, by=ARCHITECT, admit=False)
         interrupted = [j for j in jobs if j.state in _IN_FLIGHT or (j.state == "applying" and j.source != "agent")]
         if any(j.intent for j in interrupted):  # a merge was cut off: finish or undo it first
             from ratchet.core.lineage import Lineage
@@ -145,35 +156,54 @@ class Architect:
         return self._library
 
     # --- submitting ---
+    # ``by`` names who asked (a token id, or anonymous); the job's log records it with each step.
 
-    def submit_feedback(self, text: str, *, version: str | None = None, conversation_id: str | None = None) -> Job:
+    def submit_feedback(self, text: str, *, version: str | None = None, conversation_id: str | None = None,
+                        by: str = ARCHITECT) -> Job:
         request = {"text": text, "version": version, "conversation_id": conversation_id}
-        return self._submit("feedback", {k: v for k, v in request.items() if v is not None})
+        return self._submit("feedback", {k: v for k, v in request.items() if v is not None}, by=by)
 
-    def submit_wake(self, report: dict[str, Any]) -> Job:
-        return self._submit("wake", {"report": report})
+    def submit_wake(self, report: dict[str, Any], *, by: str = ARCHITECT) -> Job:
+        return self._submit("wake", {"report": report}, by=by)
 
-    def _submit(self, source: str, request: dict[str, Any]) -> Job:
+    def _submit(self, source: str, request: dict[str, Any], *, by: str, admit: bool = True) -> Job:
         from opentelemetry import propagate
 
-        job = new_job(source, request, self.config.job_timeout_seconds)  # type: ignore[arg-type]
-        propagate.inject(job.trace)  # the job's spans continue the caller's trace
-        self.jobs.save(job)
+        with self._admitted() if admit else contextlib.nullcontext():
+            job = new_job(source, request, self.config.job_timeout_seconds, by=by)  # type: ignore[arg-type]
+            propagate.inject(job.trace)  # the job's spans continue the caller's trace
+            self.jobs.save(job)
         self.workspace.emit("job.queued", {"job": job.id, "source": source})
         self._queue.put((job.id, "run"))
         return job
 
-    def open_job(self, title: str) -> Job:
+    def open_job(self, title: str, *, by: str = ARCHITECT) -> Job:
         """A job an external agent drives step by step: its worktree is ready when this returns."""
-        job = new_job("agent", {"title": title}, self.config.job_timeout_seconds, state="applying")
-        wt = self._worktree(job)
-        job.base = self.workspace.versions.head()
-        wt.create(job.base)
-        job.branch = wt.branch
-        job.note("worktree", f"branch {wt.branch} from {job.base[:12]}")
-        self.jobs.save(job)
+        with self._admitted():
+            job = new_job("agent", {"title": title}, self.config.job_timeout_seconds, state="applying", by=by)
+            wt = self._worktree(job)
+            job.base = self.workspace.versions.head()
+            wt.create(job.base)
+            job.branch = wt.branch
+            job.note("worktree", f"branch {wt.branch} from {job.base[:12]}", by=by)
+            self.jobs.save(job)
         self.workspace.emit("job.opened", {"job": job.id})
         return job
+
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Room for one more job within [limits], or a TooManyError (429); held while the job is added."""
+        with self._admission:
+            self.prune(locked=True)
+            # listed through get/list, so that an agent job past its time limit no longer counts
+            limits.check_capacity(self.workspace, [j for state in limits.OPEN_STATES for j in self.list(state) if not j.final])
+            yield
+
+    def prune(self, *, locked: bool = False) -> list[str]:
+        """Remove what jobs that finished over ``[limits] prune_after_days`` ago left (worktree, branch)."""
+        with contextlib.nullcontext() if locked else self._admission:
+            # a folder without a record may be a job being opened: spare it for a job's time limit at least
+            return limits.prune(self.workspace, self.jobs, orphan_age=self.config.job_timeout_seconds)
 
     # --- reading ---
 
@@ -196,16 +226,16 @@ class Architect:
     # --- the agent's steps ---
 
     @contextlib.contextmanager
-    def session(self, job_id: str) -> Iterator[JobSession]:
+    def session(self, job_id: str, *, by: str = ARCHITECT) -> Iterator[JobSession]:
         """The steps an agent may take on its open job, one request at a time per job."""
         with self._job_lock(job_id):
             job = self.get(job_id)
             if job.source != "agent" or job.state != "applying":
                 raise ConflictError(f"job {job_id} is a {job.source} job in state {job.state}, not open for "
                                     "an agent's changes", field="job_id", fix="open a job with POST /jobs")
-            yield JobSession(self, job)
+            yield JobSession(self, job, by=by)
 
-    def release(self, job_id: str) -> Job:
+    def release(self, job_id: str, *, by: str = ARCHITECT) -> Job:
         """Finish an agent's job: commit, test, bump, merge and tag (in the worker; poll the job)."""
         with self._job_lock(job_id):
             job = self.get(job_id)
@@ -217,12 +247,12 @@ class Architect:
                 raise UserError(f"job {job_id} has no changes to release", field="actions",
                                 fix="apply an action first, or abandon the job with DELETE /jobs/{id}")
             job.state = "testing"
-            job.note("release", "released by the agent")
+            job.note("release", "released by the agent", by=by)
             self.jobs.save(job)
         self._queue.put((job_id, "finish"))
         return job
 
-    def approve(self, job_id: str) -> Job:
+    def approve(self, job_id: str, *, by: str = ARCHITECT) -> Job:
         with self._job_lock(job_id):
             job = self.get(job_id)
             if job.state != "needs_approval":
@@ -230,19 +260,19 @@ class Architect:
                                     fix="only a job in needs_approval can be approved")
             job.state = "testing"
             job.deadline = time.time() + self.config.job_timeout_seconds  # the clock restarts for the merge
-            job.note("approve", "approved")
+            job.note("approve", "approved", by=by)
             self.jobs.save(job)
         self._queue.put((job_id, "merge"))
         return job
 
-    def abandon(self, job_id: str) -> Job:
+    def abandon(self, job_id: str, *, by: str = ARCHITECT) -> Job:
         with self._job_lock(job_id):
             job = self.get(job_id)
             if job.state not in ("applying", "needs_approval") or (job.state == "applying" and job.source != "agent"):
                 raise ConflictError(f"job {job_id} is {job.state} and cannot be abandoned now", field="job_id",
                                     fix="abandon an open agent job, or one waiting for approval")
             self._fail(job, UserError("abandoned: nothing was merged", fix="open a new job to try again"),
-                       step="abandon")
+                       step="abandon", by=by)
             return job
 
     # --- the worker ---
@@ -360,9 +390,13 @@ class Architect:
 
     def _needs_approval(self, job: Job) -> bool:
         gate = self.config.approval
-        return gate == "all" or (gate == "major" and job.bump == "major")
+        if gate == "all" or (gate != "none" and job.bump == "major"):
+            return True
+        # code, tests or config an agent wrote; the playbook's actions are the workspace's own, reviewed rules
+        agent_wrote = job.source == "agent" or job.planner != PLAYBOOK
+        return gate == "agents" and job.bump != "patch" and agent_wrote
 
-    def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str]) -> list[TierResult]:
+    def _run_tiers(self, job: Job, wt: JobWorktree, tiers: list[str], *, by: str = ARCHITECT) -> list[TierResult]:
         """Run ``tiers`` in order in a fresh ``ratchet test`` process (the job's code never runs in the
         Architect), stopping at the first that fails or misses its budget."""
         remaining = self._check_deadline(job, "testing")
@@ -374,13 +408,13 @@ class Architect:
             results = [TierResult.model_validate(r) for r in json.loads(proc.stdout)["tiers"]]
         except (ValueError, KeyError, TypeError):
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-            job.note("tiers", f"{', '.join(tiers)}: could not run", ok=False)
+            job.note("tiers", f"{', '.join(tiers)}: could not run", ok=False, by=by)
             raise TestsFailedError(f"the tiers could not run on the job's worktree:\n{tail}",
                                    field=f"tiers.{tiers[0]}", fix="fix the error above in the planned change") from None
         for result in results:
             job.note("tiers", f"{result.tier}: {result.passed}/{result.total} passed, "
                               + ("within budget" if result.ok else "; ".join(result.violations) or "failed"),
-                     ok=result.ok)
+                     ok=result.ok, by=by)
         return results
 
     def _bump(self, job: Job) -> tuple[str, dict[str, Any] | None]:
@@ -473,10 +507,10 @@ class Architect:
 
     # --- helpers ---
 
-    def _fail(self, job: Job, exc: RatchetError, *, step: str | None) -> None:
+    def _fail(self, job: Job, exc: RatchetError, *, step: str | None, by: str = ARCHITECT) -> None:
         job.state = "failed"
         job.error = JobError(detail=exc.message, field=exc.field, fix=exc.fix, step=step)
-        job.note("failed", exc.message.splitlines()[0], ok=False)
+        job.note("failed", exc.message.splitlines()[0], ok=False, by=by)
         self.jobs.save(job)
         self.workspace.emit("job.failed", {"job": job.id, "step": step, "detail": exc.message})
         # The branch is kept for inspection (`git log ratchet/job-<id>`); main and the tags are untouched.
@@ -523,9 +557,10 @@ class JobSession:
     Steps run one at a time: a chat model sends several tool calls in one turn and the agent runs them
     on threads, while each step reads, changes and rewrites files of the worktree and the job's record."""
 
-    def __init__(self, architect: Architect, job: Job):
+    def __init__(self, architect: Architect, job: Job, *, by: str = ARCHITECT):
         self.architect = architect
         self.job = job
+        self.by = by
         self.worktree = architect._worktree(job)
         self._workspace: Workspace | None = None
         self._one_step = threading.Lock()
@@ -570,13 +605,15 @@ class JobSession:
             action = parse_action(action)
         with self._one_step:
             self.architect._check_deadline(self.job, "applying")
+            # the limit is the Architect's: the worktree's ratchet.toml is the job's to change
+            file_bytes = self.architect.workspace.config.limits.file_bytes
             with telemetry.span("ratchet.architect.apply", **{"ratchet.job": self.job.id,
                                                               "ratchet.action": action.kind}):
-                files = apply_action(self.workspace, action, library=self.architect.library)
+                files = apply_action(self.workspace, action, library=self.architect.library, file_bytes=file_bytes)
             if isinstance(action, EditConfig):
                 self._workspace = None  # the next step reads the new ratchet.toml
             self.job.actions.append(action)
-            self.job.note("apply", f"{action.kind}: {', '.join(files)}")
+            self.job.note("apply", f"{describe(action)}: {', '.join(files)}", by=self.by)
             self.architect.jobs.save(self.job)
         return files
 
@@ -598,7 +635,7 @@ class JobSession:
             raise UserError(f"unknown tier(s) {unknown}" if unknown else "no tiers given", field="tiers",
                             fix=f"choose from {', '.join(TIERS)}")
         with self._one_step:
-            results = self.architect._run_tiers(self.job, self.worktree, tiers)
+            results = self.architect._run_tiers(self.job, self.worktree, tiers, by=self.by)
             self.job.tiers = [r.to_dict() for r in results]
             self.architect.jobs.save(self.job)
             return self.job.tiers

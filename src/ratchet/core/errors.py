@@ -65,6 +65,18 @@ class AuthError(UserError):
     """A request without the workspace's bearer token, or with a wrong one (HTTP 401)."""
 
 
+class TooLargeError(UserError):
+    """A request body or a file over its ``[limits]`` size (HTTP 413)."""
+
+
+class TooManyError(UserError):
+    """Over a ``[limits]`` count, e.g. open jobs (HTTP 429). ``retry_after``: seconds worth waiting."""
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None, fix: str | None = None):
+        super().__init__(message, field=field, fix=fix)
+        self.retry_after = retry_after
+
+
 class StateValidationError(UserError):
     """A state document violates ``state/schema.json``; ``field`` is the JSON path."""
 

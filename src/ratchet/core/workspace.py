@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ratchet.core.errors import ConfigError, NotFoundError, config_error
 
@@ -72,8 +72,10 @@ class ArchitectSection(ServerSection):
     model: str | None = Field(default=None, description="an init_chat_model string, e.g. 'openai:gpt-4o'")
     max_steps: int = Field(default=25, ge=1, le=500, description="the LLM planner's limit of model calls in "
                            "one job; a job that reaches it without finishing its plan fails")
-    approval: Literal["none", "major", "all"] = Field(
-        default="none", description="which jobs wait in needs_approval for POST /jobs/{id}/approve")
+    approval: Literal["none", "major", "agents", "all"] = Field(
+        default="agents", description="which jobs wait in needs_approval for POST /jobs/{id}/approve: none; "
+        "major (breaking changes); agents (major ones, and changes beyond the active state that an agent wrote: "
+        "an external agent's job or a planner other than the playbook); all")
     job_timeout_seconds: float = Field(default=600, gt=0, description="time limit of a job's planning, "
                                        "applying and testing")
     playbook: str = Field(default="architect/playbook.yaml", description="the playbook planner's rules, relative "
@@ -109,6 +111,33 @@ class AuthSection(_Section):
         default=None, description="file holding the bearer token every server requires and every client sends "
         "(relative to the workspace, ~ expanded); RATCHET_API_TOKEN overrides it. None and no variable: the "
         "servers are open, and only loopback may be bound")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="web origins (scheme://host[:port]) whose pages may call the REST apps "
+        "(CORS); none by default")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        import re
+
+        for origin in origins:
+            if not re.fullmatch(r"https?://[^/\s*]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+                                 "'https://dashboard.example', one per page host (no '*', no path)")
+        return origins
+
+
+class LimitsSection(_Section):
+    body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest request body the REST apps "
+                            "(Architect, Versions) read; a larger one is refused with 413")
+    file_bytes: int = Field(default=1024 * 1024, ge=1, description="largest file an Architect job's write_file "
+                            "or replace_text may leave (413)")
+    open_jobs: int = Field(default=10, ge=1, description="unfinished Architect jobs (queued, running, open for an "
+                           "agent or waiting for approval); a new one beyond is refused with 429")
+    open_worktrees: int = Field(default=10, ge=1, description="job worktrees under .ratchet/jobs; a new job beyond "
+                                "is refused with 429")
+    prune_after_days: float = Field(default=7, ge=0, description="a finished job's leftover worktree and branch are "
+                                    "removed this long after it finished (its record stays)")
 
 
 class StateSection(_Section):
@@ -125,6 +154,7 @@ class Config(_Section):
     versions: VersionsSection = Field(default_factory=VersionsSection)
     store: StoreSection = Field(default_factory=StoreSection)
     auth: AuthSection = Field(default_factory=AuthSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
 
     @model_validator(mode="after")
     def _unique_strategy_keys(self) -> Config:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ratchet import __version__
-from ratchet.rest import ErrorBody, install_error_handlers, install_tracing, serve_app, token_required
+from ratchet.rest import ErrorBody, install_error_handlers, install_guards, install_tracing, serve_app, token_required
 from ratchet.versions.catalog import Catalog
 
 # SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
@@ -212,6 +212,7 @@ def create_app(workspace, *, token: str | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_tracing(app, "versions")
+    install_guards(app, workspace.config)
     return app
 
 

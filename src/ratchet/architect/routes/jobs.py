@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ratchet.architect.deps import architect, job_id_param
+from ratchet.architect.deps import architect, caller, job_id_param
 from ratchet.architect.jobs import JOB_STATES, Job
 from ratchet.architect.service import Architect
 from ratchet.core.admission import check_finite
@@ -72,15 +72,15 @@ class JobPage(BaseModel):
 
 
 @router.post("/feedback", status_code=202, response_model=Job)
-def post_feedback(body: FeedbackRequest, arch: Architect = Depends(architect)) -> Job:
+def post_feedback(body: FeedbackRequest, arch: Architect = Depends(architect), by: str = Depends(caller)) -> Job:
     """Free-text feedback: a job plans a change from it, tests it and, if it passes, merges and tags."""
-    return arch.submit_feedback(body.text, version=body.version, conversation_id=body.conversation_id)
+    return arch.submit_feedback(body.text, version=body.version, conversation_id=body.conversation_id, by=by)
 
 
 @router.post("/wake", status_code=202, response_model=Job)
-def post_wake(body: WakeRequest, arch: Architect = Depends(architect)) -> Job:
+def post_wake(body: WakeRequest, arch: Architect = Depends(architect), by: str = Depends(caller)) -> Job:
     """A wake-up from the Triggerer with its KPI report: a job plans a change from the breaches."""
-    return arch.submit_wake(body.model_dump(mode="json"))
+    return arch.submit_wake(body.model_dump(mode="json"), by=by)
 
 
 @router.get("/jobs", response_model=JobPage)
@@ -93,31 +93,35 @@ def list_jobs(state: Literal[JOB_STATES] | None = Query(None, description="only 
 
 
 @router.post("/jobs", status_code=201, response_model=Job)
-def open_job(body: OpenJobRequest, arch: Architect = Depends(architect)) -> Job:
+def open_job(body: OpenJobRequest, arch: Architect = Depends(architect), by: str = Depends(caller)) -> Job:
     """Open a job for an external agent: a worktree and branch of its own, changed step by step
     (``/jobs/{id}/actions``, ``/files``, ``/render``, ``/tiers``), then released."""
-    return arch.open_job(body.title)
+    return arch.open_job(body.title, by=by)
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
-    """A job: its state, plan, step log, tier results, bump and the version it made (or why it failed)."""
+    """A job: its state, plan, step log (each step with who took it), tier results, bump and the version
+    it made (or why it failed)."""
     return arch.get(job_id)
 
 
 @router.post("/jobs/{job_id}/release", status_code=202, response_model=Job)
-def release_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
+def release_job(job_id: str = job_id_param(), arch: Architect = Depends(architect),
+                by: str = Depends(caller)) -> Job:
     """Finish an agent's job: commit, run micro → fast → full, bump, then merge and tag (or wait for approval)."""
-    return arch.release(job_id)
+    return arch.release(job_id, by=by)
 
 
 @router.post("/jobs/{job_id}/approve", status_code=202, response_model=Job)
-def approve_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
+def approve_job(job_id: str = job_id_param(), arch: Architect = Depends(architect),
+                by: str = Depends(caller)) -> Job:
     """Approve a job held in needs_approval by the approval gate; it then merges and tags."""
-    return arch.approve(job_id)
+    return arch.approve(job_id, by=by)
 
 
 @router.delete("/jobs/{job_id}", response_model=Job)
-def abandon_job(job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> Job:
+def abandon_job(job_id: str = job_id_param(), arch: Architect = Depends(architect),
+                by: str = Depends(caller)) -> Job:
     """Abandon an open agent job or one waiting for approval: nothing is merged."""
-    return arch.abandon(job_id)
+    return arch.abandon(job_id, by=by)

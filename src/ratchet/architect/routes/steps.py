@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from ratchet.architect.deps import architect, job_id_param
+from ratchet.architect.deps import architect, caller, job_id_param
 from ratchet.architect.jobs import Job
 from ratchet.architect.plans import Action, RenderTemplate
 from ratchet.architect.service import Architect
@@ -56,32 +56,34 @@ def read_file(job_id: str = job_id_param(), path: str = _PATH, arch: Architect =
 
 @router.put("/files/{path:path}", response_model=Applied)
 def write_file(body: FileContent, job_id: str = job_id_param(), path: str = _PATH,
-               arch: Architect = Depends(architect)) -> dict[str, Any]:
-    """Write a whole file in the job's worktree (a ``write_file`` action)."""
-    with arch.session(job_id) as s:
+               arch: Architect = Depends(architect), by: str = Depends(caller)) -> dict[str, Any]:
+    """Write a whole file in the job's worktree (a ``write_file`` action; at most ``[limits] file_bytes``)."""
+    with arch.session(job_id, by=by) as s:
         files = s.apply({"kind": "write_file", "path": path, "content": body.content})
         return {"files": files, "job": s.job}
 
 
 @router.post("/actions", response_model=Applied)
 def apply_action(action: Action = Body(discriminator="kind"), job_id: str = job_id_param(),
-                 arch: Architect = Depends(architect)) -> dict[str, Any]:
+                 arch: Architect = Depends(architect), by: str = Depends(caller)) -> dict[str, Any]:
     """Apply any action: set_state, render_template, write_file, replace_text, edit_config, add_test."""
-    with arch.session(job_id) as s:
+    with arch.session(job_id, by=by) as s:
         files = s.apply(action)
         return {"files": files, "job": s.job}
 
 
 @router.post("/render", response_model=Applied)
-def render(body: RenderTemplate, job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> dict:
+def render(body: RenderTemplate, job_id: str = job_id_param(), arch: Architect = Depends(architect),
+           by: str = Depends(caller)) -> dict:
     """Render a template of the library into the job's worktree (never overwriting a file)."""
-    with arch.session(job_id) as s:
+    with arch.session(job_id, by=by) as s:
         files = s.apply(body)
         return {"files": files, "job": s.job}
 
 
 @router.post("/tiers", response_model=list[dict[str, Any]])
-def run_tiers(body: TiersRequest, job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> list:
+def run_tiers(body: TiersRequest, job_id: str = job_id_param(), arch: Architect = Depends(architect),
+              by: str = Depends(caller)) -> list:
     """Run tiers on the worktree as it is now, stopping at the first that fails; nothing is merged."""
-    with arch.session(job_id) as s:
+    with arch.session(job_id, by=by) as s:
         return s.run_tiers(body.tiers)
