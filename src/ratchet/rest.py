@@ -56,6 +56,20 @@ def validation_body(exc: RequestValidationError) -> dict:
     return {"error": "ValidationError", "detail": detail, "field": field, "fix": fix}
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the app serves at the request's path. Starlette's own 405 names only the methods of
+    the first route whose path matches, so ``/jobs`` (GET and POST on two routes) said ``Allow: GET``;
+    asking every route with each method also looks inside included routers."""
+    from starlette.routing import Match
+
+    routes = request.app.router.routes
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RatchetError)
     async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
@@ -63,11 +77,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         fix = "send a JSON body (Content-Type: application/json)" if exc.status_code == 400 else "see /docs"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allow = allowed_methods(request)
+            headers, fix = {**(headers or {}), "Allow": allow}, f"use {allow}"
         body = {"error": "HTTPError", "detail": str(exc.detail), "field": "body" if exc.status_code == 400 else None,
                 "fix": fix}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

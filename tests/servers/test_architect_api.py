@@ -180,6 +180,19 @@ def test_release_without_changes_is_refused(client):
     assert r.status_code == 422 and r.json()["field"] == "actions"
 
 
+@pytest.mark.parametrize("method, path, allowed", [
+    ("DELETE", "/jobs", "GET, POST"),
+    ("PATCH", "/jobs/0123456789ab", "DELETE, GET"),
+    ("OPTIONS", "/jobs/0123456789ab/files/notes/a.md", "GET, PUT"),
+    ("GET", "/feedback", "POST"),
+])
+def test_405_allow_lists_every_method_of_the_path(client, method, path, allowed):
+    """Issue 12: a 405 named only the first route's methods (Allow: GET for /jobs, which also takes POST)."""
+    r = client.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == allowed, (r.headers, r.text)
+    assert r.json()["error"] == "HTTPError" and r.json()["fix"]
+
+
 # --- OpenAPI conformance ---------------------------------------------------------------------------------
 
 

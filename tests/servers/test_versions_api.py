@@ -182,6 +182,12 @@ def test_versions_openapi_documents_responses(client):
     assert client.get("/docs").status_code == 200
 
 
+@pytest.mark.parametrize("method, path", [("POST", "/versions"), ("DELETE", "/versions/v0.1.0"), ("PUT", "/active")])
+def test_405_allow_lists_the_methods_of_the_path(client, method, path):
+    r = client.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+
+
 def test_cli_serve_versions_over_http(ws_path):
     import httpx
 
