@@ -1,14 +1,19 @@
 """What the REST adapters (Architect, Versions) share: error bodies, trace context, serving.
 
-Errors: a :class:`RatchetError` becomes ``{"error", "detail", "field", "fix"}`` with 404 (not found),
-422 (bad input), 409 (conflict) or 500; a request that fails validation becomes the same body with 422
-and the field named. Trace context: a ``traceparent`` header from the client becomes the parent of the
-request's server span, so a client's trace continues through the server (and into jobs it creates).
+Errors: a :class:`RatchetError` becomes ``{"error", "detail", "field", "fix"}`` with 401 (no token), 404
+(not found), 409 (conflict) or 500. 422 means that the request breaks the OpenAPI schema: a request that
+fails validation gets the same body with the field named, and input the schema accepts but the target
+refuses as it stands (a state schema, a file that is not there) is a 409 (:func:`conflicts`).
+
+Trace context: a ``traceparent`` header from the client becomes the parent of the request's server span,
+so a client's trace continues through the server (and into jobs it creates).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,11 +32,31 @@ class ErrorBody(BaseModel):
     fix: str | None = Field(default=None, description="how to fix it")
 
 
+UNAUTHORIZED = {"model": ErrorBody, "description": "no bearer token, or a wrong one (when the server has a token)"}
 ERROR_RESPONSES = {400: {"model": ErrorBody, "description": "the body is not JSON"},
-                   401: {"model": ErrorBody, "description": "no bearer token, or a wrong one"},
+                   401: UNAUTHORIZED,
                    404: {"model": ErrorBody, "description": "not found"},
-                   409: {"model": ErrorBody, "description": "conflict with the current state"},
-                   422: {"model": ErrorBody, "description": "invalid input; `field` names it"}}
+                   409: {"model": ErrorBody, "description": "the request is well formed, but what it names refuses "
+                         "it as it stands; `field` and `fix` say why"},
+                   422: {"model": ErrorBody, "description": "the request breaks this schema; `field` names where"}}
+
+
+class _Refused(Exception):
+    def __init__(self, error: RatchetError):
+        self.error = error
+
+
+@contextlib.contextmanager
+def conflicts() -> Iterator[None]:
+    """Answer a :class:`UserError` raised in the block with 409 (its body unchanged) instead of 422: for
+    input the schema accepts that the target refuses as it stands (a state schema, a file that is not
+    there, an id that is taken), so that 422 always means a request the schema itself rejects."""
+    try:
+        yield
+    except (AuthError, NotFoundError):
+        raise
+    except UserError as exc:
+        raise _Refused(exc) from exc
 
 
 def status_of(exc: RatchetError) -> int:
@@ -46,11 +71,18 @@ def status_of(exc: RatchetError) -> int:
 
 def validation_body(exc: RequestValidationError) -> dict:
     err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    loc = [str(p) for p in err.get("loc", ())]
+    loc = loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else loc
+    body = getattr(exc, "body", None)
+    if len(loc) > 1 and isinstance(body, dict) and loc[0] == body.get("kind"):  # a tagged union's tag
+        loc = loc[1:]
     field = ".".join(loc) or None
-    pattern = str((err.get("ctx") or {}).get("pattern", ""))
+    ctx = err.get("ctx") or {}
+    pattern = str(ctx.get("pattern", ""))
     if err.get("type") == "string_pattern_mismatch" and pattern.startswith("^v?"):  # the semver patterns
         detail, fix = f"{field}: {err.get('input')!r} is not a version", "write it like v1.2.3 or 1.2.3"
+    elif "problem" in ctx and "fix" in ctx:  # a custom error that knows its fix (e.g. a workspace path)
+        detail, fix = str(ctx["problem"]), str(ctx["fix"])
     else:
         detail, fix = f"{field or 'body'}: {err.get('msg')}", f"correct {field or 'the body'} (see /docs)"
     return {"error": "ValidationError", "detail": detail, "field": field, "fix": fix}
@@ -75,6 +107,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def ratchet_error(_request: Request, exc: RatchetError) -> JSONResponse:
         headers = {"WWW-Authenticate": auth.SCHEME} if isinstance(exc, AuthError) else None
         return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
+
+    @app.exception_handler(_Refused)
+    async def refused(_request: Request, exc: _Refused) -> JSONResponse:
+        return JSONResponse(exc.error.to_dict(), status_code=409)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
