@@ -12,6 +12,8 @@ so a client's trace continues through the server (and into jobs it creates).
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import sys
 from collections.abc import Iterator
 
@@ -147,6 +149,25 @@ def token_required(token: str | None) -> list:
                             "[auth] token_file")
 
     return [Depends(require)]
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+async def unicode_body(request: Request) -> None:
+    """An app-wide dependency: refuse a JSON body whose strings are not Unicode text. A lone surrogate
+    escape (``"\\ud800"``) is valid JSON, but no file or database can hold it, so it failed deep in a
+    write (a 500, perhaps after a file was truncated); a pair (an emoji) is fine."""
+    body = await request.body()
+    if not _SURROGATE_ESCAPE.search(body):
+        return
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise UserError("the body has a lone surrogate escape (e.g. \\ud800): not Unicode text", field="body",
+                        fix="send UTF-8 text; escape a character beyond U+FFFF as a pair of surrogates") from None
+    except ValueError:
+        return  # not JSON: the route says so
 
 
 def install_tracing(app: FastAPI, component: str) -> None:

@@ -269,6 +269,19 @@ def test_well_formed_steps_the_worktree_refuses_are_409_naming_the_field(client)
     assert [a["kind"] for a in client.get(f"/jobs/{jid}").json()["actions"]] == ["add_test"]  # nothing recorded
 
 
+def test_text_that_is_not_unicode_is_422_not_500(client, ws):
+    """A lone surrogate escape ("\\ud800") is valid JSON but no file can hold it: writing it was a 500."""
+    jid = client.post("/jobs", json={"title": "surrogates"}).json()["id"]
+    headers = {"content-type": "application/json"}
+    for url, body in [(f"/jobs/{jid}/files/notes/a.md", '{"content": "a\\ud800b"}'),
+                      (f"/jobs/{jid}/actions", '{"kind": "write_file", "path": "a\\udc00.md", "content": "x"}')]:
+        r = client.request("PUT" if "files" in url else "POST", url, content=body, headers=headers)
+        assert r.status_code == 422 and r.json()["field"] == "body" and "surrogate" in r.json()["detail"], r.text
+    assert client.put(f"/jobs/{jid}/files/notes/a.md", content='{"content": "\\ud83d\\ude00"}',  # a pair: 😀
+                      headers=headers).status_code == 200
+    assert (ws.runtime_dir / "jobs" / jid / "worktree" / "notes" / "a.md").read_text() == "\U0001F600"
+
+
 @pytest.mark.parametrize("path, problem", [
     ("../outside.md", "leaves the workspace"),
     ("/etc/passwd", "leaves the workspace"),
