@@ -42,6 +42,21 @@ def test_confined_refuses_writes_outside_and_allows_inside(roots):
     assert not outside.exists() and write(outside) is None  # the block is over
 
 
+def test_confined_refuses_renaming_deleting_and_making_folders_outside(roots, tmp_path):
+    import os
+    import shutil
+
+    allowed, outside = roots
+    outside.write_text("keep")
+    with confined(allowed):
+        for attempt in (lambda: os.remove(outside), lambda: os.rename(outside, allowed / "moved"),
+                        lambda: os.rename(allowed, tmp_path / "elsewhere"), lambda: os.mkdir(tmp_path / "new"),
+                        lambda: shutil.rmtree(tmp_path), lambda: os.chmod(outside, 0o777)):
+            with pytest.raises(PermissionError):
+                attempt()
+    assert outside.read_text() == "keep" and not (tmp_path / "new").exists()
+
+
 def test_confined_thread_started_inside_is_confined(roots):
     """Issue 12: a thread started inside the block ran with an empty context, so it could write anywhere."""
     allowed, outside = roots
@@ -97,18 +112,29 @@ def test_confined_refuses_starting_a_process(roots):
 
 
 def test_confine_is_a_mistake_guard_not_a_sandbox(roots, tmp_path):
-    """What the docs say confine does not cover: C code writes without Python's audit events."""
+    """What the docs say confine does not cover: reading, the network, code that writes without Python's
+    audit events (sqlite3, ctypes), and threads started with _thread rather than threading."""
+    import _thread
     import ctypes
     import ctypes.util
+    import socket
     import sqlite3
 
     allowed, _ = roots
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
     libc = ctypes.CDLL(ctypes.util.find_library("c"))  # find_library starts a process: outside the block
     with confined(allowed):
+        assert secret.read_text() == "s3cret"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            assert udp.sendto(b"x", ("127.0.0.1", 9)) == 1
         db = sqlite3.connect(":memory:")
         db.execute(f"ATTACH DATABASE '{tmp_path / 'attached.db'}' AS a")
         db.execute("CREATE TABLE a.t (x)")
         db.close()
         fd = libc.open(str(tmp_path / "via-ctypes.txt").encode(), 0o1 | 0o100, 0o644)  # O_WRONLY | O_CREAT
         libc.close(fd)
-    assert (tmp_path / "attached.db").exists() and (tmp_path / "via-ctypes.txt").exists()
+        done = threading.Event()
+        _thread.start_new_thread(lambda: (write(tmp_path / "via-thread.txt"), done.set()), ())  # not threading
+        assert done.wait(10)
+    assert all((tmp_path / name).exists() for name in ("attached.db", "via-ctypes.txt", "via-thread.txt"))

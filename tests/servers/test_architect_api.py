@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -10,6 +11,9 @@ from fastapi.testclient import TestClient
 from helpers import git, schemathesis_run
 from ratchet.architect.app import create_app
 from ratchet.architect.service import Architect
+from ratchet.core import auth
+
+TOKEN = "t0ken-for-tests-0123456789abcdef"
 
 
 @pytest.fixture
@@ -175,6 +179,22 @@ def test_abandoning_a_job_merges_nothing(client, ws):
     assert not (ws.root / "x.txt").exists()
 
 
+def test_a_token_holder_runs_code_through_the_architect(ws, arch, tmp_path):
+    """The security page's claim: the Architect's API is as powerful as a shell for whoever holds the token
+    (its tiers run the job's code, in a process of their own, as the Architect's user)."""
+    marker = tmp_path / "ran.txt"
+    with TestClient(create_app(ws, architect=arch, run_jobs=False, token=TOKEN)) as client:
+        headers = auth.header(TOKEN)
+        jid = client.post("/jobs", json={"title": "any code"}, headers=headers).json()["id"]
+        plugin = client.get(f"/jobs/{jid}/files/plugins/support_desk.py", headers=headers).json()["content"]
+        code = plugin + f"\nimport os\nopen({str(marker)!r}, 'w').write(f'{{os.getuid()}} {{os.getpid()}}')\n"
+        assert client.put(f"/jobs/{jid}/files/plugins/support_desk.py", json={"content": code},
+                          headers=headers).status_code == 200
+        assert client.post(f"/jobs/{jid}/tiers", json={"tiers": ["micro"]}, headers=headers).status_code == 200
+    uid, pid = marker.read_text().split()
+    assert int(uid) == os.getuid() and int(pid) != os.getpid()
+
+
 def test_release_without_changes_is_refused(client):
     """Issue 12: this was a 422, for a request without a body (schemathesis: schema-valid request rejected)."""
     jid = client.post("/jobs", json={"title": "nothing"}).json()["id"]
@@ -198,9 +218,6 @@ def test_405_allow_lists_every_method_of_the_path(client, method, path, allowed)
 # --- OpenAPI conformance ---------------------------------------------------------------------------------
 
 
-TOKEN = "t0ken-for-schemathesis-0123456789"
-
-
 @pytest.mark.parametrize("auth", ["off", "on", "on, no token sent"])
 def test_architect_api_conforms_to_its_openapi(ws, arch, auth):
     """Issue 12: schemathesis found 405s saying only `Allow: GET` and schema-valid requests answered 422.
@@ -216,6 +233,7 @@ def test_architect_api_conforms_to_its_openapi(ws, arch, auth):
     assert not failures, "\n\n".join(failures)
     if auth == "on, no token sent":  # nothing but 401, or what routing and JSON parsing answer before auth
         assert all(401 in seen and seen <= {400, 401, 404, 405} for seen in statuses.values()), statuses
+        assert [job.id for job in arch.list()] == [open_job]  # and nothing changed
     else:  # generated requests reached past the 404s and the 401s
         for operation in ("GET /jobs/{job_id}", "PUT /jobs/{job_id}/files/{path}", "POST /jobs/{job_id}/actions"):
             assert 200 in statuses[operation], statuses
@@ -257,8 +275,10 @@ def test_bad_paths_are_refused_with_the_field_named_not_500(client, arch, path, 
 def test_well_formed_steps_the_worktree_refuses_are_409_naming_the_field(client):
     """422 is kept for requests the OpenAPI schema rejects; the worktree's refusals are 409s."""
     jid = client.post("/jobs", json={"title": "refusals"}).json()["id"]
-    case = {"id": "c1", "tool": "answer", "args": {"question": "q", "conversation_id": "x"}, "expect": {"contains": "a"}}
-    assert client.post(f"/jobs/{jid}/actions", json={"kind": "add_test", "tier": "micro", "case": case}).status_code == 200
+    case = {"id": "c1", "tool": "answer", "args": {"question": "q", "conversation_id": "x"},
+            "expect": {"contains": "a"}}
+    added = client.post(f"/jobs/{jid}/actions", json={"kind": "add_test", "tier": "micro", "case": case})
+    assert added.status_code == 200, added.text
     for action, field in [({"kind": "add_test", "tier": "micro", "case": case}, "case.id"),  # the id is taken
                           ({"kind": "replace_text", "path": "notes/none.md", "old": "a", "new": "b"}, "path"),
                           ({"kind": "replace_text", "path": "ratchet.toml", "old": "no such text", "new": "b"}, "old"),

@@ -177,6 +177,7 @@ def test_versions_openapi_documents_responses(client):
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {"/versions", "/versions/{version}", "/versions/{version}/evals",
                                   "/versions/{a}/diff/{b}", "/active"}
+    assert {method for path in spec["paths"].values() for method in path} == {"get"}  # it only reads
     show = spec["paths"]["/versions/{version}"]["get"]["responses"]
     assert {"200", "404", "422"} <= set(show)
     assert client.get("/docs").status_code == 200
