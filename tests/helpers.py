@@ -179,3 +179,47 @@ def sign_versions(ws_path: Path, key: Path | None, signers: Path | None) -> None
             doc["versions"][name] = str(value)
     toml.write_text(tomlkit.dumps(doc))
     commit_all(ws_path, "sign versions")
+
+
+def schemathesis_run(app, *, token: str | None = None, exclude_path: str | None = None, max_examples: int = 25,
+                     pin: dict[str, dict[str, str]] | None = None,
+                     statuses: dict[str, set[int]] | None = None) -> list[str]:
+    """Run schemathesis on a FastAPI ``app`` in process, as ``schemathesis run`` would (examples, coverage
+    and fuzzing phases, every check: no 5xx, status codes, headers and bodies as documented, schema-valid
+    requests accepted, schema-invalid ones rejected, 405s with ``Allow``, auth enforced). With ``token``
+    requests carry it (and the auth check also sends them without it, and with a wrong one). Returns
+    the failures, each with its curl line; fills ``statuses`` (operation -> statuses seen) if given.
+    ``pin`` fixes parameters of the operations whose path matches a regex (to reach past the 404s).
+    The seed is fixed, so a run is the same on every machine."""
+    import schemathesis
+    from schemathesis.engine import events, from_schema
+
+    generation = {"max-examples": max_examples, "database": "none"}
+    config = {"seed": 12, "request-timeout": 120, "generation": generation,
+              "phases": {"stateful": {"enabled": False}, "fuzzing": {"generation": generation}}}
+    if pin:
+        config["operations"] = [{"include-path-regex": regex, "parameters": params} for regex, params in pin.items()]
+    if token is not None:
+        config["auth"] = {"openapi": {"HTTPBearer": {"bearer": token}}}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=schemathesis.Config.from_dict(config))
+    if exclude_path:
+        schema = schema.exclude(path_regex=exclude_path)
+    failures: dict[tuple, str] = {}
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    if check.failure_info is not None:
+                        failure = check.failure_info.failure
+                        failures.setdefault((event.label, check.name, failure.title),
+                                            f"{event.label}: {check.name}: {failure.title}\n{failure.message}\n"
+                                            f"{check.failure_info.code_sample}")
+            if statuses is not None:
+                for interaction in event.recorder.interactions.values():
+                    if interaction.response is not None:
+                        statuses.setdefault(event.label, set()).add(interaction.response.status_code)
+        elif isinstance(event, events.NonFatalError):
+            failures.setdefault(("error", event.label, str(event.value)), f"{event.label}: {event.value!r}")
+        elif isinstance(event, events.FatalError):
+            raise event.exception
+    return list(failures.values())

@@ -1,16 +1,23 @@
 """What the REST adapters (Architect, Versions) share: error bodies, trace context, serving.
 
-Errors: a :class:`RatchetError` becomes ``{"error", "detail", "field", "fix"}`` with 404 (not found),
-413 (too large), 422 (bad input), 429 (too many, with ``Retry-After``), 409 (conflict) or 500; a request
-that fails validation becomes the same body with 422 and the field named. Trace context: a
-``traceparent`` header from the client becomes the parent of the request's server span, so a client's
-trace continues through the server (and into jobs it creates). Guards: a body over ``[limits]
-body_bytes`` is refused before any route sees it; CORS only for ``[auth] cors_origins``.
+Errors: a :class:`RatchetError` becomes ``{"error", "detail", "field", "fix"}`` with 401 (no token), 404
+(not found), 409 (conflict), 413 (too large), 429 (too many, with ``Retry-After``) or 500. 422 means that
+the request breaks the OpenAPI schema: a request that fails validation gets the same body with the field
+named, and input the schema accepts but the target refuses as it stands (a state schema, a file that is
+not there) is a 409 (:func:`conflicts`).
+
+Trace context: a ``traceparent`` header from the client becomes the parent of the request's server span,
+so a client's trace continues through the server (and into jobs it creates). Guards: a body over
+``[limits] body_bytes`` is refused before any route sees it; CORS only for ``[auth] cors_origins``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import sys
+from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,13 +44,33 @@ class ErrorBody(BaseModel):
     fix: str | None = Field(default=None, description="how to fix it")
 
 
+UNAUTHORIZED = {"model": ErrorBody, "description": "no bearer token, or a wrong one (when the server has a token)"}
 ERROR_RESPONSES = {400: {"model": ErrorBody, "description": "the body is not JSON"},
-                   401: {"model": ErrorBody, "description": "no bearer token, or a wrong one"},
+                   401: UNAUTHORIZED,
                    404: {"model": ErrorBody, "description": "not found"},
-                   409: {"model": ErrorBody, "description": "conflict with the current state"},
+                   409: {"model": ErrorBody, "description": "the request is well formed, but what it names refuses "
+                         "it as it stands; `field` and `fix` say why"},
                    413: {"model": ErrorBody, "description": "a body or file over its [limits] size"},
-                   422: {"model": ErrorBody, "description": "invalid input; `field` names it"},
+                   422: {"model": ErrorBody, "description": "the request breaks this schema; `field` names where"},
                    429: {"model": ErrorBody, "description": "over a [limits] count; retry after Retry-After seconds"}}
+
+
+class _Refused(Exception):
+    def __init__(self, error: RatchetError):
+        self.error = error
+
+
+@contextlib.contextmanager
+def conflicts() -> Iterator[None]:
+    """Answer a :class:`UserError` raised in the block with 409 (its body unchanged) instead of 422: for
+    input the schema accepts that the target refuses as it stands (a state schema, a file that is not
+    there, an id that is taken), so that 422 always means a request the schema itself rejects."""
+    try:
+        yield
+    except (AuthError, NotFoundError, TooLargeError, TooManyError):  # their own statuses: 401, 404, 413, 429
+        raise
+    except UserError as exc:
+        raise _Refused(exc) from exc
 
 
 def status_of(exc: RatchetError) -> int:
@@ -62,14 +89,35 @@ def status_of(exc: RatchetError) -> int:
 
 def validation_body(exc: RequestValidationError) -> dict:
     err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    loc = [str(p) for p in err.get("loc", ())]
+    loc = loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else loc
+    body = getattr(exc, "body", None)
+    if len(loc) > 1 and isinstance(body, dict) and loc[0] == body.get("kind"):  # a tagged union's tag
+        loc = loc[1:]
     field = ".".join(loc) or None
-    pattern = str((err.get("ctx") or {}).get("pattern", ""))
+    ctx = err.get("ctx") or {}
+    pattern = str(ctx.get("pattern", ""))
     if err.get("type") == "string_pattern_mismatch" and pattern.startswith("^v?"):  # the semver patterns
         detail, fix = f"{field}: {err.get('input')!r} is not a version", "write it like v1.2.3 or 1.2.3"
+    elif "problem" in ctx and "fix" in ctx:  # a custom error that knows its fix (e.g. a workspace path)
+        detail, fix = str(ctx["problem"]), str(ctx["fix"])
     else:
         detail, fix = f"{field or 'body'}: {err.get('msg')}", f"correct {field or 'the body'} (see /docs)"
     return {"error": "ValidationError", "detail": detail, "field": field, "fix": fix}
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the app serves at the request's path. Starlette's own 405 names only the methods of
+    the first route whose path matches, so ``/jobs`` (GET and POST on two routes) said ``Allow: GET``;
+    asking every route with each method also looks inside included routers."""
+    from starlette.routing import Match
+
+    routes = request.app.router.routes
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -80,12 +128,20 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
 
+    @app.exception_handler(_Refused)
+    async def refused(_request: Request, exc: _Refused) -> JSONResponse:
+        return JSONResponse(exc.error.to_dict(), status_code=409)
+
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         fix = "send a JSON body (Content-Type: application/json)" if exc.status_code == 400 else "see /docs"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allow = allowed_methods(request)
+            headers, fix = {**(headers or {}), "Allow": allow}, f"use {allow}"
         body = {"error": "HTTPError", "detail": str(exc.detail), "field": "body" if exc.status_code == 400 else None,
                 "fix": fix}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -173,6 +229,25 @@ def install_guards(app: FastAPI, config) -> None:
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "traceparent"],
                            expose_headers=["Retry-After"], max_age=600)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+async def unicode_body(request: Request) -> None:
+    """An app-wide dependency: refuse a JSON body whose strings are not Unicode text. A lone surrogate
+    escape (``"\\ud800"``) is valid JSON, but no file or database can hold it, so it failed deep in a
+    write (a 500, perhaps after a file was truncated); a pair (an emoji) is fine."""
+    body = await request.body()
+    if not _SURROGATE_ESCAPE.search(body):
+        return
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise UserError("the body has a lone surrogate escape (e.g. \\ud800): not Unicode text", field="body",
+                        fix="send UTF-8 text; escape a character beyond U+FFFF as a pair of surrogates") from None
+    except ValueError:
+        return  # not JSON: the route says so
 
 
 def install_tracing(app: FastAPI, component: str) -> None:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from helpers import tree_snapshot
 from ratchet.architect.planners import PlanRequest
@@ -49,9 +50,11 @@ def test_write_and_replace_stay_inside_the_workspace(ws):
     assert apply_action(ws, WriteFile(path="notes/a.txt", content="one two")) == ["notes/a.txt"]
     apply_action(ws, ReplaceText(path="notes/a.txt", old="two", new="three"))
     assert (ws.root / "notes/a.txt").read_text() == "one three"
-    for bad in ("../escape.txt", "/etc/passwd", ".git/config", ".ratchet/x"):
-        with pytest.raises(UserError) as err:
-            apply_action(ws, WriteFile(path=bad, content="x"))
+    for bad in ("../escape.txt", "/etc/passwd", ".git/config", ".ratchet/x", "a/./b", "a\x00b"):
+        with pytest.raises(ValidationError, match="path"):
+            WriteFile(path=bad, content="x")  # the model refuses it, as the API's schema does
+        with pytest.raises(UserError) as err:  # and so does applying an action built without validation
+            apply_action(ws, WriteFile.model_construct(path=bad, content="x"))
         assert err.value.field == "path"
     with pytest.raises(UserError, match="occurs 0 times") as err:
         apply_action(ws, ReplaceText(path="notes/a.txt", old="absent", new="x"))

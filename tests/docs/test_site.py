@@ -52,7 +52,7 @@ def templates() -> dict:
 
 
 def test_docs_build_makes_every_page(site, templates):
-    pages = ["index.html", "concepts.html", "configuration.html", "strategies.html", "operations.html",
+    pages = ["index.html", "concepts.html", "configuration.html", "strategies.html", "operations.html", "security.html",
              "library/index.html", "reference/hooks.html", "reference/cli.html", "reference/mcp.html",
              "reference/rest/index.html", "reference/rest/versions.html", "reference/rest/versions.openapi.json"]
     pages += [f"library/{name}.html" for name in templates]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import git
+from helpers import git, schemathesis_run
 from ratchet.architect.app import create_app
 from ratchet.architect.service import Architect
+from ratchet.core import auth
+
+TOKEN = "t0ken-for-tests-0123456789abcdef"
 
 
 @pytest.fixture
@@ -116,7 +120,8 @@ def test_an_agent_drives_a_job_step_by_step(client, arch, ws):
     r = client.post(f"/jobs/{jid}/actions", json={"kind": "add_test", "tier": "micro", "case": case})
     assert r.status_code == 200 and r.json()["files"] == ["tests/micro/architect.yaml"]
     r = client.post(f"/jobs/{jid}/actions", json={"kind": "set_state", "pointer": "/params/top_k", "value": 99})
-    assert r.status_code == 422 and "top_k" in r.json()["field"]  # refused, nothing recorded
+    # well formed, but the state schema refuses it: 409 (422 is for requests the OpenAPI schema rejects)
+    assert r.status_code == 409 and "top_k" in r.json()["field"]  # refused, nothing recorded
     r = client.put(f"/jobs/{jid}/files/notes/why.md", json={"content": "Refund timing is asked a lot.\n"})
     assert r.json()["files"] == ["notes/why.md"]
     results = client.post(f"/jobs/{jid}/tiers", json={"tiers": ["micro"]}).json()
@@ -182,41 +187,64 @@ def test_abandoning_a_job_merges_nothing(client, ws):
     assert not (ws.root / "x.txt").exists()
 
 
+def test_a_token_holder_runs_code_through_the_architect(ws, arch, tmp_path):
+    """The security page's claim: the Architect's API is as powerful as a shell for whoever holds the token
+    (its tiers run the job's code, in a process of their own, as the Architect's user)."""
+    marker = tmp_path / "ran.txt"
+    with TestClient(create_app(ws, architect=arch, run_jobs=False, token=TOKEN)) as client:
+        headers = auth.header(TOKEN)
+        jid = client.post("/jobs", json={"title": "any code"}, headers=headers).json()["id"]
+        plugin = client.get(f"/jobs/{jid}/files/plugins/support_desk.py", headers=headers).json()["content"]
+        code = plugin + f"\nimport os\nopen({str(marker)!r}, 'w').write(f'{{os.getuid()}} {{os.getpid()}}')\n"
+        assert client.put(f"/jobs/{jid}/files/plugins/support_desk.py", json={"content": code},
+                          headers=headers).status_code == 200
+        assert client.post(f"/jobs/{jid}/tiers", json={"tiers": ["micro"]}, headers=headers).status_code == 200
+    uid, pid = marker.read_text().split()
+    assert int(uid) == os.getuid() and int(pid) != os.getpid()
+
+
 def test_release_without_changes_is_refused(client):
+    """Issue 12: this was a 422, for a request without a body (schemathesis: schema-valid request rejected)."""
     jid = client.post("/jobs", json={"title": "nothing"}).json()["id"]
     r = client.post(f"/jobs/{jid}/release")
-    assert r.status_code == 422 and r.json()["field"] == "actions"
+    assert r.status_code == 409 and r.json()["field"] == "actions"
+
+
+@pytest.mark.parametrize("method, path, allowed", [
+    ("DELETE", "/jobs", "GET, POST"),
+    ("PATCH", "/jobs/0123456789ab", "DELETE, GET"),
+    ("OPTIONS", "/jobs/0123456789ab/files/notes/a.md", "GET, PUT"),
+    ("GET", "/feedback", "POST"),
+])
+def test_405_allow_lists_every_method_of_the_path(client, method, path, allowed):
+    """Issue 12: a 405 named only the first route's methods (Allow: GET for /jobs, which also takes POST)."""
+    r = client.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == allowed, (r.headers, r.text)
+    assert r.json()["error"] == "HTTPError" and r.json()["fix"]
 
 
 # --- OpenAPI conformance ---------------------------------------------------------------------------------
 
 
-def test_architect_api_conforms_to_its_openapi(ws):
-    schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
-    arch = Architect(ws)
-    app = create_app(ws, architect=arch, run_jobs=False)  # generated jobs stay queued: no tiers, no merges
-    open_job = arch.open_job("schemathesis")
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    negative = schemathesis.GenerationMode.NEGATIVE
-    strategies = [schema.as_strategy(), schema.as_strategy(negative)]
-    # Reach past the 404s: an open job's read-only steps with a real id.
-    for path in ("/jobs/{job_id}", "/jobs/{job_id}/files"):
-        strategies.append(schema[path]["GET"].as_strategy(path_parameters={"job_id": open_job.id}))
-    strategies.append(schema["/templates/{name}"]["GET"].as_strategy(path_parameters={"name": "drift-bandit"}))
-
-    @given(case=st.one_of(strategies))
-    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    def check(case):
-        if case.method in ("POST", "PUT", "DELETE") and "{job_id}" in case.path:
-            case.path_parameters = {**(case.path_parameters or {}), "job_id": "0123456789ab"}  # never an open job
-        if case.path.endswith("/tiers"):
-            return  # runs processes; covered above
-        case.call_and_validate()
-
-    check()
+@pytest.mark.parametrize("auth", ["off", "on", "on, no token sent"])
+def test_architect_api_conforms_to_its_openapi(ws, arch, auth):
+    """Issue 12: schemathesis found 405s saying only `Allow: GET` and schema-valid requests answered 422.
+    With a token, the auth check also sends each request without it and with a wrong one (401s)."""
+    token = None if auth == "off" else TOKEN
+    app = create_app(ws, architect=arch, run_jobs=False, token=token)  # jobs stay queued: no tiers, no merges
+    open_job = arch.open_job("schemathesis").id  # the steps on files, actions and render reach a real job
+    statuses: dict[str, set[int]] = {}
+    failures = schemathesis_run(app, token=None if auth == "on, no token sent" else token,
+                                exclude_path=r"/tiers$",  # runs processes; tested above
+                                pin={r"/(files/\{path\}|actions|render)$": {"job_id": open_job}},
+                                max_examples=5 if auth == "on, no token sent" else 12, statuses=statuses)
+    assert not failures, "\n\n".join(failures)
+    if auth == "on, no token sent":  # nothing but 401, or what routing and JSON parsing answer before auth
+        assert all(401 in seen and seen <= {400, 401, 404, 405} for seen in statuses.values()), statuses
+        assert [job.id for job in arch.list()] == [open_job]  # and nothing changed
+    else:  # generated requests reached past the 404s and the 401s
+        for operation in ("GET /jobs/{job_id}", "PUT /jobs/{job_id}/files/{path}", "POST /jobs/{job_id}/actions"):
+            assert 200 in statuses[operation], statuses
 
 
 def test_an_idle_agent_job_fails_at_its_time_limit(client, arch, ws):
@@ -231,20 +259,79 @@ def test_an_idle_agent_job_fails_at_its_time_limit(client, arch, ws):
     assert not (ws.runtime_dir / "jobs" / jid / "worktree").exists()
 
 
-@pytest.mark.parametrize("path, problem", [
-    ("notes/a%00b.md", "contains a NUL"),
-    ("notes/" + "x" * 5000 + ".md", "is too long"),
-    ("plugins", "is a folder"),
-    ("ratchet.toml/x.md", "is a file, not a folder"),
+@pytest.mark.parametrize("path, problem, status", [
+    ("notes/a%00b.md", "contains a NUL", 422),
+    ("notes/" + "x" * 5000 + ".md", "is too long", 422),
+    ("notes/" + "é" * 200 + ".md", "over 255 bytes", 409),  # what the schema allows, the file system does not
+    ("plugins", "is a folder", 409),
+    ("ratchet.toml/x.md", "is a file, not a folder", 409),
 ])
-def test_bad_paths_are_refused_with_the_field_named_not_500(client, arch, path, problem):
-    """Issue 12: a NUL in a path, a path that is a folder and a 5,000-character path were 500s."""
+def test_bad_paths_are_refused_with_the_field_named_not_500(client, arch, path, problem, status):
+    """Issue 12: a NUL in a path, a path that is a folder and a 5,000-character path were 500s. What the
+    OpenAPI schema rejects is a 422; what it allows and the worktree refuses, a 409."""
     jid = client.post("/jobs", json={"title": "bad paths"}).json()["id"]
     wrote = client.put(f"/jobs/{jid}/files/{path}", json={"content": "x"})
-    assert wrote.status_code == 422 and wrote.json()["field"] == "path", wrote.text
+    assert wrote.status_code == status and wrote.json()["field"] == "path", wrote.text
     assert problem in wrote.json()["detail"]
     read = client.get(f"/jobs/{jid}/files/{path}")
-    assert read.status_code in (404, 422) and read.json()["field"] == "path", read.text
+    assert read.status_code in (404, 409, 422) and read.json()["field"] == "path", read.text
     replaced = client.post(f"/jobs/{jid}/actions", json={"kind": "replace_text", "path": path.replace("%00", "\x00"),
                                                           "old": "a", "new": "b"})
-    assert replaced.status_code == 422 and replaced.json()["field"] in ("path", "action.path"), replaced.text
+    assert replaced.status_code in (409, 422) and replaced.json()["field"] == "path", replaced.text
+
+
+def test_well_formed_steps_the_worktree_refuses_are_409_naming_the_field(client):
+    """422 is kept for requests the OpenAPI schema rejects; the worktree's refusals are 409s."""
+    jid = client.post("/jobs", json={"title": "refusals"}).json()["id"]
+    case = {"id": "c1", "tool": "answer", "args": {"question": "q", "conversation_id": "x"},
+            "expect": {"contains": "a"}}
+    added = client.post(f"/jobs/{jid}/actions", json={"kind": "add_test", "tier": "micro", "case": case})
+    assert added.status_code == 200, added.text
+    for action, field in [({"kind": "add_test", "tier": "micro", "case": case}, "case.id"),  # the id is taken
+                          ({"kind": "replace_text", "path": "notes/none.md", "old": "a", "new": "b"}, "path"),
+                          ({"kind": "replace_text", "path": "ratchet.toml", "old": "no such text", "new": "b"}, "old"),
+                          ({"kind": "set_state", "pointer": "/nope/deeper", "value": 1}, "pointer"),
+                          ({"kind": "edit_config", "set": {"nope[key=x].y": 1}}, "edit_config")]:
+        r = client.post(f"/jobs/{jid}/actions", json=action)
+        assert r.status_code == 409 and r.json()["field"] == field and r.json()["fix"], (action, r.text)
+    assert [a["kind"] for a in client.get(f"/jobs/{jid}").json()["actions"]] == ["add_test"]  # nothing recorded
+
+
+def test_text_that_is_not_unicode_is_422_not_500(client, ws):
+    """A lone surrogate escape ("\\ud800") is valid JSON but no file can hold it: writing it was a 500."""
+    jid = client.post("/jobs", json={"title": "surrogates"}).json()["id"]
+    headers = {"content-type": "application/json"}
+    for url, body in [(f"/jobs/{jid}/files/notes/a.md", '{"content": "a\\ud800b"}'),
+                      (f"/jobs/{jid}/actions", '{"kind": "write_file", "path": "a\\udc00.md", "content": "x"}')]:
+        r = client.request("PUT" if "files" in url else "POST", url, content=body, headers=headers)
+        assert r.status_code == 422 and r.json()["field"] == "body" and "surrogate" in r.json()["detail"], r.text
+    assert client.put(f"/jobs/{jid}/files/notes/a.md", content='{"content": "\\ud83d\\ude00"}',  # a pair: 😀
+                      headers=headers).status_code == 200
+    assert (ws.runtime_dir / "jobs" / jid / "worktree" / "notes" / "a.md").read_text() == "\U0001F600"
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("../outside.md", "leaves the workspace"),
+    ("/etc/passwd", "leaves the workspace"),
+    ("notes//a.md", "has an empty or '.' part"),
+    ("./notes/a.md", "has an empty or '.' part"),
+    (".git/config", "Ratchet's or git's own data"),
+    (".ratchet/jobs/x", "Ratchet's or git's own data"),
+])
+def test_paths_the_schema_rejects_are_422(client, path, problem):
+    jid = client.post("/jobs", json={"title": "bad paths"}).json()["id"]
+    r = client.post(f"/jobs/{jid}/actions", json={"kind": "write_file", "path": path, "content": "x"})
+    assert r.status_code == 422 and r.json()["field"] == "path" and problem in r.json()["detail"], r.text
+    assert client.post(f"/jobs/{jid}/actions", json={"kind": "write_file", "path": ".gitignore.d/ok",
+                                                     "content": "x"}).status_code == 200
+
+
+def test_the_openapi_schema_states_the_path_rules(client):
+    from ratchet.architect.plans import MAX_PATH, PATH_PATTERN
+
+    spec = client.get("/openapi.json").json()
+    param = next(p for p in spec["paths"]["/jobs/{job_id}/files/{path}"]["put"]["parameters"] if p["name"] == "path")
+    body = spec["components"]["schemas"]["WriteFile"]["properties"]["path"]
+    for schema in (param["schema"], body):
+        assert schema["pattern"] == PATH_PATTERN and schema["maxLength"] == MAX_PATH
+        assert schema["not"] == {"pattern": r"^\.(git|ratchet)(/|$)"}

@@ -44,6 +44,12 @@ def test_the_token_comes_from_the_variable_else_the_file_named_in_ratchet_toml(w
     assert caught.value.field == "auth.token_file" and "ratchet token --file" in caught.value.fix
 
 
+def test_every_server_binds_loopback_by_default(ws):
+    config = ws.config
+    assert [s.host for s in (config.runner, config.tuner, config.architect, config.versions)] == ["127.0.0.1"] * 4
+    assert config.auth.token_file is None  # and has no token: open, on this machine only
+
+
 def test_binding_beyond_loopback_needs_a_token():
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         auth.check_bind(host, None, component="runner")
@@ -80,7 +86,7 @@ def test_rest_apps_require_the_token_and_keep_their_docs_readable(ws, make, path
             assert r.status_code == 401 and r.json()["field"] == "Authorization", (headers, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
         assert client.get(path, headers=auth.header(TOKEN)).status_code == 200
-        assert client.get("/openapi.json").status_code == 200
+        assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
         assert "HTTPBearer" in client.get("/openapi.json").json()["components"]["securitySchemes"]
     with TestClient(make(ws, None)) as client:  # no token: open (loopback only, see check_bind)
         assert client.get(path).status_code == 200
@@ -107,6 +113,10 @@ async def test_every_server_refuses_a_client_without_the_token(ws, monkeypatch):
             r = httpx.post(servers[kind].url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                            headers={"Accept": "application/json, text/event-stream"})
             assert r.status_code == 401, (kind, r.text)
+            foreign = httpx.post(servers[kind].url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                 headers={**auth.header(TOKEN), "Host": "evil.example",
+                                          "Accept": "application/json, text/event-stream"})
+            assert foreign.status_code == 421, (kind, foreign.text)  # DNS rebinding, as for the REST apps below
             with pytest.raises(BaseException):  # the SDK's client fails to connect (an ExceptionGroup)
                 async with Client(servers[kind].url) as c:
                     await c.list_tools()

@@ -173,6 +173,59 @@ def test_tuner_strategy_cannot_write_outside_state(ws_path):
     assert tuner.status()["last_error"]
 
 
+THREADED_PLUGIN = '''
+import threading
+from pathlib import Path
+from ratchet import hookimpl
+from ratchet.plugins.tuner_strategies.bandits import ThompsonSampling
+
+ROOT = Path(__file__).resolve().parent.parent
+
+class Threaded(ThompsonSampling):
+    name = "threaded"
+    def adopt(self, previous, section):
+        return None
+    def apply(self, section, events):
+        (ROOT / "state" / "notes.txt").write_text("allowed")
+        (ROOT / ".ratchet" / "notes.txt").write_text("allowed")
+        refused = []
+        def stray():
+            try:
+                (ROOT / "ratchet.toml").write_text("pwned")
+            except PermissionError as exc:
+                refused.append(exc)
+        thread = threading.Thread(target=stray)
+        thread.start()
+        thread.join()
+        raise refused[0] if refused else RuntimeError("the thread wrote ratchet.toml")
+
+@hookimpl
+def ratchet_register_strategies(register):
+    register(Threaded)
+'''
+
+
+def test_tuner_strategy_writes_state_and_ratchet_and_its_threads_are_confined(ws_path):
+    """Issue 12: a thread a strategy started ran unconfined."""
+    from ratchet.core.errors import PluginError
+    from ratchet.core.workspace import Workspace
+
+    (ws_path / "plugins" / "threaded.py").write_text(THREADED_PLUGIN)
+    toml = ws_path / "ratchet.toml"
+    text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
+                                    'plugins = ["plugins/support_desk.py", "plugins/threaded.py"]')
+    toml.write_text(text.replace('strategy = "thompson"', 'strategy = "threaded"'))
+    ws = Workspace.open(ws_path)
+    served(ws, 1)
+    tuner = Tuner(ws)
+    tuner.feedback("reward", {"conversation_id": "c0", "value": 1})
+    with pytest.raises(PluginError) as err:
+        tuner.apply_pending()
+    assert "PermissionError" in str(err.value) and err.value.plugin == "workspace:plugins/threaded.py"
+    assert "pwned" not in toml.read_text()
+    assert (ws_path / "state" / "notes.txt").exists() and (ws.runtime_dir / "notes.txt").exists()
+
+
 def test_tuner_strategy_adopt_cannot_write_outside_state(ws_path):
     from ratchet.core.errors import PluginError
     from ratchet.core.workspace import Workspace

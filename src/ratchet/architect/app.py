@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from ratchet import __version__
 from ratchet.architect.routes import jobs, steps, templates
 from ratchet.architect.service import Architect
-from ratchet.rest import install_error_handlers, install_guards, install_tracing, token_required
+from ratchet.rest import install_error_handlers, install_guards, install_tracing, token_required, unicode_body
 
 
 def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True,
@@ -36,7 +36,7 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
     app = FastAPI(title=f"Ratchet architect: {workspace.name}", version=__version__, lifespan=lifespan,
                   description="Plans, applies, tests, merges and tags changes to a Ratchet workspace, from "
                   "free-text feedback, Triggerer wake-ups, or an external agent's steps.",
-                  dependencies=token_required(token))
+                  dependencies=[*token_required(token), Depends(unicode_body)])
     app.state.architect = arch
     app.state.token_required = token is not None  # requests are by a token's id, else anonymous
     for module in (jobs, steps, templates):

@@ -18,11 +18,12 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import PydanticCustomError
 
 from ratchet.core.documents import ACTIVE_PATH, dumps
 from ratchet.core.errors import TooLargeError, UserError
@@ -33,8 +34,43 @@ if TYPE_CHECKING:
 
 TIERS = ("micro", "fast", "full")
 TEST_FILE = "architect.yaml"
-# Paths an action may never write: git's own files, runtime data, and the tags' source of truth.
-_FORBIDDEN = (".git", ".ratchet")
+
+MAX_PATH = 1024  # characters in a workspace path; a part may have 255 bytes (the file systems' limit)
+# A path in the workspace, as the API's schema states it (so that a request the schema accepts is not
+# refused for its path): "/"-separated parts of 1 to 255 characters, none of them "." or "..", no NUL.
+# The same pattern in JSON Schema (ECMA-262), Python and Rust regexes.
+_PART = r"(?:[^/.\x00][^/\x00]{0,254}|\.[^/.\x00][^/\x00]{0,253}|\.\.[^/\x00]{1,253})"
+PATH_PATTERN = rf"^{_PART}(?:/{_PART})*$"
+OWN_DATA_PATTERN = r"^\.(git|ratchet)(/|$)"  # git's files, runtime data and the tags' source of truth
+PATH_SCHEMA = {"pattern": PATH_PATTERN, "maxLength": MAX_PATH, "not": {"pattern": OWN_DATA_PATTERN}}
+
+
+def path_problem(rel: str) -> tuple[str, str] | None:
+    """What is wrong with ``rel`` as a workspace path, and the fix; None if nothing is."""
+    if "\x00" in rel:
+        return f"path {rel!r} contains a NUL character", "give a path without NUL"
+    if len(rel) > MAX_PATH or any(len(part) > 255 for part in rel.split("/")):
+        return (f"path {rel[:60]!r}... is too long",
+                f"give a path of at most {MAX_PATH} characters, each part at most 255")
+    if rel.startswith("/") or ".." in rel.split("/"):
+        return f"path {rel!r} leaves the workspace", "give a path relative to the root"
+    if not re.fullmatch(PATH_PATTERN, rel):
+        return f"path {rel!r} has an empty or '.' part", "write it like notes/why.md"
+    if re.match(OWN_DATA_PATTERN, rel):
+        return f"path {rel!r} is Ratchet's or git's own data", "write anywhere but .git and .ratchet"
+    return None
+
+
+def check_path(rel: str) -> str:
+    problem = path_problem(rel)
+    if problem:
+        raise PydanticCustomError("workspace_path", "{problem}; {fix}", {"problem": problem[0], "fix": problem[1]})
+    return rel
+
+
+WorkspacePath = Annotated[str, AfterValidator(check_path),
+                          Field(description="a path relative to the workspace root, e.g. notes/why.md",
+                                json_schema_extra=PATH_SCHEMA)]
 
 
 def _kind_required(schema: dict[str, Any]) -> None:
@@ -67,7 +103,7 @@ class WriteFile(_Action):
     """Write a whole file (created or replaced)."""
 
     kind: Literal["write_file"] = "write_file"
-    path: str = Field(min_length=1, description="path relative to the workspace root")
+    path: WorkspacePath
     content: str
 
 
@@ -75,9 +111,16 @@ class ReplaceText(_Action):
     """Replace the one occurrence of ``old`` in a file with ``new``."""
 
     kind: Literal["replace_text"] = "replace_text"
-    path: str = Field(min_length=1, description="path relative to the workspace root")
+    path: WorkspacePath
     old: str = Field(min_length=1, description="text that occurs exactly once in the file")
     new: str
+
+
+# A dotted key of ratchet.toml: names, each but the last may select a table by one of its values.
+_NAME = r"[A-Za-z0-9_-]+"
+CONFIG_KEY_PATTERN = rf"^({_NAME}(\[{_NAME}=[^\].]+\])?\.)*{_NAME}$"
+_ConfigKey = Annotated[str, Field(pattern=CONFIG_KEY_PATTERN)]
+_ONLY_KEYS = {"additionalProperties": False}  # pydantic states the keys' pattern as patternProperties
 
 
 class EditConfig(_Action):
@@ -85,8 +128,10 @@ class EditConfig(_Action):
     of an array of tables by one of its values."""
 
     kind: Literal["edit_config"] = "edit_config"
-    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> new value")
-    append: dict[str, Any] = Field(default_factory=dict, description="dotted key of a list -> item to add")
+    set: dict[_ConfigKey, Any] = Field(default_factory=dict, description="dotted key -> new value",
+                                       json_schema_extra=_ONLY_KEYS)
+    append: dict[_ConfigKey, Any] = Field(default_factory=dict, description="dotted key of a list -> item to add",
+                                          json_schema_extra=_ONLY_KEYS)
 
 
 class AddTest(_Action):
@@ -144,24 +189,15 @@ def describe(action: Action) -> str:
 # --- applying ---------------------------------------------------------------------------------------
 
 
-MAX_PATH = 1024  # characters in a workspace path; a part may have 255 bytes (the file systems' limit)
-
-
 def inside_workspace(root: Path, rel: str, field: str) -> Path:
-    """``root / rel``, refusing a path that leaves the root, enters git's or Ratchet's own data, or that
-    no file system takes (NUL, too long)."""
-    if "\x00" in rel:
-        raise UserError(f"path {rel!r} contains a NUL character", field=field, fix="give a path without NUL")
-    if len(rel) > MAX_PATH or any(len(part.encode()) > 255 for part in PurePosixPath(rel).parts):
-        raise UserError(f"path {rel[:60]!r}... is too long", field=field,
-                        fix=f"give a path of at most {MAX_PATH} characters, each part at most 255 bytes")
-    parts = PurePosixPath(rel).parts
-    if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
-        raise UserError(f"path {rel!r} leaves the workspace", field=field, fix="give a path relative to the root")
-    if parts[0] in _FORBIDDEN:
-        raise UserError(f"path {rel!r} is Ratchet's or git's own data", field=field,
-                        fix=f"write anywhere but {', '.join(_FORBIDDEN)}")
-    return root / Path(*parts)
+    """``root / rel``, refusing what :func:`path_problem` refuses, and a part over the file systems'
+    255 bytes (which the schema, counting characters, cannot state)."""
+    problem = path_problem(rel)
+    if problem is None and any(len(part.encode()) > 255 for part in rel.split("/")):
+        problem = f"path {rel[:60]!r}... has a part over 255 bytes", "shorten it: file systems take 255 bytes a name"
+    if problem:
+        raise UserError(problem[0], field=field, fix=problem[1])
+    return root / Path(*rel.split("/"))
 
 
 def check_file_size(data: str, limit: int | None, field: str, what: str) -> None:

@@ -244,8 +244,8 @@ class Architect:
                                     "agent job can be released", field="job_id",
                                     fix="open one with POST /jobs, or follow this one with GET /jobs/{id}")
             if not job.actions:
-                raise UserError(f"job {job_id} has no changes to release", field="actions",
-                                fix="apply an action first, or abandon the job with DELETE /jobs/{id}")
+                raise ConflictError(f"job {job_id} has no changes to release", field="actions",
+                                    fix="apply an action first, or abandon the job with DELETE /jobs/{id}")
             job.state = "testing"
             job.note("release", "released by the agent", by=by)
             self.jobs.save(job)

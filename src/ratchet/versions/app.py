@@ -19,7 +19,8 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ratchet import __version__
-from ratchet.rest import ErrorBody, install_error_handlers, install_guards, install_tracing, serve_app, token_required
+from ratchet.rest import (UNAUTHORIZED, ErrorBody, install_error_handlers, install_guards, install_tracing, serve_app,
+                          token_required)
 from ratchet.versions.catalog import Catalog
 
 # SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
@@ -133,7 +134,8 @@ class Active(BaseModel):
 
 # --- routes --------------------------------------------------------------------------------------------
 
-ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown version"},
+ERRORS: dict[int | str, dict[str, Any]] = {401: UNAUTHORIZED,
+                                           404: {"model": ErrorBody, "description": "Unknown version"},
                                            422: {"model": ErrorBody, "description": "Malformed parameter"}}
 
 
@@ -189,7 +191,7 @@ def diff_versions(a: str = version_param(), b: str = version_param(),
     return cat.diff(a, b)
 
 
-active_router = APIRouter(tags=["active"])
+active_router = APIRouter(tags=["active"], responses={401: UNAUTHORIZED})
 
 
 @active_router.get("/active", response_model=Active)

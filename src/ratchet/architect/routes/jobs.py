@@ -16,12 +16,15 @@ from ratchet.rest import ERROR_RESPONSES
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
+# Something besides whitespace, where JSON Schema (ECMA-262) and pydantic (Rust) agree on what whitespace
+# is: their \s differ on U+0085 and U+FEFF.
+_NOT_BLANK = r"[^\s\x85\ufeff]"
 _VERSION = r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=20_000, pattern=r"\S",
+    text: str = Field(min_length=1, max_length=20_000, pattern=_NOT_BLANK,
                       description="what users or operators say, e.g. 'answers are too long'")
     version: str | None = Field(default=None, pattern=_VERSION, description="the version it is about")
     conversation_id: str | None = Field(default=None, min_length=1, max_length=200)
@@ -60,7 +63,7 @@ class WakeRequest(BaseModel):
 
 class OpenJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=1, max_length=500, pattern=r"\S",
+    title: str = Field(min_length=1, max_length=500, pattern=_NOT_BLANK,
                        description="what the agent means to change (the version's reason)")
 
 

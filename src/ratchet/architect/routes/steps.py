@@ -3,16 +3,16 @@ action, render templates, run tiers. Each change is recorded in the job and deci
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ratchet.architect.deps import architect, caller, job_id_param
 from ratchet.architect.jobs import Job
-from ratchet.architect.plans import Action, RenderTemplate
+from ratchet.architect.plans import PATH_SCHEMA, TIERS, Action, RenderTemplate, check_path
 from ratchet.architect.service import Architect
-from ratchet.rest import ERROR_RESPONSES
+from ratchet.rest import ERROR_RESPONSES, conflicts
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["steps"], responses=ERROR_RESPONSES)
 
@@ -34,10 +34,12 @@ class FileBody(BaseModel):
 
 class TiersRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tiers: list[str] = Field(default=["micro"], min_length=1, description="micro, fast and/or full, run in order")
+    tiers: list[Literal[TIERS]] = Field(default=["micro"], min_length=1, description="run in order")  # type: ignore[valid-type]
 
 
-_PATH = Path(min_length=1, description="a path relative to the workspace root")
+FilePath = Annotated[str, AfterValidator(check_path),
+                     Path(description="a path relative to the workspace root, e.g. notes/why.md",
+                          json_schema_extra=PATH_SCHEMA)]
 
 
 @router.get("/files", response_model=list[str])
@@ -48,17 +50,17 @@ def list_files(job_id: str = job_id_param(), arch: Architect = Depends(architect
 
 
 @router.get("/files/{path:path}", response_model=FileBody)
-def read_file(job_id: str = job_id_param(), path: str = _PATH, arch: Architect = Depends(architect)) -> dict:
+def read_file(path: FilePath, job_id: str = job_id_param(), arch: Architect = Depends(architect)) -> dict:
     """One file of the job's worktree."""
-    with arch.session(job_id) as s:
+    with conflicts(), arch.session(job_id) as s:
         return {"path": path, "content": s.read_file(path)}
 
 
 @router.put("/files/{path:path}", response_model=Applied)
-def write_file(body: FileContent, job_id: str = job_id_param(), path: str = _PATH,
+def write_file(body: FileContent, path: FilePath, job_id: str = job_id_param(),
                arch: Architect = Depends(architect), by: str = Depends(caller)) -> dict[str, Any]:
     """Write a whole file in the job's worktree (a ``write_file`` action; at most ``[limits] file_bytes``)."""
-    with arch.session(job_id, by=by) as s:
+    with conflicts(), arch.session(job_id, by=by) as s:
         files = s.apply({"kind": "write_file", "path": path, "content": body.content})
         return {"files": files, "job": s.job}
 
@@ -67,7 +69,7 @@ def write_file(body: FileContent, job_id: str = job_id_param(), path: str = _PAT
 def apply_action(action: Action = Body(discriminator="kind"), job_id: str = job_id_param(),
                  arch: Architect = Depends(architect), by: str = Depends(caller)) -> dict[str, Any]:
     """Apply any action: set_state, render_template, write_file, replace_text, edit_config, add_test."""
-    with arch.session(job_id, by=by) as s:
+    with conflicts(), arch.session(job_id, by=by) as s:
         files = s.apply(action)
         return {"files": files, "job": s.job}
 
@@ -76,7 +78,7 @@ def apply_action(action: Action = Body(discriminator="kind"), job_id: str = job_
 def render(body: RenderTemplate, job_id: str = job_id_param(), arch: Architect = Depends(architect),
            by: str = Depends(caller)) -> dict:
     """Render a template of the library into the job's worktree (never overwriting a file)."""
-    with arch.session(job_id, by=by) as s:
+    with conflicts(), arch.session(job_id, by=by) as s:
         files = s.apply(body)
         return {"files": files, "job": s.job}
 
