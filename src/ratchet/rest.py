@@ -218,10 +218,43 @@ class BodyLimit:
         await JSONResponse(exc.to_dict(), status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
-def install_guards(app: FastAPI, config) -> None:
-    """The body limit of ``config.limits`` and, only for ``config.auth.cors_origins``, CORS (outermost, so
-    that a listed page can read a refusal too)."""
+OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # readable without a token
+
+
+class TokenGate:
+    """Pure ASGI middleware: without the bearer token, every request but the docs' is answered with 401
+    before anything else reads it: not routed (no 404 or 405 for a stranger), its body not read (no 400,
+    413 or 422). :func:`token_required` checks the same token again as the routes' dependency, which is
+    what puts the scheme in the OpenAPI schema."""
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        from starlette.datastructures import Headers
+
+        given = Headers(scope=scope).get("authorization", "")
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() == "bearer" and auth.matches(credentials.strip(), self.token):
+            await self.app(scope, receive, send)
+            return
+        exc = AuthError("no bearer token, or not this workspace's" if given else "no bearer token",
+                        field="Authorization", fix=f"send Authorization: Bearer <token>, the token in "
+                        f"{auth.TOKEN_ENV} or [auth] token_file")
+        await JSONResponse(exc.to_dict(), status_code=401,
+                           headers={"WWW-Authenticate": auth.SCHEME})(scope, receive, send)
+
+
+def install_guards(app: FastAPI, config, token: str | None = None) -> None:
+    """The body limit of ``config.limits``; with ``token``, the :class:`TokenGate` before it; and, only for
+    ``config.auth.cors_origins``, CORS (outermost, so that a listed page can read a refusal too)."""
     app.add_middleware(BodyLimit, limit=config.limits.body_bytes)
+    if token is not None:
+        app.add_middleware(TokenGate, token=token)
     if config.auth.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

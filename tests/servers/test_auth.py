@@ -92,6 +92,27 @@ def test_rest_apps_require_the_token_and_keep_their_docs_readable(ws, make, path
         assert client.get(path).status_code == 200
 
 
+@pytest.mark.parametrize("make", [lambda ws, t: versions_app(ws, token=t),
+                                  lambda ws, t: architect_app(ws, run_jobs=False, token=t)])
+def test_without_the_token_every_request_is_401_before_it_is_routed_or_read(ws, make):
+    """A stranger learned which paths and methods exist (404, 405) and that a body was read (400, 413,
+    422) before the token was checked; now every request but the docs' is 401 first."""
+    strangers = [("GET", "/no/such/path", {}), ("DELETE", "/versions", {}),
+                 ("POST", "/feedback", {"content": b"{not json", "headers": {"Content-Type": "application/json"}}),
+                 ("POST", "/feedback", {"json": {"text": ""}}),
+                 ("PUT", "/jobs/0123456789ab/files/x.txt", {"content": b"x" * (ws.config.limits.body_bytes + 1)})]
+    with TestClient(make(ws, TOKEN)) as client:
+        for method, path, kwargs in strangers:
+            r = client.request(method, path, **kwargs)
+            assert r.status_code == 401 and r.json()["field"] == "Authorization", (method, path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+            with_token = client.request(method, path, **{**kwargs, "headers": {**kwargs.get("headers", {}),
+                                                                               **auth.header(TOKEN)}})
+            assert with_token.status_code in (400, 404, 405, 413, 422), (method, path, with_token.text)
+        assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
+    assert ws.store.list_jobs() == []
+
+
 def test_a_refused_architect_request_changes_nothing(ws):
     with TestClient(architect_app(ws, run_jobs=False, token=TOKEN)) as client:
         r = client.post("/feedback", json={"text": "answers are too long"})

@@ -43,5 +43,5 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
         app.include_router(module.router)
     install_error_handlers(app)
     install_tracing(app, "architect")
-    install_guards(app, workspace.config)
+    install_guards(app, workspace.config, token)
     return app

@@ -214,7 +214,7 @@ def create_app(workspace, *, token: str | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_tracing(app, "versions")
-    install_guards(app, workspace.config)
+    install_guards(app, workspace.config, token)
     return app
 
 
