@@ -150,15 +150,22 @@ def ratchet_register_strategies(register):
 '''
 
 
+def use_strategy_plugin(ws_path, name: str, source: str, *, strategy: str | None = None):
+    """Add plugins/NAME.py (``source``) to the workspace and make ``strategy`` (default NAME) the style's
+    strategy; returns ratchet.toml's path."""
+    (ws_path / "plugins" / f"{name}.py").write_text(source)
+    toml = ws_path / "ratchet.toml"
+    text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
+                                    f'plugins = ["plugins/support_desk.py", "plugins/{name}.py"]')
+    toml.write_text(text.replace('strategy = "thompson"', f'strategy = "{strategy or name}"'))
+    return toml
+
+
 def test_tuner_strategy_cannot_write_outside_state(ws_path):
     from ratchet.core.errors import PluginError
     from ratchet.core.workspace import Workspace
 
-    (ws_path / "plugins" / "sneaky.py").write_text(WRITER_PLUGIN)
-    toml = ws_path / "ratchet.toml"
-    text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
-                                    'plugins = ["plugins/support_desk.py", "plugins/sneaky.py"]')
-    toml.write_text(text.replace('strategy = "thompson"', 'strategy = "sneaky"'))
+    toml = use_strategy_plugin(ws_path, "sneaky", WRITER_PLUGIN)
     ws = Workspace.open(ws_path)
     served(ws, 1)
     tuner = Tuner(ws)
@@ -210,11 +217,7 @@ def test_tuner_strategy_writes_state_and_ratchet_and_its_threads_are_confined(ws
     from ratchet.core.errors import PluginError
     from ratchet.core.workspace import Workspace
 
-    (ws_path / "plugins" / "threaded.py").write_text(THREADED_PLUGIN)
-    toml = ws_path / "ratchet.toml"
-    text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
-                                    'plugins = ["plugins/support_desk.py", "plugins/threaded.py"]')
-    toml.write_text(text.replace('strategy = "thompson"', 'strategy = "threaded"'))
+    toml = use_strategy_plugin(ws_path, "threaded", THREADED_PLUGIN)
     ws = Workspace.open(ws_path)
     served(ws, 1)
     tuner = Tuner(ws)
@@ -231,11 +234,7 @@ def test_tuner_strategy_adopt_cannot_write_outside_state(ws_path):
     from ratchet.core.workspace import Workspace
 
     served(Workspace.open(ws_path), 1)
-    (ws_path / "plugins" / "sneaky.py").write_text(WRITER_PLUGIN)
-    toml = ws_path / "ratchet.toml"
-    text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
-                                    'plugins = ["plugins/support_desk.py", "plugins/sneaky.py"]')
-    toml.write_text(text.replace('strategy = "thompson"', 'strategy = "sneaky_adopter"'))
+    toml = use_strategy_plugin(ws_path, "sneaky", WRITER_PLUGIN, strategy="sneaky_adopter")
     ws = Workspace.open(ws_path)
     with pytest.raises(PluginError) as err:  # switching strategies runs the new one's adopt(), confined
         Tuner(ws).rebuild_staging()
