@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
 from helpers import commit_all, git
-from openai_script import ScriptedOpenAI, answer, call, calls
+from openai_script import ScriptedOpenAI, answer, call, calls, failure, slow
 from ratchet.architect.service import Architect
 from ratchet.core.errors import ConfigError
 from ratchet.core.workspace import Workspace
@@ -246,3 +247,42 @@ def test_llm_planner_with_an_unknown_provider_names_the_setting():
     with pytest.raises(ConfigError) as err:
         LlmPlanner("no-such-provider:some-model").chat_model()
     assert err.value.field == "architect.model"
+
+
+# --- bounded in time ------------------------------------------------------------------------------------
+
+
+def test_llm_planner_model_that_does_not_answer_fails_the_job_at_its_time_limit(openai_ws, monkeypatch):
+    """The HTTP client would wait for the reply; the job does not: it fails at its time limit."""
+    openai_ws.config.architect.job_timeout_seconds = 20  # imports and the brief take seconds on a busy machine
+    before = main_snapshot(openai_ws)
+    started = time.monotonic()
+    job, server = run_job(openai_ws, monkeypatch, [slow(90, calls(call("list_files", {}, "l1")))])
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 20 + 10  # the limit, and room for a loaded machine
+    assert job.state == "failed" and job.error.field == "architect.job_timeout_seconds"
+    assert "while planning: the model's call 1 did not answer within" in job.error.detail
+    assert "job_timeout_seconds" in job.error.fix
+    assert job.transcript[-1].kind == "model" and not job.transcript[-1].ok
+    assert main_snapshot(openai_ws) == before
+
+
+def test_llm_planner_time_limit_in_a_tool_is_not_sent_back_to_the_model(openai_ws, monkeypatch):
+    """Past the time limit a step refuses; the job fails there, and the model is not asked to correct it."""
+    before = main_snapshot(openai_ws)
+    arch = Architect(openai_ws)
+    job = arch.jobs.get(arch.submit_feedback("answers are too long").id)
+
+    def then_out_of_time(body):
+        job.deadline = time.time() - 1  # the job's own record, as its clock runs out during the model's call
+        return calls(call("set_state", {"pointer": "/params/max_sentences", "value": 2}, "s1"))
+
+    with ScriptedOpenAI([then_out_of_time, calls(call("finish", {"summary": "too late"}, "f1"))]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        job = arch.process(job)
+
+    assert job.state == "failed" and job.error.field == "architect.job_timeout_seconds"
+    assert "while applying" in job.error.detail and job.actions == []
+    assert len(server.requests) == 1  # not told, so no second call
+    assert main_snapshot(openai_ws) == before

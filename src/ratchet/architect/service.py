@@ -22,7 +22,9 @@ A job (``architect/jobs.py``) runs in its own git worktree and branch (``archite
 
 Every failure before the tag leaves main, the tags and active exactly as they were; the job
 records why (``error``: detail, field, fix, step). The time limit (``[architect] job_timeout_seconds``)
-covers planning, applying and testing; a job waiting for approval does not expire.
+covers planning (each model call included: the planner stops waiting at the limit), applying and
+testing; its clock starts when the job starts running, not when it was queued, and restarts at
+approval; a job waiting for approval does not expire.
 
 An external agent drives the same steps over REST: open a job (``source = "agent"``), then apply
 actions, read files and run tiers in its worktree (:meth:`Architect.session`), then release it.
@@ -61,7 +63,14 @@ from ratchet.architect.transcript import TranscriptEntry, clip
 from ratchet.architect.worktree import JobWorktree
 from ratchet.core import telemetry
 from ratchet.core.documents import ACTIVE_PATH, apply_changes, state_changes
-from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, TestsFailedError, UserError
+from ratchet.core.errors import (
+    ConflictError,
+    NotFoundError,
+    RatchetError,
+    TestsFailedError,
+    TimeLimitError,
+    UserError,
+)
 from ratchet.tiers.harness import TierResult, ensure_ok, write_summary
 
 if TYPE_CHECKING:
@@ -74,10 +83,6 @@ AUTHOR_KIND = "architect"
 PLAYBOOK = "playbook"  # the workspace's own planner: its rules are committed and reviewed with the workspace
 # A job interrupted in one of these states (the Architect stopped) cannot be resumed safely.
 _IN_FLIGHT = ("planning", "testing")
-
-
-class TimeLimitError(RatchetError):
-    """A job ran past ``[architect] job_timeout_seconds``."""
 
 
 class Architect:
@@ -346,6 +351,8 @@ class Architect:
         from ratchet.architect.planners import PlanRequest, select_planner
 
         wt = self._worktree(job)
+        # the clock starts now: time spent queued behind other jobs is not the job's
+        job.deadline = time.time() + self.config.job_timeout_seconds
         job.base = self.workspace.versions.head()
         wt.create(job.base)
         job.branch = wt.branch
@@ -616,6 +623,14 @@ class JobSession:
             self.job.note("apply", f"{describe(action)}: {', '.join(files)}", by=self.by)
             self.architect.jobs.save(self.job)
         return files
+
+    def time_left(self, during: str = "planning") -> float:
+        """Seconds left before the job's time limit; a :class:`TimeLimitError` once there are none."""
+        return self.architect._check_deadline(self.job, during)
+
+    def out_of_time(self, during: str) -> TimeLimitError:
+        """The error that ends the job at its time limit, saying where it stopped (``during``)."""
+        return self.architect._time_limit(during)
 
     def record(self, kind: str, **fields: Any) -> None:
         """Add an entry to the job's transcript: a planner's call to its model (``kind="model"``), a tool

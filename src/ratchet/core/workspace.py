@@ -72,12 +72,15 @@ class ArchitectSection(ServerSection):
     model: str | None = Field(default=None, description="an init_chat_model string, e.g. 'openai:gpt-4o'")
     max_steps: int = Field(default=25, ge=1, le=500, description="the LLM planner's limit of model calls in "
                            "one job; a job that reaches it without finishing its plan fails")
+    model_timeout_seconds: float = Field(default=120, gt=0, description="how long the LLM planner waits for one "
+                                         "model call (with the provider client's retries); never past the "
+                                         "job's time limit")
     approval: Literal["none", "major", "agents", "all"] = Field(
         default="agents", description="which jobs wait in needs_approval for POST /jobs/{id}/approve: none; "
         "major (breaking changes); agents (major ones, and changes beyond the active state that an agent wrote: "
         "an external agent's job or a planner other than the playbook); all")
     job_timeout_seconds: float = Field(default=600, gt=0, description="time limit of a job's planning, "
-                                       "applying and testing")
+                                       "applying and testing, from when it starts running")
     playbook: str = Field(default="architect/playbook.yaml", description="the playbook planner's rules, relative "
                           "to the workspace")
 

@@ -14,6 +14,8 @@ The plan holds to a protocol (``llm_protocol.JobProtocol``, a langchain middlewa
   itself; so does a tool call whose arguments are not valid JSON (e.g. cut off), and the model goes again;
 * planning ends only with a ``finish`` call made on its own. A model that answers without it, or that
   makes ``[architect] max_steps`` model calls without it, fails the job: nothing is merged or tagged;
+* a model call waits at most ``[architect] model_timeout_seconds`` and never past the job's time limit
+  (``job_timeout_seconds``): a call that does not answer in time fails the job, saying which call;
 * every model call (with its token counts) and every tool call (arguments, result, refusals) is recorded
   in the job's transcript.
 """
@@ -46,10 +48,12 @@ class PlanningError(RatchetError):
 class LlmPlanner:
     """Plan with a chat model through langchain's ``create_agent``."""
 
-    def __init__(self, model: Any = None, *, name: str = "llm", max_steps: int = 25):
+    def __init__(self, model: Any = None, *, name: str = "llm", max_steps: int = 25,
+                 timeout: float | None = None):
         self.name = name
         self.model = model  # an init_chat_model string, or a chat model object
         self.max_steps = max_steps  # model calls in one job ([architect] max_steps)
+        self.timeout = timeout  # seconds one model call may take ([architect] model_timeout_seconds)
 
     @property
     def model_name(self) -> str | None:
@@ -71,7 +75,8 @@ class LlmPlanner:
             raise ConfigError("the llm planner needs langchain", field="architect.model",
                               fix="pip install 'ratchet[llm]' and your provider's package") from None
         try:
-            return init_chat_model(self.model, temperature=0)
+            return init_chat_model(self.model, temperature=0,
+                                   **({"timeout": self.timeout} if self.timeout else {}))
         except (ImportError, ValueError) as exc:
             raise ConfigError(f"cannot make chat model {self.model!r}: {exc}", field="architect.model",
                               fix="check the provider prefix and install its langchain package") from None
@@ -85,7 +90,7 @@ class LlmPlanner:
 
         from ratchet.plugins.planners.llm_protocol import JobProtocol
 
-        protocol = JobProtocol(session)
+        protocol = JobProtocol(session, call_timeout=self.timeout)
         agent = create_agent(self.chat_model(), tools=job_tools(session, protocol.finish), system_prompt=SYSTEM_PROMPT,
                              # the protocol first: a plan that has finished ends before the limit is checked
                              middleware=[protocol, ModelCallLimitMiddleware(run_limit=self.max_steps,
