@@ -57,6 +57,7 @@ class ScriptedOpenAI:
     def __init__(self, script: Iterable[dict[str, Any]]):
         self.script: Iterator[dict[str, Any]] = iter(script)
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's HTTP headers (lower-case names), in order
         self._lock = threading.Lock()
         self._closing = threading.Event()  # ends the delays of slow replies
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -97,6 +98,7 @@ class ScriptedOpenAI:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 -- http.server's name
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, reply = server.next_reply(body) if self.path == "/v1/chat/completions" else \
                     (404, {"error": {"message": f"no route {self.path}"}})
                 data = json.dumps(reply).encode()

@@ -86,7 +86,9 @@ _IN_FLIGHT = ("planning", "testing")
 
 
 class Architect:
-    """The Architect service over one workspace. ``start()`` runs queued jobs in a worker thread."""
+    """The Architect service over one workspace. ``start()`` runs queued jobs on a pool of worker threads
+    (``[architect] max_parallel_jobs``), so that a job waiting on a model that does not answer holds up no
+    other; merges still take turns (:mod:`ratchet.core.lineage`)."""
 
     def __init__(self, workspace: Workspace, *, planner: str | None = None):
         self.workspace = workspace
@@ -97,24 +99,39 @@ class Architect:
         self._job_locks: dict[str, threading.RLock] = {}  # re-entrant: a step may look the job up again
         self._locks_guard = threading.Lock()
         self._admission = threading.Lock()  # counting open jobs and adding one is one step
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._library = None
 
     # --- lifecycle ---
 
     def start(self) -> None:
         """Recover jobs a previous process left unfinished, prune what old finished jobs left, then start
-        the worker thread."""
+        the worker threads."""
         self.recover()
         self.prune()
-        self._thread = threading.Thread(target=self._work, name="ratchet-architect", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"ratchet-architect-{i}", daemon=True)
+                         for i in range(self.config.max_parallel_jobs)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is not None:
+        """Stop the workers once their jobs end (a job still running past ``timeout`` is left to its limit)."""
+        for _ in self._threads:
             self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        ends = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(ends - time.monotonic(), 0))
+        self._threads = []
+
+    def check(self) -> None:
+        """Check the planner's configuration without running it (the LLM planner: its provider's package
+        and key, without calling the model); a ``ConfigError`` names the field and the fix."""
+        from ratchet.architect.planners import select_planner
+
+        planner = select_planner(self.workspace, self.planner_name)
+        check = getattr(planner, "check", None)
+        if callable(check):
+            check()
 
     def recover(self) -> None:
         """Queued jobs run again; a job cut off while planning or testing fails (its worktree is

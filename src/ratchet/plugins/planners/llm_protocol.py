@@ -26,10 +26,13 @@ class JobProtocol(AgentMiddleware):
     """Ends the plan once ``finish`` is accepted, answers malformed tool calls, refuses a ``finish`` sent
     with other calls, and records every model and tool call in the job's transcript."""
 
-    def __init__(self, session: JobSession, *, call_timeout: float | None = None):
+    def __init__(self, session: JobSession, *, call_timeout: float | None = None, key_variable: str | None = None,
+                 base_url: str | None = None):
         super().__init__()
         self.session = session
         self.call_timeout = call_timeout  # [architect] model_timeout_seconds
+        self.key_variable = key_variable  # where the model's key comes from, for the fix of a 401
+        self.base_url = base_url
         self.finished: tuple[str, str] | None = None  # (summary, rationale) once finish was accepted
         self._calls_this_turn = 0
         self._model_calls = 0
@@ -53,6 +56,8 @@ class JobProtocol(AgentMiddleware):
             name = getattr(request.model, "model_name", None) or type(request.model).__name__
             if isinstance(exc, concurrent.futures.TimeoutError):
                 exc = self._late(wait, left)
+            elif not isinstance(exc, RatchetError):
+                exc = self._refused(exc) or exc
             self.session.record("model", name=name, text=f"{type(exc).__name__}: {exc}",
                                 seconds=round(time.monotonic() - started, 3), ok=False)
             if isinstance(exc, RatchetError):
@@ -96,6 +101,31 @@ class JobProtocol(AgentMiddleware):
             return error
         return UserError(said, field="architect.model_timeout_seconds",
                          fix="raise [architect] model_timeout_seconds, or use a faster model or endpoint")
+
+    def _refused(self, exc: Exception) -> RatchetError | None:
+        """The provider's error as the job's, naming the setting to fix (None: not a provider's error)."""
+        status = getattr(exc, "status_code", None)
+        said = f"the model's call {self._model_calls} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        key = self.key_variable or "the provider's key variable"
+        if status in (401, 403):
+            return UserError(said, field="architect.api_key_env",
+                             fix=f"check the key in {key} (set in the Architect's environment), or name the variable "
+                             "that holds the right one in [architect] api_key_env")
+        if status == 404:
+            return UserError(said, field="architect.model", fix="check the model's name in [architect] model, and "
+                             "[architect] base_url if you set it")
+        if status == 429 or (isinstance(status, int) and status >= 500):
+            return UserError(said, field="architect.model", fix="the provider is failing or rate-limiting: submit "
+                             "the request again later, or raise [architect] model_retries")
+        if isinstance(status, int):
+            return UserError(said, field="architect.model", fix="the provider refused the request: check [architect] "
+                             "model and its settings (temperature, base_url); see the job's transcript")
+        if "Connection" in type(exc).__name__ or "Timeout" in type(exc).__name__:
+            where = self.base_url or "the provider's default endpoint"
+            return UserError(f"{said}: could not reach {where}", field="architect.base_url",
+                             fix="check [architect] base_url and that the model's server is running and reachable "
+                             "from the Architect")
+        return None
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state, runtime):
