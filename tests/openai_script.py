@@ -4,7 +4,9 @@ the real provider package (langchain-openai, the openai client) over HTTP withou
 Each ``POST /v1/chat/completions`` pops the next reply of the script and records the request body. A
 reply is made with :func:`calls` (one or more tool calls in one response, as OpenAI's parallel tool
 calls are sent) or :func:`answer` (plain text); :func:`call` takes the arguments as an object, or as a
-raw string to send malformed JSON. When the script runs out the server answers 400, which the client
+raw string to send malformed JSON. :func:`slow` delays a reply (a model that does not answer in time);
+:func:`failure` answers with an HTTP error status instead. A reply may also be a function of the request
+body, called when the request arrives. When the script runs out the server answers 400, which the client
 does not retry, so a test that under-scripts fails at once.
 """
 
@@ -38,6 +40,16 @@ def answer(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
 
 
+def slow(seconds: float, reply: Any) -> dict[str, Any]:
+    """``reply``, sent after ``seconds`` (or as soon as the server stops, which ends the wait)."""
+    return {"_delay": seconds, "_reply": reply}
+
+
+def failure(status: int, message: str, type: str = "server_error") -> dict[str, Any]:
+    """An HTTP error reply, with OpenAI's error body (401, say, or 500, which the client retries)."""
+    return {"_status": status, "_error": {"message": message, "type": type}}
+
+
 class ScriptedOpenAI:
     """``with ScriptedOpenAI(script) as server:`` serves ``server.base_url`` until the block ends;
     ``server.requests`` holds every request body, in order."""
@@ -45,7 +57,9 @@ class ScriptedOpenAI:
     def __init__(self, script: Iterable[dict[str, Any]]):
         self.script: Iterator[dict[str, Any]] = iter(script)
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's HTTP headers (lower-case names), in order
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # ends the delays of slow replies
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-openai", daemon=True)
@@ -55,6 +69,7 @@ class ScriptedOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
@@ -63,8 +78,15 @@ class ScriptedOpenAI:
         with self._lock:
             self.requests.append(body)
             message = next(self.script, None)
+        if callable(message):
+            message = message(body)
         if message is None:
             return 400, {"error": {"message": "the test's script has no more replies", "type": "invalid_request_error"}}
+        if "_delay" in message:
+            self._closing.wait(message["_delay"])
+            message = message["_reply"]
+        if "_status" in message:
+            return message["_status"], {"error": message["_error"]}
         finish = "tool_calls" if message.get("tool_calls") else "stop"
         return 200, {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 0,
                      "model": MODEL, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
@@ -76,6 +98,7 @@ class ScriptedOpenAI:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 -- http.server's name
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, reply = server.next_reply(body) if self.path == "/v1/chat/completions" else \
                     (404, {"error": {"message": f"no route {self.path}"}})
                 data = json.dumps(reply).encode()

@@ -50,6 +50,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "ConfigError": "ratchet.core.errors",
         "NotFoundError": "ratchet.core.errors",
         "PluginError": "ratchet.core.errors",
+        "TimeLimitError": "ratchet.core.errors",
         "config_error": "ratchet.core.errors",
     },
     "Workspaces, for a plugin's own tests": {

@@ -39,7 +39,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RatchetError as exc:
-            click.secho(f"ratchet: {exc}", fg="red", err=True)
+            field = f"\n  Field: {exc.field}" if exc.field else ""
+            fix = f"\n  Fix: {exc.fix}" if exc.fix else ""
+            click.secho(f"ratchet: {exc.message}{field}{fix}", fg="red", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -432,6 +434,7 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
     token = auth.load_token(ws)
     auth.check_bind(host or cfg.host, token, component="architect")  # before anything starts
     arch = Architect(ws, planner=planner)
+    arch.check()  # a model that cannot be made, or has no key, fails now rather than in every job
     log_to_console("ratchet.architect")  # each job's steps and its planner's calls, as they happen
     with telemetry.serving("architect", ws):
         serve_app(create_app(ws, architect=arch, token=token), host=host or cfg.host,

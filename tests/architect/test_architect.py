@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from ratchet import hookimpl
 from ratchet.architect.planners import select_planner
 from ratchet.architect.plans import Plan, SetState
 from ratchet.architect.service import Architect
-from ratchet.core.errors import ConfigError
+from ratchet.core.errors import ConfigError, UserError
 
 DRIFT = "Our users' preferences have drifted: they used to like friendly answers, now they don't."
 
@@ -141,6 +142,16 @@ def test_time_limit_fails_the_job_and_names_the_setting(ws):
     assert git(ws.root, "tag", "-l").split() == ["v0.1.0"]
 
 
+def test_a_queued_job_s_clock_starts_when_it_runs(ws, arch):
+    """Time spent queued behind other jobs does not count against a job's limit."""
+    arch.config.job_timeout_seconds = 0.01
+    job = arch.submit_feedback("answers are too long")
+    time.sleep(0.05)  # queued past what would have been its deadline
+    arch.config.job_timeout_seconds = 600
+    job = run(arch, job)
+    assert job.state == "succeeded", job.error
+
+
 def test_jobs_survive_a_restart(ws):
     first = Architect(ws)
     queued = first.submit_feedback("answers are too long")
@@ -207,6 +218,50 @@ def test_hook_ratchet_select_planner_first_party_defaults(ws):
     with pytest.raises(ConfigError) as err:
         select_planner(ws)
     assert err.value.field == "architect.planner" and "playbook" in err.value.fix
+
+
+class _HangingPlanner:
+    """Plans ``hang`` as a model that never answers would: it waits until released."""
+
+    name = "hanging"
+
+    def __init__(self):
+        self.release, self.waiting = threading.Event(), threading.Event()
+
+    def plan(self, request, session):
+        if request.text == "hang":
+            self.waiting.set()
+            self.release.wait(120)
+            raise UserError("released by the test", fix="none needed")
+        return Plan(summary="set top_k", actions=[SetState(pointer="/params/top_k", value=5)])
+
+
+def test_a_hung_job_does_not_hold_up_the_next(ws):
+    """Jobs run on a pool ([architect] max_parallel_jobs): one waiting on its model leaves the others room."""
+    planner = _HangingPlanner()
+
+    class Plugin:
+        @hookimpl
+        def ratchet_register_planners(self, register):
+            register(planner)
+
+    ws.plugins.pm.register(Plugin(), name="hanging-planner")
+    arch = Architect(ws, planner="hanging")
+    assert arch.config.max_parallel_jobs == 2
+    arch.start()
+    try:
+        hung = arch.submit_feedback("hang")
+        assert planner.waiting.wait(60)
+        second = arch.submit_feedback("answers are too long")
+        deadline = time.monotonic() + 120
+        while not arch.get(second.id).final and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert arch.get(second.id).state == "succeeded", arch.get(second.id).error
+        assert arch.get(hung.id).state == "planning"
+        assert git(ws.root, "tag", "-l").split() == ["v0.1.0", "v0.1.1"]
+    finally:
+        planner.release.set()
+        arch.stop()
 
 
 def test_duplicate_planner_names_are_refused(ws):

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
 from helpers import commit_all, git
-from openai_script import ScriptedOpenAI, answer, call, calls
+from openai_script import ScriptedOpenAI, answer, call, calls, failure, slow
 from ratchet.architect.service import Architect
 from ratchet.core.errors import ConfigError
 from ratchet.core.workspace import Workspace
@@ -246,3 +247,144 @@ def test_llm_planner_with_an_unknown_provider_names_the_setting():
     with pytest.raises(ConfigError) as err:
         LlmPlanner("no-such-provider:some-model").chat_model()
     assert err.value.field == "architect.model"
+
+
+# --- bounded in time ------------------------------------------------------------------------------------
+
+
+def test_llm_planner_model_that_does_not_answer_fails_the_job_at_its_time_limit(openai_ws, monkeypatch):
+    """The HTTP client would wait for the reply; the job does not: it fails at its time limit."""
+    openai_ws.config.architect.job_timeout_seconds = 20  # imports and the brief take seconds on a busy machine
+    before = main_snapshot(openai_ws)
+    started = time.monotonic()
+    job, server = run_job(openai_ws, monkeypatch, [slow(90, calls(call("list_files", {}, "l1")))])
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 20 + 10  # the limit, and room for a loaded machine
+    assert job.state == "failed" and job.error.field == "architect.job_timeout_seconds"
+    assert "while planning: the model's call 1 did not answer within" in job.error.detail
+    assert "job_timeout_seconds" in job.error.fix
+    assert job.transcript[-1].kind == "model" and not job.transcript[-1].ok
+    assert main_snapshot(openai_ws) == before
+
+
+def test_llm_planner_time_limit_in_a_tool_is_not_sent_back_to_the_model(openai_ws, monkeypatch):
+    """Past the time limit a step refuses; the job fails there, and the model is not asked to correct it."""
+    before = main_snapshot(openai_ws)
+    arch = Architect(openai_ws)
+    job = arch.jobs.get(arch.submit_feedback("answers are too long").id)
+
+    def then_out_of_time(body):
+        job.deadline = time.time() - 1  # the job's own record, as its clock runs out during the model's call
+        return calls(call("set_state", {"pointer": "/params/max_sentences", "value": 2}, "s1"))
+
+    with ScriptedOpenAI([then_out_of_time, calls(call("finish", {"summary": "too late"}, "f1"))]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        job = arch.process(job)
+
+    assert job.state == "failed" and job.error.field == "architect.job_timeout_seconds"
+    assert "while applying" in job.error.detail and job.actions == []
+    assert len(server.requests) == 1  # not told, so no second call
+    assert main_snapshot(openai_ws) == before
+
+
+# --- model configuration and model errors ---------------------------------------------------------------
+
+
+def settings(ws, **values):
+    """Set ``[architect]`` values on the open workspace (the planner is made from them per job)."""
+    for key, value in values.items():
+        setattr(ws.config.architect, key, value)
+    return ws
+
+
+def test_llm_planner_settings_reach_the_provider(openai_ws, monkeypatch):
+    """base_url and the key's variable come from [architect]; temperature is sent only when set."""
+    monkeypatch.setenv("PROXY_KEY", "sk-from-proxy-key")
+    script = [calls(call("set_state", {"pointer": "/params/max_sentences", "value": 2}, "s1")),
+              calls(call("finish", {"summary": "Two sentences."}, "f1"))]
+    with ScriptedOpenAI(script) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # not used: base_url wins
+        settings(openai_ws, base_url=server.base_url, api_key_env="PROXY_KEY", model_retries=0)
+        arch = Architect(openai_ws)
+        job = arch.process(arch.jobs.get(arch.submit_feedback("answers are too long").id))
+    assert job.state == "succeeded", job.error
+    assert "temperature" not in server.requests[0]  # reasoning models reject it
+    assert server.headers[0]["authorization"] == "Bearer sk-from-proxy-key"
+
+    settings(openai_ws, temperature=0.2)
+    job, server = run_job(openai_ws, monkeypatch, [answer("no")])
+    assert server.requests[0]["temperature"] == 0.2
+
+
+def test_llm_planner_401_names_the_key_variable(openai_ws, monkeypatch):
+    before = main_snapshot(openai_ws)
+    job, server = run_job(openai_ws, monkeypatch, [failure(401, "Incorrect API key provided", "invalid_request_error")])
+    assert job.state == "failed" and job.error.field == "architect.api_key_env"
+    assert "401" in job.error.detail and "OPENAI_API_KEY" in job.error.fix
+    assert main_snapshot(openai_ws) == before
+
+
+def test_llm_planner_500_names_the_model_and_the_retries(openai_ws, monkeypatch):
+    settings(openai_ws, model_retries=0)
+    before = main_snapshot(openai_ws)
+    job, server = run_job(openai_ws, monkeypatch, [failure(500, "The server had an error")])
+    assert job.state == "failed" and job.error.field == "architect.model"
+    assert "500" in job.error.detail and "model_retries" in job.error.fix and len(server.requests) == 1
+    assert main_snapshot(openai_ws) == before
+
+
+def test_llm_planner_unreachable_base_url_names_it_and_the_cli_shows_it(openai_ws, monkeypatch):
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from ratchet.architect.app import create_app
+    from ratchet.architect.client import ArchitectClient
+    from ratchet.cli import cli
+
+    with ScriptedOpenAI([]) as gone:
+        closed = gone.base_url  # a port nothing listens on once the block ends
+    settings(openai_ws, base_url=closed, model_retries=0)
+    before = main_snapshot(openai_ws)
+    arch = Architect(openai_ws)
+    with TestClient(create_app(openai_ws, architect=arch)) as http:  # the workers run the job
+        client = ArchitectClient("http://testserver")
+        client.http = http
+        monkeypatch.setattr("ratchet.cli.architect_client", lambda url, workspace_dir: client)
+        result = CliRunner().invoke(cli, ["feedback", "answers are too long", "--timeout", "120"])
+    assert result.exit_code == 3, result.output
+    assert "could not reach" in result.output and closed in result.output
+    assert "architect.base_url" in result.output and "Fix:" in result.output
+    [job] = arch.list()
+    assert job.error.field == "architect.base_url"
+    assert main_snapshot(openai_ws) == before
+
+
+def test_llm_planner_check_names_a_missing_key_without_calling_the_model(openai_ws, monkeypatch):
+    from ratchet.architect.planners import select_planner
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ConfigError) as err:
+        select_planner(openai_ws).check()
+    assert err.value.field == "architect.model" and "OPENAI_API_KEY" in err.value.message
+    settings(openai_ws, api_key_env="MY_KEY")
+    with pytest.raises(ConfigError) as err:
+        select_planner(openai_ws).check()
+    assert err.value.field == "architect.api_key_env" and "MY_KEY" in err.value.fix
+
+
+def test_llm_planner_check_names_a_missing_provider_package():
+    with pytest.raises(ConfigError) as err:
+        LlmPlanner("anthropic:claude-sonnet-4-5").check()  # langchain-anthropic is not installed here
+    assert err.value.field == "architect.model" and "pip install langchain-anthropic" in err.value.fix
+
+
+def test_serve_architect_refuses_to_start_without_the_model_s_key(openai_ws, monkeypatch):
+    from click.testing import CliRunner
+
+    from ratchet.cli import cli
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setattr("ratchet.rest.serve_app", lambda *a, **k: pytest.fail("the architect started"))
+    result = CliRunner().invoke(cli, ["serve", "architect", "-w", str(openai_ws.root)])
+    assert result.exit_code == 3 and "OPENAI_API_KEY" in result.output and "architect.model" in result.output

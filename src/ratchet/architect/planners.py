@@ -7,7 +7,9 @@ templates, read files, apply actions to the job's worktree, run tiers). A planne
 actions in the plan (the job applies them), or apply them itself through the session (the LLM planner
 does, so that it can look at the result and try again); either way every action ends up in the job.
 A planner that plans with a chat model names it in ``model_name`` (the job and its version's metadata
-record it) and records its model and tool calls with ``session.record`` (the job's transcript).
+record it) and records its model and tool calls with ``session.record`` (the job's transcript). A planner
+that waits (on a model, say) waits no longer than ``session.time_left()`` and then raises
+``session.out_of_time(...)``, a ``TimeLimitError`` that fails the job.
 
 Which planner runs: ``ratchet_select_planner`` (``firstresult``); the first-party impl picks
 ``[architect] planner`` if set, else ``llm`` when ``[architect] model`` is set, else ``playbook``.
@@ -23,6 +25,7 @@ from ratchet.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from ratchet.architect.plans import Action, Plan
+    from ratchet.core.errors import TimeLimitError
     from ratchet.core.workspace import Workspace
 
 
@@ -60,6 +63,10 @@ class JobSession(Protocol):
     def run_tiers(self, tiers: list[str]) -> list[dict[str, Any]]: ...
 
     def record(self, kind: str, **fields: Any) -> None: ...
+
+    def time_left(self, during: str = "planning") -> float: ...
+
+    def out_of_time(self, during: str) -> TimeLimitError: ...
 
 
 @runtime_checkable

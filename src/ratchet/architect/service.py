@@ -22,7 +22,9 @@ A job (``architect/jobs.py``) runs in its own git worktree and branch (``archite
 
 Every failure before the tag leaves main, the tags and active exactly as they were; the job
 records why (``error``: detail, field, fix, step). The time limit (``[architect] job_timeout_seconds``)
-covers planning, applying and testing; a job waiting for approval does not expire.
+covers planning (each model call included: the planner stops waiting at the limit), applying and
+testing; its clock starts when the job starts running, not when it was queued, and restarts at
+approval; a job waiting for approval does not expire.
 
 An external agent drives the same steps over REST: open a job (``source = "agent"``), then apply
 actions, read files and run tiers in its worktree (:meth:`Architect.session`), then release it.
@@ -61,7 +63,14 @@ from ratchet.architect.transcript import TranscriptEntry, clip
 from ratchet.architect.worktree import JobWorktree
 from ratchet.core import telemetry
 from ratchet.core.documents import ACTIVE_PATH, apply_changes, state_changes
-from ratchet.core.errors import ConflictError, NotFoundError, RatchetError, TestsFailedError, UserError
+from ratchet.core.errors import (
+    ConflictError,
+    NotFoundError,
+    RatchetError,
+    TestsFailedError,
+    TimeLimitError,
+    UserError,
+)
 from ratchet.tiers.harness import TierResult, ensure_ok, write_summary
 
 if TYPE_CHECKING:
@@ -76,12 +85,10 @@ PLAYBOOK = "playbook"  # the workspace's own planner: its rules are committed an
 _IN_FLIGHT = ("planning", "testing")
 
 
-class TimeLimitError(RatchetError):
-    """A job ran past ``[architect] job_timeout_seconds``."""
-
-
 class Architect:
-    """The Architect service over one workspace. ``start()`` runs queued jobs in a worker thread."""
+    """The Architect service over one workspace. ``start()`` runs queued jobs on a pool of worker threads
+    (``[architect] max_parallel_jobs``), so that a job waiting on a model that does not answer holds up no
+    other; merges still take turns (:mod:`ratchet.core.lineage`)."""
 
     def __init__(self, workspace: Workspace, *, planner: str | None = None):
         self.workspace = workspace
@@ -92,24 +99,39 @@ class Architect:
         self._job_locks: dict[str, threading.RLock] = {}  # re-entrant: a step may look the job up again
         self._locks_guard = threading.Lock()
         self._admission = threading.Lock()  # counting open jobs and adding one is one step
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._library = None
 
     # --- lifecycle ---
 
     def start(self) -> None:
         """Recover jobs a previous process left unfinished, prune what old finished jobs left, then start
-        the worker thread."""
+        the worker threads."""
         self.recover()
         self.prune()
-        self._thread = threading.Thread(target=self._work, name="ratchet-architect", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"ratchet-architect-{i}", daemon=True)
+                         for i in range(self.config.max_parallel_jobs)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is not None:
+        """Stop the workers once their jobs end (a job still running past ``timeout`` is left to its limit)."""
+        for _ in self._threads:
             self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        ends = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(ends - time.monotonic(), 0))
+        self._threads = []
+
+    def check(self) -> None:
+        """Check the planner's configuration without running it (the LLM planner: its provider's package
+        and key, without calling the model); a ``ConfigError`` names the field and the fix."""
+        from ratchet.architect.planners import select_planner
+
+        planner = select_planner(self.workspace, self.planner_name)
+        check = getattr(planner, "check", None)
+        if callable(check):
+            check()
 
     def recover(self) -> None:
         """Queued jobs run again; a job cut off while planning or testing fails (its worktree is
@@ -346,6 +368,8 @@ class Architect:
         from ratchet.architect.planners import PlanRequest, select_planner
 
         wt = self._worktree(job)
+        # the clock starts now: time spent queued behind other jobs is not the job's
+        job.deadline = time.time() + self.config.job_timeout_seconds
         job.base = self.workspace.versions.head()
         wt.create(job.base)
         job.branch = wt.branch
@@ -616,6 +640,14 @@ class JobSession:
             self.job.note("apply", f"{describe(action)}: {', '.join(files)}", by=self.by)
             self.architect.jobs.save(self.job)
         return files
+
+    def time_left(self, during: str = "planning") -> float:
+        """Seconds left before the job's time limit; a :class:`TimeLimitError` once there are none."""
+        return self.architect._check_deadline(self.job, during)
+
+    def out_of_time(self, during: str) -> TimeLimitError:
+        """The error that ends the job at its time limit, saying where it stopped (``during``)."""
+        return self.architect._time_limit(during)
 
     def record(self, kind: str, **fields: Any) -> None:
         """Add an entry to the job's transcript: a planner's call to its model (``kind="model"``), a tool

@@ -77,6 +77,11 @@ class TooManyError(UserError):
         self.retry_after = retry_after
 
 
+class TimeLimitError(RatchetError):
+    """A job ran past ``[architect] job_timeout_seconds``. A planner lets it through: it ends the job,
+    it is not an error the model can correct."""
+
+
 class StateValidationError(UserError):
     """A state document violates ``state/schema.json``; ``field`` is the JSON path."""
 

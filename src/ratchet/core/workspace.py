@@ -70,14 +70,29 @@ class TunerSection(ServerSection):
 class ArchitectSection(ServerSection):
     planner: str | None = Field(default=None, description="planner name; default: llm if model set")
     model: str | None = Field(default=None, description="an init_chat_model string, e.g. 'openai:gpt-4o'")
+    base_url: str | None = Field(default=None, description="the model's endpoint, e.g. an OpenAI-compatible "
+                                 "server's http://127.0.0.1:8000/v1 or Ollama's http://127.0.0.1:11434; None: the "
+                                 "provider's default (or its own environment variable, e.g. OPENAI_BASE_URL)")
+    api_key_env: str | None = Field(default=None, description="the name of the environment variable that holds "
+                                    "the model's key (never the key); None: the provider's own, e.g. "
+                                    "OPENAI_API_KEY or ANTHROPIC_API_KEY")
+    temperature: float | None = Field(default=None, ge=0, description="the model's temperature; None: not "
+                                      "sent, the provider's default (reasoning models reject any other)")
+    model_retries: int | None = Field(default=None, ge=0, le=10, description="how often the provider's client "
+                                      "retries a failed model call (429, 5xx, lost connections); None: its default")
     max_steps: int = Field(default=25, ge=1, le=500, description="the LLM planner's limit of model calls in "
                            "one job; a job that reaches it without finishing its plan fails")
+    model_timeout_seconds: float = Field(default=120, gt=0, description="how long the LLM planner waits for one "
+                                         "model call (with the provider client's retries); never past the "
+                                         "job's time limit")
     approval: Literal["none", "major", "agents", "all"] = Field(
         default="agents", description="which jobs wait in needs_approval for POST /jobs/{id}/approve: none; "
         "major (breaking changes); agents (major ones, and changes beyond the active state that an agent wrote: "
         "an external agent's job or a planner other than the playbook); all")
     job_timeout_seconds: float = Field(default=600, gt=0, description="time limit of a job's planning, "
-                                       "applying and testing")
+                                       "applying and testing, from when it starts running")
+    max_parallel_jobs: int = Field(default=2, ge=1, le=32, description="jobs the Architect runs at once, so "
+                                   "that one waiting on its model holds up no other (merges still take turns)")
     playbook: str = Field(default="architect/playbook.yaml", description="the playbook planner's rules, relative "
                           "to the workspace")
 

@@ -14,7 +14,7 @@ from ratchet.plugins.planners.playbook import PlaybookPlanner
 def ratchet_register_planners(register, workspace):
     register(PlaybookPlanner())
     cfg = workspace.config.architect if workspace is not None else None
-    register(LlmPlanner(model=cfg.model, max_steps=cfg.max_steps) if cfg is not None else LlmPlanner())
+    register(LlmPlanner.from_config(cfg) if cfg is not None else LlmPlanner())
 
 
 @hookimpl(trylast=True)

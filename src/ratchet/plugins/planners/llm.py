@@ -14,6 +14,11 @@ The plan holds to a protocol (``llm_protocol.JobProtocol``, a langchain middlewa
   itself; so does a tool call whose arguments are not valid JSON (e.g. cut off), and the model goes again;
 * planning ends only with a ``finish`` call made on its own. A model that answers without it, or that
   makes ``[architect] max_steps`` model calls without it, fails the job: nothing is merged or tagged;
+* a model call waits at most ``[architect] model_timeout_seconds`` and never past the job's time limit
+  (``job_timeout_seconds``): a call that does not answer in time fails the job, saying which call;
+* a model call the provider refuses or fails (a bad key, a server error after the client's retries, an
+  endpoint that cannot be reached) fails the job, naming the setting to fix (``architect.api_key_env``,
+  ``architect.model``, ``architect.base_url``);
 * every model call (with its token counts) and every tool call (arguments, result, refusals) is recorded
   in the job's transcript.
 """
@@ -39,17 +44,77 @@ of the change: nothing you changed is kept unless you call finish.
 """
 
 
+# The variable each hosted provider's package reads its key from, when [architect] api_key_env is not set.
+KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "google_genai": "GOOGLE_API_KEY",
+                 "mistralai": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY", "deepseek": "DEEPSEEK_API_KEY",
+                 "xai": "XAI_API_KEY", "fireworks": "FIREWORKS_API_KEY", "together": "TOGETHER_API_KEY"}
+NO_KEY = {"ollama"}  # local servers
+
+
 class PlanningError(RatchetError):
     """The model did not finish its plan: nothing it changed is merged."""
+
+
+def provider_of(model: str) -> str | None:
+    """The langchain provider an ``init_chat_model`` string names (``openai`` for ``openai:gpt-4o``)."""
+    try:
+        from langchain.chat_models.base import _parse_model  # langchain's own rule, prefixes and inference
+    except ImportError:
+        return model.split(":", 1)[0] if ":" in model else None
+    try:
+        return _parse_model(model, None)[1]
+    except ValueError:
+        return None
 
 
 class LlmPlanner:
     """Plan with a chat model through langchain's ``create_agent``."""
 
-    def __init__(self, model: Any = None, *, name: str = "llm", max_steps: int = 25):
+    def __init__(self, model: Any = None, *, name: str = "llm", max_steps: int = 25,
+                 timeout: float | None = None, base_url: str | None = None, api_key_env: str | None = None,
+                 temperature: float | None = None, retries: int | None = None):
         self.name = name
         self.model = model  # an init_chat_model string, or a chat model object
         self.max_steps = max_steps  # model calls in one job ([architect] max_steps)
+        self.timeout = timeout  # seconds one model call may take ([architect] model_timeout_seconds)
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.temperature = temperature  # None: left out (reasoning models reject it)
+        self.retries = retries
+
+    @classmethod
+    def from_config(cls, cfg) -> LlmPlanner:
+        """The planner ``[architect]`` describes."""
+        return cls(model=cfg.model, max_steps=cfg.max_steps, timeout=cfg.model_timeout_seconds,
+                   base_url=cfg.base_url, api_key_env=cfg.api_key_env, temperature=cfg.temperature,
+                   retries=cfg.model_retries)
+
+    def key_variable(self) -> str | None:
+        """The environment variable the model's key is read from (None: the provider needs none, or
+        ratchet does not know which it reads)."""
+        if self.api_key_env:
+            return self.api_key_env
+        provider = provider_of(self.model) if isinstance(self.model, str) else None
+        return None if provider in NO_KEY else KEY_VARIABLES.get(provider)
+
+    def check(self) -> None:
+        """Check the model's configuration without calling it: the provider's package imports, the key's
+        variable is set, the chat model can be made. A ``ConfigError`` names the field and the fix."""
+        import os
+
+        variable = self.key_variable()
+        missing = isinstance(self.model, str) and variable and not os.environ.get(variable)
+        try:
+            self.chat_model()
+        except ConfigError as exc:  # a missing package first; without the key the client may refuse too
+            if not missing or "package is not installed" in exc.message:
+                raise
+        if missing:
+            field = "architect.api_key_env" if self.api_key_env else "architect.model"
+            raise ConfigError(f"the model {self.model!r} needs its key in the environment variable {variable}, "
+                              "which is not set", field=field,
+                              fix=f"set {variable} in the Architect's environment (`ratchet up` passes its own to "
+                              "the Architect), or name the variable that holds it in [architect] api_key_env")
 
     @property
     def model_name(self) -> str | None:
@@ -70,11 +135,24 @@ class LlmPlanner:
         except ImportError:
             raise ConfigError("the llm planner needs langchain", field="architect.model",
                               fix="pip install 'ratchet[llm]' and your provider's package") from None
+        import os
+
+        settings = {"base_url": self.base_url, "temperature": self.temperature, "timeout": self.timeout,
+                    "max_retries": self.retries,
+                    "api_key": os.environ.get(self.api_key_env) if self.api_key_env else None}
         try:
-            return init_chat_model(self.model, temperature=0)
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(f"cannot make chat model {self.model!r}: {exc}", field="architect.model",
-                              fix="check the provider prefix and install its langchain package") from None
+            return init_chat_model(self.model, **{k: v for k, v in settings.items() if v is not None})
+        except ImportError as exc:
+            provider = provider_of(self.model) or "?"
+            raise ConfigError(f"cannot make chat model {self.model!r}: the {provider} provider's package is not "
+                              f"installed ({exc})", field="architect.model",
+                              fix=f"pip install langchain-{provider.replace('_', '-')} in the Architect's "
+                              "environment") from None
+        except Exception as exc:  # noqa: BLE001 -- each provider validates its settings its own way
+            raise ConfigError(f"cannot make chat model {self.model!r}: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}", field="architect.model",
+                              fix="check the provider prefix and the model's settings in [architect] (base_url, "
+                              "api_key_env, temperature, model_timeout_seconds, model_retries)") from None
 
     def plan(self, request: PlanRequest, session: JobSession) -> Plan:
         from langchain.agents import create_agent
@@ -85,7 +163,8 @@ class LlmPlanner:
 
         from ratchet.plugins.planners.llm_protocol import JobProtocol
 
-        protocol = JobProtocol(session)
+        protocol = JobProtocol(session, call_timeout=self.timeout, key_variable=self.key_variable(),
+                               base_url=self.base_url)
         agent = create_agent(self.chat_model(), tools=job_tools(session, protocol.finish), system_prompt=SYSTEM_PROMPT,
                              # the protocol first: a plan that has finished ends before the limit is checked
                              middleware=[protocol, ModelCallLimitMiddleware(run_limit=self.max_steps,

@@ -3,7 +3,7 @@
 The model sees these schemas and nothing else about the steps, so each argument says what it is, with an
 example where the shape is not obvious. A step the job refuses (a bad pointer, a value the state schema
 rejects, an unknown template) returns the error as its result, with the field and the fix, marked as an
-error, so that the model can correct itself.
+error, so that the model can correct itself; the job's time limit is not such an error: it ends the job.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
-from ratchet import JobSession, RatchetError
+from ratchet import JobSession, RatchetError, TimeLimitError
 
 # Any JSON value, spelled out: an empty schema would tell the model nothing.
 AnyJson = Annotated[JsonValue, WithJsonSchema({"anyOf": [
@@ -122,6 +122,8 @@ def job_tools(session: JobSession, finish: Callable[[str, str], str]) -> list:
     def run(fn, *args) -> str:
         try:
             return json.dumps(fn(*args), default=str)
+        except TimeLimitError:
+            raise  # the job is over: nothing for the model to correct
         except RatchetError as exc:
             raise ToolException(json.dumps({"error": exc.to_dict()})) from None
 
