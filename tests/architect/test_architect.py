@@ -308,3 +308,30 @@ def test_job_session_steps_sent_together_apply_one_at_a_time(ws, arch):
         params = json.loads((session.worktree.path / "state/active.state.json").read_text())["params"]
         assert {f"/params/{k}": params[k] for k in ("top_k", "min_score", "w_question", "w_answer")} == changes
     assert len(arch.jobs.get(job.id).actions) == 12
+
+
+def test_job_worktrees_made_and_removed_at_once_all_succeed(ws):
+    """Jobs run in parallel ([architect] max_parallel_jobs): a second `git worktree add` or `branch -D`
+    fails on the first one's lock files instead of waiting."""
+    import threading
+
+    from ratchet.architect.worktree import JobWorktree
+
+    head, errors = ws.versions.head(), []
+
+    def make_and_drop(i: int) -> None:
+        wt = JobWorktree(ws, f"parallel{i:04d}")
+        try:
+            for _ in range(3):
+                wt.create(head)
+                wt.remove()
+        except Exception as exc:  # noqa: BLE001 -- collected, then asserted
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make_and_drop, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert git(ws.root, "branch", "--list", "ratchet/job-*") == ""

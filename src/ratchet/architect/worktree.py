@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from typing import TYPE_CHECKING
 
 from ratchet.core.errors import GitError
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from ratchet.core.workspace import Workspace
 
 BRANCH_PREFIX = "ratchet/job-"
+# Jobs run in parallel ([architect] max_parallel_jobs), and adding or removing a worktree or a branch
+# writes the repository's shared files (.git/worktrees, refs, packed-refs) under git's own lock files,
+# which a second git fails on instead of waiting: one such change at a time in this process.
+_repository = threading.Lock()
 
 
 class JobWorktree:
@@ -45,7 +50,8 @@ class JobWorktree:
         """Check out ``base`` on a new branch in a fresh worktree (a leftover of an earlier run is removed)."""
         self.remove()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.workspace.versions.git("worktree", "add", "-q", "-b", self.branch, str(self.path), base)
+        with _repository:
+            self.workspace.versions.git("worktree", "add", "-q", "-b", self.branch, str(self.path), base)
 
     def open(self) -> Workspace:
         from ratchet.core.workspace import Workspace
@@ -88,9 +94,10 @@ class JobWorktree:
         """Remove the worktree and, unless ``keep_branch`` (a failed job's, for inspection), its branch;
         nothing on main refers to either."""
         versions = self.workspace.versions
-        if self.path.exists():
-            versions.git("worktree", "remove", "--force", str(self.path), check=False)
-            shutil.rmtree(self.path, ignore_errors=True)
-        versions.git("worktree", "prune", check=False)
-        if not keep_branch:
-            versions.git("branch", "-D", self.branch, check=False)
+        with _repository:
+            if self.path.exists():
+                versions.git("worktree", "remove", "--force", str(self.path), check=False)
+                shutil.rmtree(self.path, ignore_errors=True)
+            versions.git("worktree", "prune", check=False)
+            if not keep_branch:
+                versions.git("branch", "-D", self.branch, check=False)
