@@ -155,27 +155,35 @@ async def test_a_store_failure_is_a_tool_error_that_says_so_and_to_retry(ws, mon
     assert ws.store.session("locked-1") is None and ws.store.session("locked-2") is not None
 
 
-def test_runner_draws_need_no_shared_lock_and_stay_reproducible_from_the_seed(ws):
-    """Each thread draws from a Generator of its own (a shared one behind a lock made concurrent calls
-    queue); the first thread's draws are the seed's own stream."""
+def test_runner_draws_per_thread_unless_seeded_and_then_the_same_whichever_threads_serve():
+    """Unseeded (a server), each thread draws from a Generator of its own: a shared one behind a lock made
+    concurrent calls queue. Seeded, one stream: the same calls draw the same numbers on any threads."""
     import threading
 
     import numpy as np
 
-    from ratchet.runner.service import _ThreadGenerators
+    from ratchet.runner.service import _Draws
 
-    gens = _ThreadGenerators(7)
-    mine = gens.get()
-    assert gens.get() is mine
-    assert mine.random() == np.random.default_rng(7).random()
-    others = []
-    threads = [threading.Thread(target=lambda: others.append(gens.get())) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len({id(g) for g in [mine, *others]}) == 4
-    assert len({g.random() for g in others}) == 3  # independent streams, not copies of one
+    def draw_on_threads(draws, n: int = 3) -> list:
+        got, together = [], threading.Barrier(n)
+
+        def draw():
+            with draws.generator() as rng:
+                got.append((id(rng), rng.random()))
+            together.wait()  # every thread alive at once: their generators too
+
+        threads = [threading.Thread(target=draw) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return got
+
+    unseeded = draw_on_threads(_Draws(None))
+    assert len({g for g, _ in unseeded}) == 3 and len({x for _, x in unseeded}) == 3
+    seeded = draw_on_threads(_Draws(7))
+    assert len({g for g, _ in seeded}) == 1
+    assert sorted(x for _, x in seeded) == sorted(np.random.default_rng(7).random(3))
 
 
 def promote_signed(ws_path, key, signers, style):

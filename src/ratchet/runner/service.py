@@ -17,6 +17,7 @@ snapshot it has (and logs why).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -25,6 +26,7 @@ import threading
 import time
 import typing
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -98,25 +100,30 @@ class Snapshot:
         return {"version": self.version, "revision": self.revision, "source": self.source, "state": doc}
 
 
-class _ThreadGenerators:
-    """A numpy Generator per thread (Generators are not thread-safe). One shared Generator behind a lock
-    made 32 concurrent calls queue on that lock, a thread holding it descheduled by the GIL mid-draw;
-    these take no lock after a thread's first call. The first thread to ask gets ``default_rng(seed)``
-    itself, so one thread's draws are reproducible from the seed; others get independent children."""
+class _Draws:
+    """Where decisions draw their random numbers (numpy Generators are not thread-safe).
+
+    Unseeded (a server): a Generator per thread. One shared Generator behind a lock made 32 concurrent
+    calls queue on that lock, its holder descheduled by the GIL mid-draw. Seeded (tests, simulations):
+    one Generator behind a lock, so that the same calls make the same draws whichever threads serve them.
+    """
 
     def __init__(self, seed: int | None):
-        self._seeds = np.random.SeedSequence(seed)
-        self._first: np.random.Generator | None = np.random.default_rng(seed)
-        self._local = threading.local()
+        self._local = threading.local() if seed is None else None
+        self._shared = np.random.default_rng(seed)
         self._lock = threading.Lock()
 
-    def get(self) -> np.random.Generator:
+    @contextlib.contextmanager
+    def generator(self) -> Iterator[np.random.Generator]:
+        if self._local is None:
+            with self._lock:
+                yield self._shared
+            return
         rng = getattr(self._local, "rng", None)
         if rng is None:
-            with self._lock:
-                rng, self._first = self._first or np.random.default_rng(self._seeds.spawn(1)[0]), None
-            self._local.rng = rng
-        return rng
+            with self._lock:  # spawned from the shared one: independent streams
+                rng = self._local.rng = self._shared.spawn(1)[0]
+        yield rng
 
 
 @dataclass
@@ -167,7 +174,7 @@ class Runner:
         self.allow_overrides = allow_overrides
         self.tools = self._collect_tools()
         self.strategies: dict[str, Strategy] = build_strategies(workspace, self.plugins)
-        self._rngs = _ThreadGenerators(seed)
+        self._draws = _Draws(seed)
         self._sticky = _Sticky()
         self._fixed_document = document
         self._snapshot = self._load()
@@ -295,7 +302,8 @@ class Runner:
             if sticky is not None and sticky.sticky:
                 decisions[key] = sticky
                 continue
-            decision = strategy.decide(section, context, self._rngs.get())
+            with self._draws.generator() as rng:
+                decision = strategy.decide(section, context, rng)
             decisions[key] = decision
             if decision.sticky:
                 self._sticky.put((conversation_id, key), decision)
