@@ -399,7 +399,18 @@ class ThompsonSampling(BanditStrategy):
 
 
 class GaussianThompsonSampling(BanditStrategy):
-    """Gaussian Thompson sampling: mean ~ N(posterior mean, sd^2 / (prior_n + n)), sd known or estimated."""
+    """Gaussian Thompson sampling: mean ~ N(posterior mean, var / (prior_n + n)), var known or estimated.
+
+    The estimated variance of an arm is its sample variance shrunk towards ``prior_sigma``^2, floored at the
+    variance of all rewards so far (every arm pooled). Without the floor, an arm whose first rewards are
+    equal (three 0s from a Bernoulli arm) has an estimate shrinking like prior_sigma^2 / (1 + n) and a
+    posterior sd like 1/n: it is all but never tried again however good it is (2 runs in 100 on 0.45 / 0.55
+    ended with regret 764 and 375 at T = 10,000). Arms of one decision usually share a noise scale, so the
+    pooled variance is the natural floor; where they do not, it only makes quiet arms explore more.
+    A Normal-Inverse-Gamma posterior (Student-t draws) was measured too: its heavier tails explored more on
+    9 arms (regret 72 vs 52, 20 seeds) and it still let the equal-rewards estimate shrink. Honda & Takemura
+    (2014) show how Gaussian Thompson sampling with unknown variance depends on this part of the prior.
+    """
 
     name = "gaussian_thompson"
     Config = GaussianThompsonConfig
@@ -420,9 +431,12 @@ class GaussianThompsonSampling(BanditStrategy):
         if c.sigma is not None:
             var = np.full(self.K, c.sigma**2)
         else:  # sample variance shrunk towards prior_sigma^2 so one pull is not taken as zero noise
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m2 = np.where(n > 0, np.asarray(s["reward_sq_sum"]) - tot**2 / np.maximum(n, 1), 0.0)
-            var = (c.prior_n * c.prior_sigma**2 + np.maximum(m2, 0.0)) / w
+            sq = np.asarray(s["reward_sq_sum"], float)
+            m2 = np.maximum(sq - tot**2 / np.maximum(n, 1), 0.0)
+            var = (c.prior_n * c.prior_sigma**2 + m2) / w
+            N = n.sum()
+            if N > 1:  # ... and never below the pooled variance (see the class docstring)
+                var = np.maximum(var, sq.sum() / N - (tot.sum() / N) ** 2)
         return mean, np.sqrt(var / w)
 
     def _choose(self, s, context, rng):
@@ -704,15 +718,17 @@ class SimResult(NamedTuple):
 
 
 def _run(strategy: BanditStrategy, mu: np.ndarray, contexts: list[dict[str, Any]] | None, seed: int,
-         batch: int, bernoulli: bool, noise_sd: float) -> SimResult:
-    """Run decide -> reward -> apply; ``mu[t]`` holds the arm means at step t."""
+         batch: int, bernoulli: bool, noise_sd: float, start: dict[str, Any] | None = None) -> SimResult:
+    """Run decide -> reward -> apply from ``start`` (default: the initial state); ``mu[t]`` holds the arm
+    means at step t."""
     horizon = len(mu)
     rng_policy, rng_env = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     # rewards of every arm drawn up front: common random numbers across policies with the same seed
     draws = rng_env.random(mu.shape) < mu if bernoulli else mu + noise_sd * rng_env.standard_normal(mu.shape)
     draws = draws.astype(float)
     choices = np.empty(horizon, dtype=np.int64)
-    section, pending, index = strategy.initial_state(), [], strategy._index
+    section = strategy.initial_state() if start is None else start
+    pending, index = [], strategy._index
     for t in range(horizon):
         d = strategy.decide(section, contexts[t] if contexts else {}, rng_policy)
         k = choices[t] = index[d.choice]
@@ -726,17 +742,21 @@ def _run(strategy: BanditStrategy, mu: np.ndarray, contexts: list[dict[str, Any]
 
 def simulate(strategy: BanditStrategy, arm_means, horizon: int, seed: int, batch: int = 1,
              change_at: int | None = None, new_means=None, bernoulli: bool = True, *,
-             noise_sd: float = 1.0, full: bool = False):
-    """Cumulative expected regret per step of ``strategy`` on a (piecewise) stationary problem.
+             noise_sd: float = 1.0, full: bool = False, end_means=None, start: dict[str, Any] | None = None):
+    """Cumulative expected regret per step of ``strategy`` on a (piecewise) stationary or drifting problem.
 
     Feedback is applied every ``batch`` events (promotion every ``batch`` events). From step
-    ``change_at`` on the means are ``new_means``. Rewards are Bernoulli, or Gaussian with ``noise_sd``.
+    ``change_at`` on the means are ``new_means``; with ``end_means`` they move linearly from ``arm_means``
+    at the first step to ``end_means`` at the last. Rewards are Bernoulli, or Gaussian with ``noise_sd``.
+    ``start`` is the section to start from (default: the initial state).
     Returns the regret array, or with ``full`` a :class:`SimResult` (regret, choices, final section).
     """
     mu = np.tile(np.asarray(arm_means, float), (horizon, 1))
+    if end_means is not None:
+        mu += np.linspace(0.0, 1.0, horizon)[:, None] * (np.asarray(end_means, float) - mu[0])
     if change_at is not None:
         mu[change_at:] = np.asarray(new_means, float)
-    res = _run(strategy, mu, None, seed, batch, bernoulli, noise_sd)
+    res = _run(strategy, mu, None, seed, batch, bernoulli, noise_sd, start)
     return res if full else res.regret
 
 
