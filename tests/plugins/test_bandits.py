@@ -438,3 +438,24 @@ def test_glr_thompson_adopts_without_false_alarms():
     assert adopted["alpha"] == pytest.approx(s["alpha"]) and adopted["beta"] == pytest.approx(s["beta"])
     back = ts.adopt("glr_thompson", adopted)
     assert back["alpha"] == pytest.approx(s["alpha"]) and back["beta"] == pytest.approx(s["beta"])
+
+
+def test_linear_discount_arithmetic():
+    st = make(B.LinUCB, arms=["a", "b"], gamma=0.5, lam=2.0)
+    d = Decision(strategy="k", choice="a", info={"x": [1.0, 1.0]})
+    s = st.apply(st.initial_state(), [event(d, 1.0, 0), event(d.model_copy(update={"choice": "b"}), 0.0, 1)])
+    # a: (2I + xx') * 0.5 + 0.5 * 2I; b: 2I * 0.5 + 0.5 * 2I + xx'
+    assert s["A"][0] == [[2.5, 0.5], [0.5, 2.5]] and s["b"][0] == [0.5, 0.5]
+    assert s["A"][1] == [[3.0, 1.0], [1.0, 3.0]] and s["b"][1] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("cls", LINEAR, ids=lambda c: c.name)
+def test_linear_discount_follows_a_flip(cls):
+    means, flipped = [[0.7, 0.3], [0.3, 0.7]], [[0.3, 0.7], [0.7, 0.3]]
+    for seed in (0, 1):
+        after = []
+        for gamma in (1.0, 0.995):
+            regret = B.simulate_contextual(make(cls, arms=["a", "b"], gamma=gamma), means, 3000, seed=seed,
+                                           features=["x"], change_at=1500, new_means=flipped)
+            after.append(regret[-1] - regret[1499])
+        assert after[1] < 0.6 * after[0], after

@@ -181,6 +181,8 @@ class LinearConfig(BanditConfig):
     features: list[str] = Field(default_factory=list, description="context['features'] keys; missing are 0")
     intercept: bool = Field(default=True, description="prepend a constant 1 to the context vector")
     lam: float = Field(default=1.0, gt=0, description="ridge prior: A starts as lam * I")
+    gamma: float = Field(default=1.0, gt=0, le=1, description=(
+        "discount per event on every arm's model (weights gamma^age, the ridge prior kept); 1 never forgets"))
 
     @field_validator("features")
     @classmethod
@@ -800,6 +802,16 @@ class _LinearBandit(BanditStrategy):
         xa = np.asarray(x, float)
         if not np.isfinite(xa).all():
             return False
+        g = self.config.gamma
+        if g < 1:  # discounted ridge regression (Russac, Vernade & Cappe 2019): old rewards fade, lam I stays
+            shrink = (1 - g) * self.config.lam * np.eye(self.d)
+            for k in range(self.K):
+                if k != i:
+                    s["A"][k] = (g * np.asarray(s["A"][k]) + shrink).tolist()
+                    s["b"][k] = (g * np.asarray(s["b"][k])).tolist()
+            s["A"][i] = (g * np.asarray(s["A"][i]) + shrink + np.outer(xa, xa)).tolist()
+            s["b"][i] = (g * np.asarray(s["b"][i]) + v * xa).tolist()
+            return True
         s["A"][i] = (np.asarray(s["A"][i]) + np.outer(xa, xa)).tolist()
         s["b"][i] = (np.asarray(s["b"][i]) + v * xa).tolist()
         return True
