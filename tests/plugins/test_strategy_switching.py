@@ -27,7 +27,8 @@ def switch(ws_path, strategy, extra=""):
     return Workspace.open(ws_path)
 
 
-@pytest.mark.parametrize("target", ["ucb1", "kl_ucb", "discounted_thompson", "exp3", "sw_ucb", "gaussian_thompson"])
+@pytest.mark.parametrize("target", ["ucb1", "kl_ucb", "discounted_thompson", "exp3", "sw_ucb", "gaussian_thompson",
+                                    "glr_thompson"])
 def test_switch_between_bandits_keeps_arm_statistics(ws_path, target):
     before = learn(Workspace.open(ws_path))
     ws = switch(ws_path, target)
@@ -47,6 +48,17 @@ def test_switch_thompson_round_trip_is_exact(ws_path):
     via_ucb = ws.state.migrate(ws.state.read("staging").document)
     ws = switch(ws_path, "thompson")
     back = ws.state.migrate(via_ucb)["strategies"]["style"]
+    assert back["alpha"] == pytest.approx(before["alpha"]) and back["beta"] == pytest.approx(before["beta"])
+
+
+def test_switch_thompson_to_glr_thompson_and_back_is_exact(ws_path):
+    before = learn(Workspace.open(ws_path))
+    ws = switch(ws_path, "glr_thompson")
+    via_glr = ws.state.migrate(ws.state.read("staging").document)
+    section = via_glr["strategies"]["style"]
+    assert section["alpha"] == pytest.approx(before["alpha"]) and sum(section["alarms"]) == 0
+    ws = switch(ws_path, "thompson")
+    back = ws.state.migrate(via_glr)["strategies"]["style"]
     assert back["alpha"] == pytest.approx(before["alpha"]) and back["beta"] == pytest.approx(before["beta"])
 
 
