@@ -223,3 +223,25 @@ def schemathesis_run(app, *, token: str | None = None, exclude_path: str | None 
         elif isinstance(event, events.FatalError):
             raise event.exception
     return list(failures.values())
+
+
+def errors_at_once(fn, calls: list[tuple]) -> list[BaseException]:
+    """Run ``fn(*args)`` for each ``args`` in ``calls``, each on a thread of its own, released together;
+    the exceptions they raised (a race test asserts there are none)."""
+    import threading
+
+    start, errors = threading.Barrier(len(calls)), []
+
+    def run(*args):
+        start.wait()
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 -- collected for the caller's assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=args) for args in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors

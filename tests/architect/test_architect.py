@@ -9,7 +9,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import git, tree_snapshot
+from helpers import errors_at_once, git, tree_snapshot
 from ratchet import hookimpl
 from ratchet.architect.planners import select_planner
 from ratchet.architect.plans import Plan, SetState
@@ -290,20 +290,8 @@ def test_job_session_steps_sent_together_apply_one_at_a_time(ws, arch):
     for round in (1, 2, 3):  # a lost update does not happen every time: give it three chances
         changes = {"/params/top_k": 3 + round, "/params/min_score": 0.1 * round,
                    "/params/w_question": 0.5 + 0.1 * round, "/params/w_answer": 0.1 * round}
-        start, errors = threading.Barrier(len(changes)), []
-
-        def apply(pointer, value):
-            start.wait()
-            try:
-                session.apply({"kind": "set_state", "pointer": pointer, "value": value})
-            except Exception as exc:  # noqa: BLE001 -- reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=apply, args=item) for item in changes.items()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = errors_at_once(lambda pointer, value: session.apply(
+            {"kind": "set_state", "pointer": pointer, "value": value}), list(changes.items()))
         assert errors == []
         params = json.loads((session.worktree.path / "state/active.state.json").read_text())["params"]
         assert {f"/params/{k}": params[k] for k in ("top_k", "min_score", "w_question", "w_answer")} == changes
@@ -313,25 +301,16 @@ def test_job_session_steps_sent_together_apply_one_at_a_time(ws, arch):
 def test_job_worktrees_made_and_removed_at_once_all_succeed(ws):
     """Jobs run in parallel ([architect] max_parallel_jobs): a second `git worktree add` or `branch -D`
     fails on the first one's lock files instead of waiting."""
-    import threading
-
     from ratchet.architect.worktree import JobWorktree
 
-    head, errors = ws.versions.head(), []
+    head = ws.versions.head()
 
     def make_and_drop(i: int) -> None:
         wt = JobWorktree(ws, f"parallel{i:04d}")
-        try:
-            for _ in range(3):
-                wt.create(head)
-                wt.remove()
-        except Exception as exc:  # noqa: BLE001 -- collected, then asserted
-            errors.append(exc)
+        for _ in range(3):
+            wt.create(head)
+            wt.remove()
 
-    threads = [threading.Thread(target=make_and_drop, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_at_once(make_and_drop, [(i,) for i in range(6)])
     assert errors == []
     assert git(ws.root, "branch", "--list", "ratchet/job-*") == ""

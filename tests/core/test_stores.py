@@ -66,20 +66,10 @@ def test_store_feedback_generates_ids(store):
 def test_store_fresh_database_opened_by_many_at_once(tmp_path):
     """Processes that start together on a new database all create the tables: none fails (PostgreSQL
     answered UniqueViolation to all but one)."""
-    url, barrier, errors = store_url(tmp_path), threading.Barrier(8), []
+    from helpers import errors_at_once  # here: the S3 test's worker processes import this module without tests/
 
-    def open_store():
-        barrier.wait()
-        try:
-            Store(url).close()
-        except Exception as exc:  # noqa: BLE001 -- collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_store) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    url = store_url(tmp_path)
+    errors = errors_at_once(lambda: Store(url).close(), [()] * 8)
     assert errors == []
 
 

@@ -1,10 +1,9 @@
 import json
-import threading
 from pathlib import Path
 
 import pytest
 
-from helpers import git
+from helpers import errors_at_once, git
 from ratchet.core.errors import GitError, NotFoundError, UserError
 from ratchet.core.versions import VersionStore, parse_version
 
@@ -89,20 +88,11 @@ def test_versions_commit_only_named_paths(repo):
 
 
 def test_versions_concurrent_makers_are_serialised(repo):
-    errors = []
-
     def make(i):
-        try:
-            (repo.root / f"t{i}.txt").write_text(str(i))
-            VersionStore(repo.root).make_version("patch", paths=[f"t{i}.txt"], reason=str(i), kind="t", author="t")
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        (repo.root / f"t{i}.txt").write_text(str(i))
+        VersionStore(repo.root).make_version("patch", paths=[f"t{i}.txt"], reason=str(i), kind="t", author="t")
 
-    threads = [threading.Thread(target=make, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_at_once(make, [(i,) for i in range(8)])
     assert not errors
     assert [v.name for v in repo.list()] == ["v0.1.0"] + [f"v0.1.{i}" for i in range(1, 9)]
 

@@ -161,15 +161,23 @@ def use_strategy_plugin(ws_path, name: str, source: str, *, strategy: str | None
     return toml
 
 
-def test_tuner_strategy_cannot_write_outside_state(ws_path):
-    from ratchet.core.errors import PluginError
+def tuner_with_pending_reward(ws_path, name: str, source: str):
+    """The workspace learning with strategy NAME from plugins/NAME.py, one reward logged and not applied:
+    ``(ratchet.toml's path, the workspace, its tuner)``."""
     from ratchet.core.workspace import Workspace
 
-    toml = use_strategy_plugin(ws_path, "sneaky", WRITER_PLUGIN)
+    toml = use_strategy_plugin(ws_path, name, source)
     ws = Workspace.open(ws_path)
     served(ws, 1)
     tuner = Tuner(ws)
     tuner.feedback("reward", {"conversation_id": "c0", "value": 1})
+    return toml, ws, tuner
+
+
+def test_tuner_strategy_cannot_write_outside_state(ws_path):
+    from ratchet.core.errors import PluginError
+
+    toml, ws, tuner = tuner_with_pending_reward(ws_path, "sneaky", WRITER_PLUGIN)
     before = ws.state.read("staging")
     with pytest.raises(PluginError) as err:
         tuner.apply_pending()
@@ -215,13 +223,8 @@ def ratchet_register_strategies(register):
 def test_tuner_strategy_writes_state_and_ratchet_and_its_threads_are_confined(ws_path):
     """Issue 12: a thread a strategy started ran unconfined."""
     from ratchet.core.errors import PluginError
-    from ratchet.core.workspace import Workspace
 
-    toml = use_strategy_plugin(ws_path, "threaded", THREADED_PLUGIN)
-    ws = Workspace.open(ws_path)
-    served(ws, 1)
-    tuner = Tuner(ws)
-    tuner.feedback("reward", {"conversation_id": "c0", "value": 1})
+    toml, ws, tuner = tuner_with_pending_reward(ws_path, "threaded", THREADED_PLUGIN)
     with pytest.raises(PluginError) as err:
         tuner.apply_pending()
     assert "PermissionError" in str(err.value) and err.value.plugin == "workspace:plugins/threaded.py"
