@@ -255,11 +255,24 @@ serve_mcp(ts.build_server(Tuner(Workspace.open(sys.argv[1]))), transport="http",
 # --- workspaces ------------------------------------------------------------------------------------
 
 
+STORE_SYNC = "normal"  # --sync: the workspaces' [store] sync
+
+
+def store_label(env: dict[str, str]) -> str:
+    if env.get("RATCHET_STORE_URL", "").startswith("postgres"):
+        return "postgresql"
+    return "sqlite" if STORE_SYNC == "normal" else f"sqlite, sync = {STORE_SYNC}"
+
+
 def make_default_workspace(root: Path) -> Path:
     from ratchet.core.create import create_workspace
     from ratchet.core.plugins import load_plugins
 
     create_workspace(root, plugins=load_plugins(), author="bench")
+    if STORE_SYNC != "normal":
+        toml = root / "ratchet.toml"
+        toml.write_text(toml.read_text().replace("[store]\n", f'[store]\nsync = "{STORE_SYNC}"\n', 1))
+        subprocess.run(["git", "commit", "-qam", f"bench: sync = {STORE_SYNC}"], cwd=root, check=True)
     return root
 
 
@@ -529,8 +542,7 @@ async def part_concurrent(args, tmp: Path, env: dict[str, str]) -> dict[str, Any
     root = make_default_workspace(tmp / "ws-concurrent")
     clients = args.clients
     out: dict[str, Any] = {"clients": clients, "calls_per_phase": args.calls, "rounds": args.rounds,
-                           "store": "postgresql" if env.get("RATCHET_STORE_URL", "").startswith("postgres")
-                           else "sqlite"}
+                           "store": store_label(env)}
     acked: list[str] = []
 
     async def phase(conns: list, tool: str, prefix: str, n: int) -> tuple[list[float], float]:
@@ -763,7 +775,7 @@ async def part_feedback(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
     root = make_default_workspace(tmp / "ws-feedback")
     n_single = args.calls + args.warmup
     out: dict[str, Any] = {"calls": args.calls, "warmup": args.warmup, "batch_events": args.batch_events,
-                           "batch_calls": args.batch_calls}
+                           "batch_calls": args.batch_calls, "store": store_label(env)}
     out["precreate"] = precreate(root, "c", 3 * n_single + args.batch_events, args.max_seconds)
     all_ids = [f"c{i}" for i in range(3 * n_single + args.batch_events)]
     singles = [all_ids[k * n_single:(k + 1) * n_single] for k in range(3)]
@@ -793,7 +805,7 @@ async def part_feedback(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def print_feedback(r: dict[str, Any]) -> None:
-    print(f"\n### Durable feedback over HTTP ({r['calls']} sequential `reward` calls after {r['warmup']} warm-up; "
+    print(f"\n### Durable feedback over HTTP, {r.get('store', 'sqlite')} store ({r['calls']} sequential `reward` calls after {r['warmup']} warm-up; "
           f"`reward_batch` of {r['batch_events']} events x {r['batch_calls']} calls after 1 warm-up)\n")
     rows = []
     for key in ("default_policy", "policy_off", "worker_idle"):
@@ -1151,10 +1163,14 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=300, help="time cap of every load loop")
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 calls, 2 batches, 3 promotions, "
                     "horizon 500, 2 seeds, thompson")
+    ap.add_argument("--sync", choices=["normal", "full"], default="normal",
+                    help="the workspaces' [store] sync (SQLite: full fsyncs every commit, as PostgreSQL does)")
     ap.add_argument("--out", type=Path, default=RESULTS / "servers.json")
     if "--quick" in sys.argv[1:]:  # smaller defaults; flags given explicitly still win
         ap.set_defaults(calls=200, warmup=20, batch_calls=2, promotions=3, horizon=500, seeds=2, policies=["thompson"])
     args = ap.parse_args()
+    global STORE_SYNC
+    STORE_SYNC = args.sync
     parts = list(PARTS) if "all" in args.part else [p for p in PARTS if p in args.part]
     from ratchet.plugins.tuner_strategies.bandits import BANDITS
 

@@ -58,6 +58,35 @@ def test_store_large_batch_keeps_its_order_and_finds_duplicates(store):
     assert rows[0]["payload"] == {"v": 0, "s": "ü"} and rows[0]["conversation_id"] == "c0"
 
 
+def test_store_same_event_from_concurrent_callers_is_new_to_exactly_one(store):
+    """Concurrent appends share a transaction on PostgreSQL: an event id that several callers send at
+    once is still inserted once, reported new to one caller and a duplicate, with its seq, to the rest."""
+    barrier = threading.Barrier(8)
+    acks, lock = [], threading.Lock()
+
+    def send(n):
+        barrier.wait()
+        for i in range(20):
+            ack = store.append_feedback([{"event_id": f"e{i}", "tool": "reward", "payload": {"by": n}},
+                                         {"event_id": f"own-{n}-{i}", "tool": "reward", "payload": {}}])
+            with lock:
+                acks.extend(ack)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared = [a for a in acks if not a["event_id"].startswith("own-")]
+    for i in range(20):
+        mine = [a for a in shared if a["event_id"] == f"e{i}"]
+        assert sum(not a["duplicate"] for a in mine) == 1 and len({a["seq"] for a in mine}) == 1
+    assert not any(a["duplicate"] for a in acks if a["event_id"].startswith("own-"))
+    rows = store.feedback_since(0)
+    assert len(rows) == 20 + 8 * 20 and [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
+    assert {a["event_id"]: a["seq"] for a in acks} == {r["event_id"]: r["seq"] for r in rows}
+
+
 def test_store_feedback_generates_ids(store):
     out = store.append_feedback([{"tool": "reward", "payload": {}} for _ in range(3)])
     assert len({o["event_id"] for o in out}) == 3

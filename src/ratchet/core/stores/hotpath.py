@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql
 
 from ratchet.core.stores.schema import decisions, sessions, turns
 
+compact_json = json.JSONEncoder(separators=(",", ":")).encode  # JSON text as stored: no spaces
 TURN_COLUMNS = tuple(c.name for c in turns.columns if not c.primary_key)  # seq is the database's
 DECISION_COLUMNS = tuple(c.name for c in decisions.columns if not c.primary_key)
 _JSON = {c.name for t in (turns, decisions) for c in t.columns if isinstance(c.type, sa.JSON)}
@@ -41,7 +42,7 @@ class HotPath:
     def __init__(self, engine: sa.Engine, session_upsert: sa.Insert):
         self.engine = engine
         self._kept: dict[str, Any] = {}
-        self._locks = {"read": threading.Lock(), "write": threading.Lock()}
+        self._locks = {"read": threading.Lock(), "write": threading.Lock(), "feedback": threading.Lock()}
         self.sqlite = engine.dialect.name == "sqlite"
         # named parameters on both drivers: sqlite3 takes :name, psycopg %(name)s
         dialect = type(engine.dialect)(paramstyle="named") if self.sqlite else engine.dialect
@@ -100,6 +101,32 @@ class HotPath:
                 "sticky": bool(sticky), "info": _load(info, loads) or {}, "features": _load(feats, loads) or {}}
         return out
 
+    def append_feedback(self, rows: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
+        """PostgreSQL: append feedback rows in their order in one round trip (the advisory lock, one
+        ``INSERT ... SELECT FROM unnest``, the commit, pipelined). Through SQLAlchemy the same work took
+        about 0.9 ms for one event against 0.16 ms here. Returns ``(inserted, existing)``: the ``seq``
+        of each new event and of each one already logged."""
+        columns = {"event_id": [], "ts": [], "tool": [], "conversation_id": [], "payload": [], "trace_id": []}
+        for row in rows:
+            for name, values in columns.items():
+                values.append(row[name] if name != "payload" else row["payload_json"] or compact_json(row["payload"]))
+        with self._connection("feedback") as conn:
+            pg = conn.driver_connection
+            with pg.pipeline() as pipeline:
+                pg.execute(_FEEDBACK_LOCK)
+                cur = pg.execute(_FEEDBACK_INSERT, columns)
+                self._commit_feedback(pg, pipeline)
+            inserted = dict(cur.fetchall())
+            missing = [eid for eid in columns["event_id"] if eid not in inserted]
+            existing = dict(pg.execute(_FEEDBACK_SEQS, {"ids": missing}).fetchall()) if missing else {}
+            pg.rollback()  # end the lookup's transaction (a no-op without one)
+        return inserted, existing
+
+    @staticmethod
+    def _commit_feedback(conn, pipeline) -> None:
+        """Commit an append (queued in ``pipeline``); a separate step so a test can hold it open."""
+        conn.commit()
+
     @contextlib.contextmanager
     def _connection(self, kind: str) -> Iterator[Any]:
         with self._locks[kind]:
@@ -118,6 +145,16 @@ class HotPath:
                 conn = self._kept.pop(kind, None)
                 if conn is not None:
                     conn.close()
+
+
+# "commit in seq order" (see sql.py): the same lock key as Store._lock(conn, "feedback")
+_FEEDBACK_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':ratchet.feedback'))"
+_FEEDBACK_INSERT = (
+    "INSERT INTO feedback (event_id, ts, tool, conversation_id, payload, trace_id) "
+    "SELECT e, t, tool, c, p::json, tr FROM unnest(%(event_id)s::text[], %(ts)s::float8[], %(tool)s::text[], "
+    "%(conversation_id)s::text[], %(payload)s::text[], %(trace_id)s::text[]) WITH ORDINALITY AS u(e, t, tool, c, p, tr, n) "
+    "ORDER BY n ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq")
+_FEEDBACK_SEQS = "SELECT event_id, seq FROM feedback WHERE event_id = ANY(%(ids)s::text[])"
 
 
 def _encode(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from ratchet.core.stores.batching import Batcher
-from ratchet.core.stores.hotpath import HotPath
+from ratchet.core.stores.hotpath import HotPath, compact_json
 from ratchet.core.stores.schema import decisions, events, feedback, jobs, metadata, sessions, turns
 
 if TYPE_CHECKING:
@@ -78,9 +78,6 @@ def _sqlite_pragmas(engine: sa.Engine, sync: str) -> None:
         # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout) instead of
         # failing when a read transaction tries to upgrade.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-compact_json = json.JSONEncoder(separators=(",", ":")).encode  # JSON text as stored: no spaces
 
 
 def _payload_text(row: dict[str, Any]) -> str:
@@ -137,9 +134,6 @@ class Store:
             raise NotImplementedError(self.engine.dialect.name)
         return insert(table)
 
-    def _insert_ignoring(self, table: sa.Table, index: str):
-        return self._insert(table).on_conflict_do_nothing(index_elements=[index])
-
     # --- feedback log ---
 
     def append_feedback(self, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -155,18 +149,16 @@ class Store:
                          "payload_json": item.get("payload_json")})
         if not rows:
             return []
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "sqlite":
-                inserted, existing = self._append_sqlite(conn, rows)
-            else:
-                self._lock(conn, "feedback")  # commit in seq order (see the module docstring)
-                if len(rows) >= COPY_FROM:
-                    inserted = self._append_copy(conn, rows)
+        if self.engine.dialect.name != "sqlite" and len(rows) < COPY_FROM:
+            inserted, existing = self._feedback_appends.submit(rows)
+        else:
+            with self.engine.begin() as conn:
+                if self.engine.dialect.name == "sqlite":
+                    inserted, existing = self._append_sqlite(conn, rows)
                 else:
-                    stmt = self._insert_ignoring(feedback, "event_id").returning(feedback.c.event_id, feedback.c.seq)
-                    inserted = {r.event_id: r.seq for r in conn.execute(
-                        stmt, [{k: v for k, v in row.items() if k != "payload_json"} for row in rows])}
-                existing = self._seqs(conn, [r["event_id"] for r in rows if r["event_id"] not in inserted])
+                    self._lock(conn, "feedback")  # commit in seq order (see the module docstring)
+                    inserted = self._append_copy(conn, rows)
+                    existing = self._seqs(conn, [r["event_id"] for r in rows if r["event_id"] not in inserted])
         out, seen = [], set()
         for r in rows:
             eid = r["event_id"]
@@ -174,6 +166,26 @@ class Store:
             seen.add(eid)
             out.append({"event_id": eid, "seq": inserted.get(eid) or existing[eid], "duplicate": duplicate})
         return out
+
+    @cached_property
+    def _feedback_appends(self) -> Batcher:
+        """PostgreSQL, small appends: concurrent callers' events in one transaction (group commit).
+        Each request gets ``(inserted, existing)`` of its own: an event two requests of a batch both
+        carry counts as inserted for the first only, as if they had come one after the other."""
+        def run(requests: list[list[dict[str, Any]]]) -> list[tuple[dict[str, int], dict[str, int]]]:
+            inserted, existing = self._hot.append_feedback([row for rows in requests for row in rows])
+            known, claimed, out = {**existing, **inserted}, set(), []
+            for rows in requests:
+                mine = {}
+                for row in rows:
+                    eid = row["event_id"]
+                    if eid in inserted and eid not in claimed:
+                        claimed.add(eid)
+                        mine[eid] = inserted[eid]
+                out.append((mine, known))
+            return out
+
+        return Batcher(run)
 
     @staticmethod
     def _seqs(conn, event_ids: list[str]) -> dict[str, int]:
