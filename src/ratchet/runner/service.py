@@ -291,7 +291,7 @@ class Runner:
         for key, strategy in self.strategies.items():
             section = snap.section(key) or strategy.initial_state()
             if not self.explore:
-                decisions[key] = Decision(strategy=key, choice=strategy.served(section), propensity=None,
+                decisions[key] = Decision(strategy=key, choice=strategy.served(section), propensity=1.0,
                                           sticky=False, info={"served": True})
                 continue
             sticky = self._sticky.get((conversation_id, key))
