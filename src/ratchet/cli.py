@@ -335,6 +335,79 @@ def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: s
     ensure_ok(results)
 
 
+# --- off-policy evaluation -------------------------------------------------------------------------
+
+
+def _parse_params(params: tuple[str, ...]) -> dict[str, Any]:
+    from ratchet.core.errors import UserError
+
+    out: dict[str, Any] = {}
+    for item in params:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param: {item!r} is not KEY=VALUE", field="param", fix="write e.g. --param gamma=0.99")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw  # plain text
+    return out
+
+
+@cli.command()
+@click.option("--state", "state_name", default=None, metavar="active|staging|FILE",
+              help="Candidate: a state served by the configured strategies (default: staging).")
+@click.option("--strategy", default=None, help="Candidate: this strategy for --key, from what active learned.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Candidate option (a JSON value or text); without --strategy, the configured strategy's.")
+@click.option("--key", default=None, help="Strategy key (state section) to evaluate (default: every bandit key).")
+@click.option("--last", type=int, default=None, help="Use the last N logged calls with a reward.")
+@click.option("--since", default=None, metavar="VERSION", help="Use calls served by VERSION or a later version.")
+@click.option("--min-samples", type=int, default=2, show_default=True, help="Refuse with fewer logged calls.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte Carlo probabilities.")
+@workspace_option
+@json_option
+def evaluate(state_name: str | None, strategy: str | None, params: tuple[str, ...], key: str | None,
+             last: int | None, since: str | None, min_samples: int, seed: int, workspace_dir: Path | None,
+             as_json: bool) -> None:
+    """Estimate off-policy how a candidate would do on the logged calls: IPS, self-normalised IPS and
+    doubly robust estimates of its mean reward with 95% intervals, beside what was observed."""
+    from ratchet.core import evaluation as ev
+    from ratchet.core.errors import UserError
+
+    if state_name and (strategy or params):
+        raise UserError("--state cannot be combined with --strategy/--param", field="state",
+                        fix="evaluate a state, or a strategy with parameters, not both")
+    ws = open_workspace(workspace_dir)
+    if strategy or params:
+        if strategy is None:
+            entries = {e.key: e.strategy for e in ws.config.tuner.strategies}
+            strategy = entries.get(key) if key else (next(iter(entries.values())) if len(entries) == 1 else None)
+            if strategy is None:
+                raise UserError("--param: which strategy's parameters?", field="key", fix="pass --key or --strategy")
+        candidate = ev.strategy_candidate(ws, strategy, _parse_params(params), key)
+    else:
+        candidate = ev.state_candidate(ws, state_name or "staging")
+    keys = [key] if key else ev.evaluable_keys(ws)
+    results = {}
+    for k in keys:
+        calls = ev.logged_calls(ws, k, last=last, since=since)
+        results[k] = ev.evaluate_candidate(ws, candidate, k, calls, seed=seed, min_samples=min_samples)
+    if as_json:
+        echo_json({"candidate": candidate.label, "window": {"last": last, "since": since},
+                   "strategies": {k: r.to_dict() for k, r in results.items()}})
+        return
+    for k, r in results.items():
+        rows = [[e.estimator, f"{e.value:.4f}", f"[{e.low:.4f}, {e.high:.4f}]", f"{e.ess:.0f}", e.n]
+                for e in r.estimates.values()]
+        o = r.observed
+        rows.append(["observed (logged policy)", f"{o.value:.4f}", f"[{o.low:.4f}, {o.high:.4f}]", "", o.n])
+        print_table(["estimator", "mean reward", "95% CI (normal)", "ESS", "calls"], rows,
+                    title=f"{candidate.label} on {k}: {r.n} logged calls"
+                          + (f", {r.skipped} without a propensity" if r.skipped else ""))
+        for w in r.warnings:
+            click.secho(f"warning: {w}", fg="yellow", err=True)
+
+
 # --- serving ---------------------------------------------------------------------------------------
 
 
