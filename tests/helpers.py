@@ -245,3 +245,23 @@ def errors_at_once(fn, calls: list[tuple]) -> list[BaseException]:
     for t in threads:
         t.join(60)
     return errors
+
+
+def serve_and_reward(ws, n: int, rates: dict[str, float], start: int = 0) -> list[float]:
+    """n conversations served by the workspace's active state through the Runner, each rewarded through
+    the Tuner with probability ``rates[style]`` (seeded); staging learns, active stays. Returns the rewards."""
+    import random
+
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.service import Tuner
+
+    runner, tuner, rng = Runner(ws, seed=1), Tuner(ws), random.Random(start)
+    rewards = []
+    for i in range(start, start + n):
+        runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"c{i}"})
+        style = ws.store.decisions_for(f"c{i}")[-1]["choice"]
+        value = float(rng.random() < rates[style])
+        tuner.feedback("reward", {"conversation_id": f"c{i}", "value": value})
+        rewards.append(value)
+    tuner.apply_pending()
+    return rewards

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 from click.testing import CliRunner
 
+from helpers import serve_and_reward
 from ratchet.cli import cli
-from ratchet.runner.service import Runner
-from ratchet.tuner.service import Tuner
 
 GOOD = {"concise": 0.1, "friendly": 0.1, "detailed": 0.9, "formal": 0.1}
-
-
-def serve_and_reward(ws, n, start=0):
-    """n conversations served by the active state (Thompson sampling, exploring), each rewarded."""
-    runner, tuner, rng = Runner(ws, seed=1), Tuner(ws), random.Random(start)
-    rewards = []
-    for i in range(start, start + n):
-        runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"c{i}"})
-        style = ws.store.decisions_for(f"c{i}")[-1]["choice"]
-        value = float(rng.random() < GOOD[style])
-        tuner.feedback("reward", {"conversation_id": f"c{i}", "value": value})
-        rewards.append(value)
-    tuner.apply_pending()  # staging learns; active (what served them) stays as it was
-    return rewards
 
 
 def evaluate(ws_path, *args, code=0):
@@ -41,7 +25,7 @@ def estimates(ws_path, *args):
 
 @pytest.fixture
 def logged(ws, ws_path):
-    return serve_and_reward(ws, 160)
+    return serve_and_reward(ws, 160, GOOD)
 
 
 def test_evaluate_the_logging_policy_itself_matches_what_was_observed(ws_path, logged):

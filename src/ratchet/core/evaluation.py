@@ -40,7 +40,7 @@ class Candidate:
         return found if found is not None else self.strategies[key].initial_state()
 
 
-def state_candidate(workspace: Workspace, which: str) -> Candidate:
+def state_candidate(workspace: Workspace, which: str, label: str | None = None) -> Candidate:
     """``active``, ``staging`` or the path of a state document, served by the configured strategies."""
     if which in ("active", "staging"):
         document = workspace.state.read(which).document
@@ -56,7 +56,7 @@ def state_candidate(workspace: Workspace, which: str) -> Candidate:
                             fix="pass a state document such as state/active.state.json") from None
         workspace.state.validate(document, source=str(path))
         document = workspace.state.migrate(document)
-    return Candidate(which, document, build_strategies(workspace, workspace.plugins))
+    return Candidate(label or which, document, build_strategies(workspace, workspace.plugins))
 
 
 def strategy_candidate(workspace: Workspace, name: str, params: dict[str, Any], key: str | None = None) -> Candidate:

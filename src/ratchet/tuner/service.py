@@ -413,7 +413,8 @@ class Tuner:
         self._test_runner.serve_document(document)
         budgets = load_budgets(self.workspace)
         return await run_tier(build_server(self._test_runner), self._micro_cases, shards=2,
-                              budgets=budgets.tiers.micro, tier="micro")
+                              budgets=budgets.tiers.micro, tier="micro", workspace=self.workspace,
+                              document=document)
 
     # --- status ---
 
