@@ -8,7 +8,8 @@ final state: ``staging`` (Thompson sampling with everything learned), ``ucb1`` a
 adopting that state). Then each candidate's true reward is measured two ways: its expected reward per
 call under the hidden preferences (exact for UCB1 and EXP3, 200,000 posterior draws for Thompson), and
 the mean reward of ``--online`` calls it serves to fresh simulated users with its state frozen. A trial
-counts as covered when the interval holds the true value. Prints a table and writes
+counts as covered when the interval holds the true value. Coverage is also reported over the trials whose
+effective sample size reaches the ``ope`` case kind's default ``min_ess`` (30), the ones a tier would judge. Prints a table and writes
 ``bench/results/ope_coverage.json``.
 
     python bench/ope_coverage.py                 # 100 trials, 1000 logged calls each
@@ -31,6 +32,7 @@ from ratchet.plugins.tuner_strategies import bandits as B
 
 PROMOTE_EVERY = 50
 TRUTH_DRAWS = 200_000
+MIN_ESS = 30  # the ope case kind's default min_ess: below it a tier refuses to answer
 
 
 def candidates(final: dict) -> dict[str, tuple[B.BanditStrategy, dict]]:
@@ -97,24 +99,30 @@ def main() -> None:
                          "ess_mean": float(np.mean([r["ess"] for r in rows]))}
         for k in ESTIMATORS:
             v = np.array([r[k] for r in rows])
+            answered = np.array([r["ess"] >= MIN_ESS for r in rows])
+            summary[name]["answered"] = int(answered.sum())
             for truth in ("expected", "online"):
                 t = np.array([r[truth] for r in rows])
-                summary[name][f"{k}_covers_{truth}"] = float(np.mean((v[:, 1] <= t) & (t <= v[:, 2])))
+                hit = (v[:, 1] <= t) & (t <= v[:, 2])
+                summary[name][f"{k}_covers_{truth}"] = float(np.mean(hit))
+                summary[name][f"{k}_covers_{truth}_answered"] = float(np.mean(hit[answered])) if answered.any() else None
             e = np.array([r["expected"] for r in rows])
             summary[name][f"{k}_bias"] = float(np.mean(v[:, 0] - e))
             summary[name][f"{k}_width"] = float(np.mean(v[:, 2] - v[:, 1]))
     seconds = time.perf_counter() - started
     print(f"{args.trials} trials, {args.calls} logged calls each, {seconds:.0f} s\n")
-    print("| candidate | true reward | estimator | covers expected | covers online | bias | CI width | ESS |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| candidate | true reward | estimator | covers expected | covers online | bias | CI width | mean ESS "
+          f"| trials with ESS >= {MIN_ESS} | covers expected there |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, s in summary.items():
         for k in ESTIMATORS:
+            there = s[f"{k}_covers_expected_answered"]
             print(f"| {name} | {s['expected_mean']:.3f} | {k} | {s[f'{k}_covers_expected']:.0%} "
                   f"| {s[f'{k}_covers_online']:.0%} | {s[f'{k}_bias']:+.4f} | {s[f'{k}_width']:.3f} "
-                  f"| {s['ess_mean']:.0f} |")
+                  f"| {s['ess_mean']:.0f} | {s['answered']} | {'-' if there is None else f'{there:.0%}'} |")
     out = Path(__file__).parent / "results" / "ope_coverage.json"
     out.write_text(json.dumps({"trials": args.trials, "calls": args.calls, "online": args.online,
-                               "promote_every": PROMOTE_EVERY, "interval": "95%, normal approximation",
+                               "promote_every": PROMOTE_EVERY, "min_ess": MIN_ESS, "interval": "95%, normal approximation",
                                "seconds": round(seconds, 1), "summary": summary}, indent=2) + "\n")
 
 

@@ -91,3 +91,32 @@ def test_ope_case_in_a_worktree_reads_the_main_workspace_log(ws, logged, tmp_pat
     ope_tier(wt, margin=0.05)
     result = run_full(wt)
     assert "below active's" in result.failures[0]["reason"] and "(160 logged calls)" in result.failures[0]["reason"]
+
+
+def test_ope_case_refuses_a_candidate_the_log_cannot_judge(ws, logged):
+    """A candidate that all but always plays what the log rarely holds has a tiny effective sample size."""
+    prefer(ws.root, "detailed")
+    ope_tier(ws, margin=1.0, min_ess=200)  # any estimate passes the margin; the ESS floor does not
+    reason = run_full(ws).failures[0]["reason"]
+    assert "effective sample size of" in reason and "(min_ess 200)" in reason and "Fix: log more calls" in reason
+
+
+def test_tuner_promotion_records_the_estimate_in_the_versions_api(ws, logged):
+    """An ope case in the micro tier judges the staging document the tuner promotes; its estimates are kept
+    in the version's eval summary and shown by the Versions API."""
+    import anyio
+    from fastapi.testclient import TestClient
+
+    from ratchet.tuner.service import Tuner
+    from ratchet.versions.app import create_app
+
+    (ws.root / "tests" / "micro" / "ope.yaml").write_text(
+        "- id: ope-not-worse\n  ope: {estimator: dr, margin: 0.02, min_samples: 100}\n")
+    outcome = anyio.run(Tuner(ws).promote)
+    assert outcome["promoted"] and outcome["version"] == "v0.1.1", outcome
+    client = TestClient(create_app(ws))
+    ope = client.get("/versions/v0.1.1").json()["ope"]
+    assert ope["ope.dr.style"] == pytest.approx(0.9, abs=0.15)  # staging learned that 'detailed' is best
+    assert ope["ope.dr.style.active"] == pytest.approx(sum(logged) / len(logged), abs=0.1)
+    assert client.get("/versions/v0.1.1/evals").json()["ope"] == ope
+    assert client.get("/versions/v0.1.0").json()["ope"] == {}

@@ -538,10 +538,13 @@ def write_summary(workspace: Workspace, results: list[TierResult], commit: str |
                         fix="commit the workspace first, or pass a commit")
     key = summary_key(commit, key_suffix)
     summary = workspace.objects.get_json(key) or {}
+    tiers = {**summary.get("tiers", {}), **{r.tier: r.to_dict() for r in results}}
     summary = {
         **summary,
         "commit": commit,
-        "tiers": {**summary.get("tiers", {}), **{r.tier: r.to_dict() for r in results}},
+        "tiers": tiers,
+        # the off-policy estimates of the tiers' ope cases, e.g. {"ope.dr.style": 0.61, "ope.dr.style.active": ...}
+        "ope": {k: v for t in tiers.values() for k, v in (t.get("metrics") or {}).items() if k.startswith("ope.")},
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     workspace.objects.put_json(key, summary)

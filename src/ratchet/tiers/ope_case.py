@@ -6,6 +6,7 @@
     estimator: dr          # ips, snips or dr
     margin: 0.02           # refuse when the estimate is below active's by more than this
     min_samples: 200       # fail, saying so, with fewer logged calls (with a reward and a propensity)
+    min_ess: 30            # fail when the candidate's effective sample size is smaller (too unlike the log)
     candidate: tested      # the state under test (default), staging, or a state file in the workspace
     key: style             # a strategy key (default: every bandit key)
     last: 2000             # the window: the last N logged calls (default: all)
@@ -40,6 +41,9 @@ class OPECheck(BaseModel):
     estimator: Literal["ips", "snips", "dr"] = "dr"
     margin: float = Field(default=0.0, ge=0, description="how much worse than active the estimate may be")
     min_samples: int = Field(default=100, ge=2, description="logged calls needed; fewer fails the case")
+    min_ess: float = Field(default=30.0, ge=0, description=(
+        "effective sample size the candidate's estimate needs; smaller fails the case: the candidate chooses "
+        "what the logging policy rarely did, and the interval cannot be trusted"))
     key: str | None = Field(default=None, description="strategy key (default: every bandit key)")
     last: int | None = Field(default=None, ge=1, description="use the last N logged calls (default: all)")
 
@@ -94,7 +98,13 @@ def run_ope_case(workspace: Workspace, check: OPECheck,
             a, b = mine.estimates[check.estimator], theirs.estimates[check.estimator]
             metrics[f"ope.{check.estimator}.{key}"] = round(a.value, 4)
             metrics[f"ope.{check.estimator}.{key}.active"] = round(b.value, 4)
-            if a.value < b.value - check.margin:
+            if a.ess < check.min_ess:
+                reasons.append(
+                    f"ope {key}: {candidate.label} has an effective sample size of {a.ess:.1f} in {mine.n} logged "
+                    f"calls (min_ess {check.min_ess:g}): it makes choices the logging policy rarely made, so its "
+                    "estimate cannot be trusted. Fix: log more calls with a policy that explores those choices, "
+                    "or lower min_ess on purpose")
+            elif a.value < b.value - check.margin:
                 reasons.append(
                     f"ope {key}: {check.estimator} estimate of {candidate.label} {a.value:.4f} "
                     f"[{a.low:.4f}, {a.high:.4f}] is below active's {b.value:.4f} [{b.low:.4f}, {b.high:.4f}] by "

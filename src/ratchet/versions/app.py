@@ -74,12 +74,16 @@ class VersionDetail(VersionSummary):
         description="MCP tool schemas at this version, by server (runner, tuner) and tool")
     tools_error: str | None = Field(description="why the tool schemas could not be read, if they could not")
     evals: EvalsLink
+    ope: dict[str, float] = Field(default_factory=dict, description=(
+        "off-policy estimates of this version's mean reward recorded by its tiers' ope cases: "
+        "'ope.<estimator>.<strategy key>' and, beside it, '....active' for the active state it was compared with"))
 
 
 class EvalSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
     commit: str
     tiers: dict[str, Any] = Field(default_factory=dict, description="per test tier: results and budget checks")
+    ope: dict[str, float] = Field(default_factory=dict, description="the tiers' off-policy estimates (ope cases)")
     updated: str | None = None
 
 

@@ -93,8 +93,9 @@ class Catalog:
         ws = self.workspace
         v = ws.versions.get(name)
         tools, tools_error = self._tools(v, tool_schemas)
+        evals = ws.objects.get_json(summary_key(v.commit))
         return {**self._summary(v), "state": self._state(v), "tools": tools, "tools_error": tools_error,
-                "evals_exist": ws.objects.exists(summary_key(v.commit))}
+                "evals_exist": evals is not None, "ope": (evals or {}).get("ope") or {}}
 
     def evals(self, name: str) -> dict[str, Any]:
         v = self.workspace.versions.get(name)
