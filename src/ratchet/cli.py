@@ -9,6 +9,7 @@ Make a workspace, inspect and move its state, list its versions and plugins::
     ratchet state promote                     # staging -> active, commit, tag a patch version
     ratchet rollback v0.1.0                   # a new patch version whose state equals v0.1.0's
     ratchet versions --json
+    ratchet evaluate --state staging          # off-policy: would staging beat what was logged?
     ratchet plugins
     ratchet up                                # every server as its own process; Ctrl-C stops them all
 

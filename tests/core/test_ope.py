@@ -99,3 +99,24 @@ def test_estimators_are_unbiased_and_cover_on_a_known_problem():
         values = np.asarray(values)
         assert abs(values.mean() - truth) < 3 * values.std() / math.sqrt(reps), name
         assert 0.9 <= covered[name] / reps <= 0.99, (name, covered[name])
+
+
+def test_low_effective_sample_size_warns():
+    calls = [LoggedCall("a", 0.95, 1.0)] * 95 + [LoggedCall("b", 0.05, 0.0)] * 5
+    ev = evaluate(calls, ARMS, always("b"))
+    assert ev.estimates["ips"].ess == pytest.approx(5) and "effective sample size 5 of 100" in ev.warnings[0]
+
+
+def test_a_strategy_without_choice_probabilities_cannot_be_evaluated(ws):
+    from ratchet.core.evaluation import Candidate, evaluate_candidate
+    from ratchet.core.strategy import Strategy, StrategyConfig
+
+    class Continuous(Strategy):  # keeps the contract's default choice_probabilities (None), like CMA-ES
+        name, family = "continuous", "test"
+        initial_state = state_schema = feedback_tools = lambda self: {}
+        decide = apply = lambda self, *a: None
+
+    st = Continuous("style", StrategyConfig())
+    with pytest.raises(OPEError) as err:
+        evaluate_candidate(ws, Candidate("c", {}, {"style": st}), "style", [LoggedCall("a", 0.5, 1.0)] * 3)
+    assert "cannot give its choice probabilities" in err.value.message and "bandit" in err.value.fix
