@@ -181,21 +181,22 @@ class AsyncRatchet:
 
     async def call(self, tool: str, /, **arguments: Any) -> dict[str, Any]:
         """Call runner tool ``tool``; its structured result (e.g. ``answer``'s reply)."""
-        return await self._call("runner", tool, arguments)
+        return await self.call_tool("runner", tool, arguments)
 
     async def send(self, tool: str, /, **arguments: Any) -> dict[str, Any]:
         """Send feedback through tuner tool ``tool`` (e.g. ``reward``); the acknowledgement, once stored."""
-        return await self._call("tuner", tool, arguments)
+        return await self.call_tool("tuner", tool, arguments)
 
     async def promote(self, reason: str | None = None) -> dict[str, Any]:
         """Ask the tuner to test staging and promote it (a patch version) if it passes."""
-        return await self._call("tuner", "promote", {} if reason is None else {"reason": reason})
+        return await self.call_tool("tuner", "promote", {} if reason is None else {"reason": reason})
 
     async def status(self) -> dict[str, Any]:
         """The tuner's status: staging vs active, pending events, the last promotion, KPIs."""
-        return await self._call("tuner", "status", {})
+        return await self.call_tool("tuner", "status", {})
 
-    async def _call(self, component: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def call_tool(self, component: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Call ``tool`` of ``runner`` or ``tuner`` with ``arguments`` as a dict; its structured result."""
         client = await self.connect(component)
         try:
             result = await client.call_tool(tool, arguments)
@@ -300,6 +301,9 @@ class Ratchet:
     def tools(self, component: str = "runner") -> list[types.Tool]:
         return self._portal.call(self._async.tools, component)
 
+    def call_tool(self, component: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return self._portal.call(self._async.call_tool, component, tool, arguments)
+
     def call(self, tool: str, /, **arguments: Any) -> dict[str, Any]:
         return self._portal.call(lambda: self._async.call(tool, **arguments))
 
@@ -335,3 +339,44 @@ class Ratchet:
                     except StopAsyncIteration:
                         return
             yield iterate()
+
+
+# --- the command line (`ratchet call` / `ratchet send`) ---------------------------------------------
+
+
+def parse_arguments(pairs: tuple[str, ...] | list[str], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``key=value`` pairs as tool arguments; a value that parses as JSON is that JSON (``value=1`` a
+    number, ``tags='["a"]'`` a list), anything else a string (``question=where is it``). A key the
+    tool's input ``schema`` declares a string stays a string (``event_id=7``)."""
+    properties = (schema or {}).get("properties", {})
+    arguments: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"argument {pair!r}: not key=value", field=pair,
+                            fix="write each argument as key=value, e.g. conversation_id=c1 value=1")
+        if properties.get(key, {}).get("type") == "string":
+            arguments[key] = raw
+            continue
+        try:
+            arguments[key] = json.loads(raw)
+        except ValueError:
+            arguments[key] = raw
+    return arguments
+
+
+def call_once(component: str, tool: str, pairs: list[str] | tuple[str, ...], *, url: str | None = None,
+              workspace: str | Path | None = None) -> dict[str, Any]:
+    """One tool call with ``key=value`` arguments (:func:`parse_arguments`) on the workspace's
+    ``runner`` or ``tuner`` (or the server at ``url``)."""
+    from ratchet.core.workspace import Workspace
+
+    try:
+        ws = Workspace.open(Path(workspace or Path.cwd()))
+    except RatchetError:
+        if url is None:
+            raise
+        ws = None  # an address from outside a workspace: the token comes from RATCHET_API_TOKEN
+    with Ratchet(**{f"{component}_url": url}, workspace=ws) as client:
+        schema = next((t.input_schema for t in client.tools(component) if t.name == tool), None)
+        return client.call_tool(component, tool, parse_arguments(pairs, schema))

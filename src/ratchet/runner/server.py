@@ -24,7 +24,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from ratchet import __version__
 from ratchet.core.errors import NotFoundError, RatchetError, unavailable
 from ratchet.runner.service import OVERRIDES_META_KEY, Runner, ToolSpec
-from ratchet.serving import mcp_auth, refuse_unknown_arguments
+from ratchet.serving import RatchetMCPServer, mcp_auth, refuse_unknown_arguments
 from ratchet.subscriptions import LegacySubscribers
 
 RELOAD_INTERVAL = 0.1  # seconds between checks for new state; a promotion is served within this
@@ -33,7 +33,7 @@ CHANGING_RESOURCES = ("state://active", "version://current")  # subscribers hear
 
 def tool_error(exc: BaseException) -> ToolError:
     """An error the caller can read and fix, worded as the core worded it."""
-    if isinstance(exc, RatchetError):
+    if isinstance(exc, (RatchetError, ValueError)):  # a ValueError from a tool says what was wrong
         return ToolError(str(exc))
     return ToolError(f"{type(exc).__name__}: {exc}")
 
@@ -82,7 +82,7 @@ def build_server(runner: Runner, *, token: str | None = None) -> MCPServer:
             yield {"runner": runner}
             tg.cancel_scope.cancel()
 
-    server = MCPServer(f"ratchet-runner:{runner.workspace.name}", version=__version__, log_level="WARNING",
+    server = RatchetMCPServer(f"ratchet-runner:{runner.workspace.name}", version=__version__, log_level="WARNING",
                        **mcp_auth(token),
                        subscriptions=bus, lifespan=lifespan,
                        instructions="Runner of a Ratchet workspace. Pass the same conversation_id for every "

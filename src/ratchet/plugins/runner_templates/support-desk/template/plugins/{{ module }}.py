@@ -38,11 +38,15 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from ratchet import RunContext, hookimpl
+
+CONVERSATION_ID = Annotated[str, Field(description="the conversation this turn belongs to: the same id for every turn, "
+                                                 "and the id feedback refers to")]
 
 STYLES = ("concise", "friendly", "detailed", "formal")
 
@@ -328,7 +332,8 @@ class SupportDesk:
 
     # ------------------------------------------------------------------ the tool
 
-    def answer(self, question: str, conversation_id: str, run: RunContext) -> dict:
+    def answer(self, question: Annotated[str, Field(description="the customer's question, as they wrote it")],
+               conversation_id: CONVERSATION_ID, run: RunContext) -> dict:
         """Answer a customer-support question about Acme orders, shipping, returns, billing, accounts,
         subscriptions, privacy, warranty or technical problems from the knowledge base.
 
