@@ -1,11 +1,9 @@
 """ratchet.client against real servers: `ratchet serve runner|tuner` processes over streamable HTTP."""
 
-import re
-
 import anyio
 import pytest
 
-from helpers import ServerProcess, commit_all
+from helpers import ServerProcess, point_workspace_at
 from ratchet.client import AsyncRatchet, Ratchet, ToolCallError
 from ratchet.core import auth
 from ratchet.core.errors import AuthError, ConfigError, NotFoundError, UnavailableError
@@ -20,14 +18,6 @@ TOKEN = "client-test-token-0123456789abcdef"
 def servers(ws):
     with ServerProcess("runner", ws.root) as runner, ServerProcess("tuner", ws.root) as tuner:
         yield runner, tuner
-
-
-def point_workspace_at(ws, runner, tuner) -> None:
-    """ratchet.toml names the servers' ports (as it does when the ports are fixed)."""
-    toml = ws.root / "ratchet.toml"
-    text = re.sub(r"\[runner\]\nport = \d+", f"[runner]\nport = {runner.port}", toml.read_text())
-    toml.write_text(re.sub(r"\[tuner\]\nport = \d+", f"[tuner]\nport = {tuner.port}", text))
-    commit_all(ws.root, "the servers' ports")  # the tuner promotes only over committed configuration
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -53,7 +43,7 @@ async def test_async_client_calls_sends_promotes_reads_and_follows(ws, servers, 
 
 
 def test_sync_client_from_the_workspace_addresses(ws, servers):
-    point_workspace_at(ws, *servers)
+    point_workspace_at(ws.root, *servers)
     with Ratchet.from_workspace(ws.root) as rt:
         reply = rt.call("answer", question=Q, conversation_id="s1")
         assert reply["style"] in ("concise", "friendly", "detailed", "formal")
