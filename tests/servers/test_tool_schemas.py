@@ -66,6 +66,8 @@ async def test_every_served_tool_is_portable_and_described(ws):
     async with Client(runner_server(Runner(ws))) as c:
         (answer,) = (await c.list_tools()).tools
         assert "conversation" in answer.input_schema["properties"]["conversation_id"]["description"]
+        assert set(answer.output_schema["properties"]) == {"answer", "entry_id", "score", "style", "fallback"}
+        assert problems(answer.output_schema, "answer output") == []  # the result's fields are described too
 
 
 @pytest.mark.parametrize("args, expected", [
