@@ -36,7 +36,7 @@ def test_python_client_example(ws):
     with ServerProcess("runner", ws.root) as runner, ServerProcess("tuner", ws.root) as tuner:
         point_workspace_at(ws.root, runner, tuner)
         out = run_example(sys.executable, str(EXAMPLES / "client_python.py"), str(ws.root)).stdout
-    assert "answer: You can return most items within 30 days" in out
+    assert "answer: " in out and "You can return most items within 30 days" in out  # in whichever style
     assert "refused: value -" in out
     assert "changed: version://current" in out and "serving: v0.1.1" in out and "turns in py-1: 1" in out
 
