@@ -101,6 +101,17 @@ def commit_all(root: Path, message: str = "test setup") -> None:
         git(root, "commit", "-qm", message)
 
 
+def point_workspace_at(ws_path: Path, runner: ServerProcess, tuner: ServerProcess) -> None:
+    """Write the servers' ports into ratchet.toml (as when the ports are fixed) and commit: the tuner
+    promotes only over committed configuration."""
+    import re
+
+    toml = ws_path / "ratchet.toml"
+    text = re.sub(r"\[runner\]\nport = \d+", f"[runner]\nport = {runner.port}", toml.read_text())
+    toml.write_text(re.sub(r"\[tuner\]\nport = \d+", f"[tuner]\nport = {tuner.port}", text))
+    commit_all(ws_path, "the servers' ports")
+
+
 def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) -> None:
     """Replace the workspace's [[tuner.strategies]] table (and optionally its plugin list), and commit
     the workspace (this and whatever the test wrote before)."""

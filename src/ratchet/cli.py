@@ -754,6 +754,44 @@ _job_action("abandon", "Abandon an open agent job or one waiting for approval: n
 # --- trace -------------------------------------------------------------------------------------------
 
 
+def _tool_command(component: str, tool: str, pairs: tuple[str, ...], url: str | None, workspace_dir: Path | None,
+                  as_json: bool) -> None:
+    from ratchet.client import call_once
+
+    result = call_once(component, tool, pairs, url=url, workspace=workspace_dir)
+    if as_json:
+        echo_json(result)
+        return
+    for key, value in result.items():
+        click.echo(f"{key}: {value if isinstance(value, str) else json.dumps(value, default=str)}")
+
+
+@cli.command("call")
+@click.argument("tool")
+@click.argument("arguments", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--url", default=None, help="The runner's MCP endpoint (default: from [runner] in ratchet.toml).")
+@workspace_option
+@json_option
+def call_command(tool: str, arguments: tuple[str, ...], url: str | None, workspace_dir: Path | None,
+                 as_json: bool) -> None:
+    """Call runner tool TOOL, e.g. `ratchet call answer question="Where is my order?" conversation_id=c1`.
+    A value that parses as JSON is sent as that JSON, anything else as a string."""
+    _tool_command("runner", tool, arguments, url, workspace_dir, as_json)
+
+
+@cli.command("send")
+@click.argument("tool")
+@click.argument("arguments", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--url", default=None, help="The tuner's MCP endpoint (default: from [tuner] in ratchet.toml).")
+@workspace_option
+@json_option
+def send_command(tool: str, arguments: tuple[str, ...], url: str | None, workspace_dir: Path | None,
+                 as_json: bool) -> None:
+    """Send feedback through tuner tool TOOL, e.g. `ratchet send reward conversation_id=c1 value=1`
+    (also the tuner's own tools: `ratchet send status`, `ratchet send promote`)."""
+    _tool_command("tuner", tool, arguments, url, workspace_dir, as_json)
+
+
 @cli.command("trace")
 @click.argument("conversation_id")
 @workspace_option

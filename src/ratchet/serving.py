@@ -52,3 +52,49 @@ def serve_mcp(server: MCPServer, *, transport: str, host: str, port: int, label:
     # One line on stderr that tools (and `ratchet up`) can wait for.
     print(f"ratchet {label} listening on http://{host}:{port}/mcp", file=sys.stderr, flush=True)
     uvicorn.Server(config).run()
+
+
+class RatchetMCPServer(MCPServer):
+    """MCPServer whose argument errors read like every other Ratchet error (``field: problem`` and a
+    ``Fix:``), instead of pydantic's text with its errors.pydantic.dev link."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+        from pydantic import ValidationError
+
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            tool = self._tool_manager.get_tool(name)
+            described = argument_error(cause, tool.parameters if tool else {})
+            raise ToolError(f"Error executing tool {name}: {described}") from cause
+
+
+def argument_error(exc: Any, schema: dict[str, Any]):
+    """A pydantic error about a tool's arguments as a :class:`UserError` naming the argument and the fix;
+    ``schema`` is the tool's input schema (for the names and types it takes)."""
+    import difflib
+
+    from ratchet.core.errors import UserError
+
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+    properties = schema.get("properties", {})
+    prop = properties.get(str(err["loc"][0]) if err["loc"] else "", {})
+    wanted = prop.get("type") or "a value"
+    about = f" ({prop['description']})" if prop.get("description") else ""
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(err["loc"][-1]), list(properties), n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"remove it; the tool takes: {', '.join(properties)}"
+        return UserError(f"{key}: unknown argument", field=key, fix=fix)
+    if err["type"] == "missing":
+        return UserError(f"{key}: required", field=key, fix=f"pass {key}{about}")
+    if err.get("input", "") is None:
+        return UserError(f"{key}: must not be null", field=key,
+                         fix=f"pass {key} as {wanted}{about}" + ("" if key in schema.get("required", [])
+                                                                else ", or leave it out"))
+    return UserError(f"{key}: {err['msg'][0].lower()}{err['msg'][1:]}", field=key,
+                     fix=f"pass {key} as {wanted}{about}")

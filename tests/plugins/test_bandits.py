@@ -128,7 +128,7 @@ def test_feedback_tools(cls):
         jsonschema.Draft202012Validator.check_schema(schema)
     ok = jsonschema.Draft202012Validator(one)
     assert ok.is_valid({"conversation_id": "c", "value": 1})
-    assert ok.is_valid({"conversation_id": "c", "value": 0.5, "event_id": None})
+    assert ok.is_valid({"conversation_id": "c", "value": 0.5, "event_id": "e1"})  # null: the tuner server drops it
     assert not ok.is_valid({"conversation_id": "c"})
     assert not ok.is_valid({"conversation_id": "c", "value": 1, "extra": 1})
     assert ok.is_valid({"conversation_id": "c", "value": 1.5}) is (not st.bounded)

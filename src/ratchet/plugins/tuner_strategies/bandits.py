@@ -314,19 +314,20 @@ class BanditStrategy(Strategy):
             "properties": {
                 "conversation_id": {"type": "string", "description": "conversation the reward is about"},
                 "value": value,
-                "event_id": {"type": ["string", "null"], "description": "idempotency key; repeats are ignored"},
+                "event_id": {"type": "string", "description": "idempotency key; repeats are ignored"},
             },
             "required": ["conversation_id", "value"],
             "additionalProperties": False,
         }
         batch = {
             "type": "object",
-            "properties": {"events": {"type": "array", "items": item, "maxItems": 10000}},
+            "properties": {"events": {"type": "array", "items": item, "maxItems": 10000,
+                                      "description": "the events, each as the one-event tool takes it"}},
             "required": ["events"],
             "additionalProperties": False,
         }
         return [
-            FeedbackTool(name="reward", description=f"Report the reward of one conversation ({self.name}).",
+            FeedbackTool(name="reward", description="Report the reward of one conversation.",
                          input_schema=item, needs_decision=True),
             FeedbackTool(name="reward_batch", description="Report many rewards at once (at most 10000).",
                          input_schema=batch, needs_decision=True, batch_of="reward"),
