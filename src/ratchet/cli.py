@@ -118,9 +118,19 @@ def state_show(document: str, workspace_dir: Path | None, as_json: bool) -> None
     if as_json:
         echo_json(info)
         return
+    # The header goes to stderr, so `ratchet state show staging > s.json` writes just the document.
     click.echo(f"{document} state, revision {doc.revision}" + (f"; version {doc.version}" if doc.version else "")
-               + (f"; pinned to {info['pinned']}" if info["pinned"] else ""))
+               + (f"; pinned to {info['pinned']}" if info["pinned"] else ""), err=True)
     click.echo(json.dumps(doc.document, indent=2, sort_keys=True))
+
+
+def unwrap_shown_state(data: Any, document: str) -> tuple[Any, int | None]:
+    """The state document in ``data``, and the revision it was read at: ``data`` is either a document or
+    the envelope `ratchet state show --json` prints (``{"name", "revision", "document", ...}``), whose
+    revision counts only when it is the same document's."""
+    if isinstance(data, dict) and "schema_version" not in data and isinstance(data.get("document"), dict):
+        return data["document"], data.get("revision") if data.get("name") == document else None
+    return data, None
 
 
 @state.command("set")
@@ -130,7 +140,10 @@ def state_show(document: str, workspace_dir: Path | None, as_json: bool) -> None
               help="Expected current revision (compare-and-swap); default: the revision read just before.")
 @workspace_option
 def state_set(document: str, file, revision: int | None, workspace_dir: Path | None) -> None:
-    """Replace the staging state with FILE (validated against state/schema.json). Use - for stdin."""
+    """Replace the staging state with FILE (validated against state/schema.json). Use - for stdin.
+
+    FILE is a state document, or what `ratchet state show staging --json` printed (the document is taken
+    from it, and its revision is the one expected unless --revision says otherwise)."""
     from ratchet.core.errors import StateValidationError
 
     ws = open_workspace(workspace_dir)
@@ -139,7 +152,9 @@ def state_set(document: str, file, revision: int | None, workspace_dir: Path | N
     except json.JSONDecodeError as exc:
         raise StateValidationError(f"{file.name} is not valid JSON: {exc}", field=file.name,
                                    fix="fix the JSON syntax at the line given") from None
+    new, shown_revision = unwrap_shown_state(new, document)
     ws.state.validate(new, file.name)  # before anything is read or written
+    revision = shown_revision if revision is None else revision
     expected = revision if revision is not None else ws.state.read(document).revision
     written = ws.state.write(document, new, expected)
     click.echo(f"{document} state is now revision {written.revision}.")
