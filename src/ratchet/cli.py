@@ -392,7 +392,7 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
     runner = Runner(ws, source=source, allow_overrides=allow_test_overrides, require_signed=require_signed)
     with telemetry.serving("runner", ws):
         serve_mcp(build_server(runner, token=token), transport=transport, host=host or cfg.host,
-                  port=cfg.port if port is None else port, label="runner")
+                  port=cfg.port if port is None else port, label="runner", root=ws.root)
 
 
 @serve.command("tuner")
@@ -417,7 +417,7 @@ def serve_tuner(transport: str, host: str | None, port: int | None, worker: str,
         auth.check_bind(host or cfg.host, token, component="tuner")
     with telemetry.serving("tuner", ws):
         serve_mcp(build_server(Tuner(ws), worker=worker, token=token), transport=transport,
-                  host=host or cfg.host, port=cfg.port if port is None else port, label="tuner")
+                  host=host or cfg.host, port=cfg.port if port is None else port, label="tuner", root=ws.root)
 
 
 def log_to_console(logger: str) -> None:
@@ -453,7 +453,7 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
     log_to_console("ratchet.architect")  # each job's steps and its planner's calls, as they happen
     with telemetry.serving("architect", ws):
         serve_app(create_app(ws, architect=arch, token=token), host=host or cfg.host,
-                  port=cfg.port if port is None else port, label="architect")
+                  port=cfg.port if port is None else port, label="architect", root=ws.root)
 
 
 @serve.command("versions")
@@ -581,9 +581,11 @@ def token_command(path: Path | None) -> None:
 
 
 def architect_client(url: str | None, workspace_dir: Path | None):
-    """A client of the Architect at ``url``, or at the address ``ratchet.toml`` gives it."""
+    """A client of the Architect at ``url``, or where this workspace's running Architect recorded its
+    address (``.ratchet/run/architect.json``), or at the port ``ratchet.toml`` gives it."""
     from ratchet.architect.client import ArchitectClient
     from ratchet.core.errors import ConfigError, RatchetError
+    from ratchet.ops import addresses
 
     try:  # the workspace names the Architect's address and the token
         ws = open_workspace(workspace_dir)
@@ -593,10 +595,11 @@ def architect_client(url: str | None, workspace_dir: Path | None):
         ws = None  # --url from outside a workspace: the token comes from RATCHET_API_TOKEN
     if url is None:
         cfg = ws.config.architect
-        if not cfg.port:
-            raise ConfigError("no architect port in ratchet.toml", field="architect.port",
-                              fix="set [architect] port, or pass --url http://127.0.0.1:PORT")
-        url = f"http://{cfg.host}:{cfg.port}"
+        url = addresses.url(ws.root, "architect") or (f"http://{cfg.host}:{cfg.port}" if cfg.port else None)
+        if url is None:
+            raise ConfigError("no architect is running for this workspace, and ratchet.toml has no architect port",
+                              field="architect.port", fix="start it (`ratchet up` or `ratchet serve architect`), "
+                              "or pass --url http://127.0.0.1:PORT")
     return ArchitectClient(url, token=auth.load_token(ws))
 
 
@@ -643,10 +646,14 @@ def feedback(text: str, url: str | None, about_version: str | None, conversation
 @json_option
 @click.pass_context
 def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: Path | None, as_json: bool) -> None:
-    """The Architect's jobs, newest first; `ratchet jobs show|approve|abandon ID`."""
+    """The Architect's jobs, newest first; `ratchet jobs show|approve|abandon ID`. Read from the
+    workspace's store (no running Architect needed), or from the Architect at --url."""
+    from ratchet.ops.jobs_view import list_jobs
+
     if ctx.invoked_subcommand is not None:
         return
-    page = architect_client(url, workspace_dir).jobs(state=state)
+    page = (architect_client(url, workspace_dir).jobs(state=state) if url
+            else list_jobs(open_workspace(workspace_dir), state=state))
     if as_json:
         echo_json(page)
         return
@@ -663,13 +670,14 @@ def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: 
 @architect_url_option
 @workspace_option
 def jobs_show(job_id: str, transcript: bool, url: str | None, workspace_dir: Path | None) -> None:
-    """One job as JSON: plan, step log, tier results, bump, version or error, and the transcript of an
-    LLM planner's model and tool calls."""
+    """One job as JSON (times in ISO-8601, UTC): plan, step log, tier results, bump, version or error,
+    and the transcript of an LLM planner's model and tool calls. Read from the store, or from --url."""
+    from ratchet.ops.jobs_view import get_job, with_iso_times
     from ratchet.ops.story import summarize, when
 
-    job = architect_client(url, workspace_dir).job(job_id)
+    job = architect_client(url, workspace_dir).job(job_id) if url else get_job(open_workspace(workspace_dir), job_id)
     if not transcript:
-        echo_json(job)
+        echo_json(with_iso_times(job))
         return
     print_table(["time", "call", "name", "ok", "tokens", "arguments", "result or reply"],
                 [[when(e["at"]), e["kind"], e["name"], "yes" if e["ok"] else "no",

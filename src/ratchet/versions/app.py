@@ -226,4 +226,4 @@ def serve(workspace, *, host: str, port: int) -> None:
     token = load_token(workspace)
     check_bind(host, token, component="versions")  # before telemetry takes over the process
     with telemetry.serving("versions", workspace):
-        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions")
+        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions", root=workspace.root)
