@@ -12,8 +12,8 @@ Make a workspace, inspect and move its state, list its versions and plugins::
     ratchet plugins
     ratchet up                                # every server as its own process; Ctrl-C stops them all
 
-Every command takes ``--workspace/-w DIR`` (default: the current folder or the nearest parent with a
-``ratchet.toml``). Listings print a table, or JSON with ``--json``. Errors go to stderr in red and say
+Every command takes ``--workspace/-w DIR``, before or after its name (default: the current folder or the
+nearest parent with a ``ratchet.toml``). Listings print a table, or JSON with ``--json``. Errors go to stderr in red and say
 what failed, which thing, and the fix; the exit codes are listed in ``ratchet.core.errors``.
 """
 
@@ -45,16 +45,31 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
+WORKSPACE_HELP = "Workspace folder (default: the current folder or the nearest parent with a ratchet.toml)."
 workspace_option = click.option(
     "--workspace", "-w", "workspace_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Workspace folder (default: the current folder or the nearest parent with a ratchet.toml).")
+    help=WORKSPACE_HELP)
+
+
+def remember_workspace(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    """``ratchet -w DIR COMMAND``: the workspace every command uses unless it is given its own ``-w``."""
+    if value is not None:
+        ctx.meta["ratchet.workspace"] = value
+
+
+def given_workspace(path: Path | None) -> Path | None:
+    """The command's own ``-w``, else the one given before the command, else None."""
+    if path is not None:
+        return path
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("ratchet.workspace") if ctx is not None else None
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 def open_workspace(path: Path | None):
     from ratchet.core.workspace import Workspace
 
-    return Workspace.open(path or Path.cwd())
+    return Workspace.open(given_workspace(path) or Path.cwd())
 
 
 def echo_json(data: Any) -> None:
@@ -73,6 +88,8 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="ratchet")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=None,
+              expose_value=False, callback=remember_workspace, help=WORKSPACE_HELP + " Also after the command.")
 def cli() -> None:
     """Serve an agent service from a git workspace and improve it from feedback.
 
@@ -86,14 +103,18 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--template", "-t", default="workspace", show_default=True, help="Workspace scaffold to render.")
+@click.option("--template", "-t", default="workspace", show_default=True,
+              help="Workspace scaffold to render (`ratchet templates list --json`: those with \"workspace\": true).")
+@click.option("--name", default=None, help="The workspace's name (default: DIRECTORY's name, when it is a valid "
+              "one: lowercase letters, digits and dashes).")
 @click.option("--data", "-d", multiple=True, metavar="KEY=VALUE", help="Answer a template question.")
-def init(directory: Path, template: str, data: tuple[str, ...]) -> None:
+def init(directory: Path, template: str, name: str | None, data: tuple[str, ...]) -> None:
     """Make a workspace in DIRECTORY from a scaffold and tag it v0.1.0."""
     from ratchet.core.create import create_workspace
     from ratchet.core.plugins import load_plugins
 
-    version = create_workspace(directory, template=template, data=list(data), plugins=load_plugins())
+    version = create_workspace(directory, template=template, data=list(data), plugins=load_plugins(), name=name,
+                               name_from_folder=True)
     click.echo(f"Made workspace {directory} from template {template!r}: {version.name} ({version.commit[:10]}).")
     click.echo(f"Next: cd {directory} && ratchet state show")
 
@@ -232,6 +253,33 @@ def versions_show(version: str, workspace_dir: Path | None) -> None:
     echo_json({**v.to_dict(), "signature": ws.versions.signature(v), "state": ws.as_tagged(v.name).active_state()})
 
 
+@versions.command("diff")
+@click.argument("a")
+@click.argument("b")
+@workspace_option
+@json_option
+def versions_diff(a: str, b: str, workspace_dir: Path | None, as_json: bool) -> None:
+    """What changed from version A to B: state changes (JSON-pointer paths) and runner/tuner tool-schema
+    changes, as the Versions API's /versions/A/diff/B says."""
+    from ratchet.ops.story import summarize
+    from ratchet.versions.catalog import Catalog
+
+    diff = Catalog(open_workspace(workspace_dir)).diff(a, b)
+    if as_json:
+        echo_json(diff)
+        return
+    print_table(["path", "op", "old", "new"],
+                [[c["path"], c["op"], summarize(c.get("old")), summarize(c.get("new"))] for c in diff["state"]],
+                title=f"state: {diff['from']} -> {diff['to']} ({len(diff['state'])} changes)")
+    if diff["tools"] is None:
+        click.echo(f"tool schemas: not compared ({diff['tools_error']})")
+        return
+    rows = [[server, ", ".join(s["added"]), ", ".join(s["removed"]), ", ".join(s["changed"]),
+             "yes" if s["breaking"] else "no"] for server, s in diff["tools"]["servers"].items()]
+    print_table(["server", "tools added", "tools removed", "tools changed", "breaking"], rows,
+                title=f"tool schemas: {diff['from']} -> {diff['to']}")
+
+
 # --- plugins and templates ---------------------------------------------------------------------------
 
 
@@ -249,7 +297,7 @@ def plugins(hook: str | None, list_hooks: bool, workspace_dir: Path | None, as_j
         ws = open_workspace(workspace_dir)
         pm = ws.plugins
     except NotFoundError:
-        if workspace_dir is not None:
+        if given_workspace(workspace_dir) is not None:
             raise
         pm = load_plugins()
     if list_hooks:
@@ -516,22 +564,30 @@ def serve_triggerer(interval: float, architect_url: str | None, min_samples: int
         signal.signal(signal.SIGTERM, previous)
 
 
-@cli.command("up")
+@cli.group("up", invoke_without_command=True)
 @click.option("--only", default=None, metavar="NAMES",
               help="Comma-separated components to run (default: runner,tuner,architect,versions,triggerer).")
 @click.option("--json-status", "status_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep this file up to date with every component's PID, address, state and restarts (JSON).")
 @workspace_option
-def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -> None:
+@click.pass_context
+def up(ctx: click.Context, only: str | None, status_file: Path | None, workspace_dir: Path | None) -> None:
     """Run every component as its own process on 127.0.0.1, print their addresses, restart one that dies
     (and the runner, tuner and versions when an architect version changes code), stop them all on Ctrl-C.
 
-    Each component's output goes to .ratchet/logs/NAME.log (and here, prefixed with its name).
+    Each component's output goes to .ratchet/logs/NAME.log (and here, prefixed with its name). From
+    another terminal: `ratchet up status`, `ratchet up logs [NAME]`, `ratchet up down`.
     """
+    from ratchet.ops import upctl
     from ratchet.ops.supervisor import Supervisor, default_components
 
+    if ctx.invoked_subcommand is not None:
+        if workspace_dir is not None:
+            ctx.meta["ratchet.workspace"] = workspace_dir  # `ratchet up -w DIR status`
+        return
     ws = open_workspace(workspace_dir)
     components = default_components(only.split(",") if only is not None else None)
+    upctl.refuse_second(ws.root)
     cfg = ws.config
     ports = {"runner": cfg.runner.port, "tuner": cfg.tuner.port, "architect": cfg.architect.port,
              "versions": cfg.versions.port}
@@ -540,11 +596,64 @@ def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -
         print_table(["component", "pid", "address", "log"],
                     [[c["name"], c["pid"], c["address"] or "-", Path(c["log"]).relative_to(status["root"])]
                      for c in status["components"]], title=f"ratchet up: {ws.name}")
-        click.echo("Ctrl-C stops them all.")
+        click.echo("Ctrl-C stops them all (or `ratchet up down` from another terminal).")
 
     Supervisor(ws.root, components, ports=ports, echo=sys.stderr, on_up=on_up, status_file=status_file,
-               remote=ws.config.workspace.remote,
+               remote=ws.config.workspace.remote, record=upctl.record_path(ws.root),
                say=lambda msg: click.secho(f"ratchet up: {msg}", fg="yellow", err=True)).run()
+
+
+@up.command("status")
+@workspace_option
+@json_option
+def up_status(workspace_dir: Path | None, as_json: bool) -> None:
+    """The running `ratchet up`: every component's PID, address, state and restarts (exit 6 when none runs)."""
+    from ratchet.ops import upctl
+
+    ws = open_workspace(workspace_dir)
+    status = upctl.status(ws.root)
+    if as_json:
+        echo_json(status)
+        return
+    print_table(["component", "pid", "address", "state", "restarts", "log"],
+                [[c["name"], c["pid"], c["address"] or "-", c["state"], c["restarts"],
+                  Path(c["log"]).relative_to(status["root"])] for c in status["components"]],
+                title=f"ratchet up (pid {status['pid']}): {ws.name}" + ("" if status["up"] else ", starting"))
+
+
+@up.command("logs")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Lines to print from the end of each log.")
+@click.option("--follow", "-f", is_flag=True, help="Then print new lines as they come, until Ctrl-C.")
+@workspace_option
+def up_logs(names: tuple[str, ...], lines: int, follow: bool, workspace_dir: Path | None) -> None:
+    """The components' logs (.ratchet/logs/NAME.log; all of them without NAME), each line prefixed with its
+    component; they stay readable after `ratchet up` stops."""
+    from ratchet.ops import upctl
+
+    ws = open_workspace(workspace_dir)
+    try:
+        upctl.show_logs(ws.root, names, lines=lines, follow=follow, out=sys.stdout)
+    except KeyboardInterrupt:
+        pass
+
+
+@up.command("down")
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for every component to stop.")
+@workspace_option
+def up_down(timeout: float, workspace_dir: Path | None) -> None:
+    """Stop the running `ratchet up` and every component it runs (as Ctrl-C does)."""
+    from ratchet.ops import upctl
+
+    ws = open_workspace(workspace_dir)
+    stopped = upctl.down(ws.root, timeout=timeout)
+    if stopped is None:
+        click.echo(f"ratchet up is not running for {ws.root}: nothing to stop.")
+        return
+    click.echo(f"Stopped ratchet up (pid {stopped['pid']}) and its "
+               f"{', '.join(c['name'] for c in stopped['components'])}.")
 
 
 # --- token -------------------------------------------------------------------------------------------
@@ -770,7 +879,12 @@ def main_register_plugin_commands() -> None:
     command ratchet does not have, so ``ratchet --help`` and the built-in commands stay fast."""
     from ratchet.core.plugins import load_plugins
 
-    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    args, rest = [], iter(sys.argv[1:])
+    for arg in rest:
+        if arg in ("-w", "--workspace"):
+            next(rest, None)  # the option's value is no command
+        elif not arg.startswith("-"):
+            args.append(arg)
     if not args or args[0] in cli.commands:
         return
     try:

@@ -51,6 +51,7 @@ class Template:
     version: str
     summary: str = ""
     questions: list[Question] = field(default_factory=list)
+    workspace: bool = False  # renders a ratchet.toml: a scaffold `ratchet init` can make a workspace from
 
     @property
     def readme(self) -> str:
@@ -59,7 +60,7 @@ class Template:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "summary": self.summary, "plugin": self.plugin,
-                "version": self.version, "path": str(self.path),
+                "version": self.version, "path": str(self.path), "workspace": self.workspace,
                 "questions": [q.__dict__ for q in self.questions]}
 
 
@@ -84,8 +85,10 @@ def _read_template(path: Path, family: str | None, plugin: str, version: str) ->
         elif paragraph:
             break
     summary = " ".join(paragraph)
+    content = path / str(config.get("_subdirectory") or ".")
+    workspace = any((content / name).is_file() for name in ("ratchet.toml", "ratchet.toml.jinja"))
     return Template(path.name, config.get("_ratchet_family") or family or "template", path, plugin, version,
-                    summary, questions)
+                    summary, questions, workspace)
 
 
 def discover(plugins: Plugins) -> dict[str, Template]:
@@ -115,6 +118,19 @@ def _plugin_version(plugins: Plugins, plugin: str) -> str:
     if dist:
         return dist.split()[-1]
     return metadata.version("ratchet")
+
+
+def get_workspace_scaffold(templates: dict[str, Template], name: str) -> Template:
+    """Template ``name`` if it makes a workspace (what ``ratchet init`` renders); the error lists only those."""
+    scaffolds = sorted(n for n, t in templates.items() if t.workspace)
+    choose = f"choose one of: {', '.join(scaffolds) or '(none installed)'}"
+    if name not in templates:
+        raise NotFoundError(f"unknown template {name!r}", field="--template", fix=choose)
+    if not templates[name].workspace:
+        raise UserError(f"template {name!r} is a {templates[name].family} template, not a workspace scaffold",
+                        field="--template", fix=f"{choose}; add {name!r} to a workspace afterwards with "
+                        f"`ratchet templates render {name} WORKSPACE`")
+    return templates[name]
 
 
 def get(templates: dict[str, Template], name: str) -> Template:
