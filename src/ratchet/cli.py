@@ -349,13 +349,19 @@ def templates_show(name: str) -> None:
 @click.argument("name")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--data", "-d", multiple=True, metavar="KEY=VALUE", help="Answer a template question.")
-def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
+@click.option("--wire/--no-wire", default=True, show_default=True,
+              help="Into a workspace: add the rendered plugins/*.py modules to [workspace] plugins.")
+def templates_render(name: str, dest: Path, data: tuple[str, ...], wire: bool) -> None:
     """Render template NAME into DEST: a new folder, or an existing one (e.g. a workspace), which
-    gains the files; an existing file is never overwritten."""
+    gains the files; an existing file is never overwritten. Into a workspace, the rendered plugin
+    modules are added to ratchet.toml's [workspace] plugins (unless --no-wire)."""
     tl, library = _library()
     t = tl.get(library, name)
     files = tl.render(t, dest, tl.parse_data(t, list(data)))
     click.echo(f"Rendered {name} into {dest}: {', '.join(files)}")
+    wired = tl.wire_plugins(dest, files) if wire else []
+    if wired:
+        click.echo(f"Added {', '.join(wired)} to [workspace] plugins in ratchet.toml.")
 
 
 # --- tests -----------------------------------------------------------------------------------------

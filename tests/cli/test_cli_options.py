@@ -81,3 +81,18 @@ def test_versions_diff_shows_state_and_tool_changes_as_the_api_does(ws_path, tmp
     assert table.exit_code == 0 and "/params/style" in table.output and "formal" in table.output
     missing = run("versions", "diff", "v0.1.0", "v9.9.9", "-w", ws_path)
     assert missing.exit_code == 6
+
+
+def test_rendering_llm_chat_into_a_workspace_wires_it_and_the_micro_tier_passes(ws_path):
+    rendered = run("templates", "render", "llm-chat", ws_path)
+    assert rendered.exit_code == 0, rendered.output
+    assert "Added plugins/llm_chat.py to [workspace] plugins" in rendered.output
+    from ratchet.core.workspace import Workspace
+
+    assert "plugins/llm_chat.py" in Workspace.open(ws_path).config.workspace.plugins
+    tested = run("test", "--tier", "micro", "--json", "--no-summary", "-w", ws_path)
+    tier = json.loads(tested.stdout[:tested.stdout.rindex("}") + 1])["tiers"][0]
+    assert tier["failed"] == 0 and tier["passed"] >= 13, tier  # the llm_chat cases call `chat`
+    again = run("templates", "render", "bandit", ws_path, "-d", "param=prompt_variant", "--no-wire")
+    assert again.exit_code == 0 and "Added" not in again.output
+    assert len(Workspace.open(ws_path).config.workspace.plugins) == 2
