@@ -245,3 +245,11 @@ def errors_at_once(fn, calls: list[tuple]) -> list[BaseException]:
     for t in threads:
         t.join(60)
     return errors
+
+
+def ratchet_distribution() -> str:
+    """The name of the installed distribution that holds the ``ratchet`` package (``ratchet-agents``; an
+    older editable install may still say ``ratchet``)."""
+    from importlib import metadata
+
+    return metadata.packages_distributions()["ratchet"][0]

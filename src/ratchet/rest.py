@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ratchet import restdocs
 from ratchet.core import auth
 from ratchet.core.errors import (
     AuthError,
@@ -217,7 +218,7 @@ class BodyLimit:
         await JSONResponse(exc.to_dict(), status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
-OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # readable without a token
+OPEN_PATHS = restdocs.OPEN_PATHS  # the docs pages, their assets and the schema: readable without a token
 
 
 class TokenGate:

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +116,9 @@ def _plugin_version(plugins: Plugins, plugin: str) -> str:
     dist = plugins._dists.get(plugin)
     if dist:
         return dist.split()[-1]
-    return metadata.version("ratchet")
+    from ratchet import __version__
+
+    return __version__
 
 
 def get_workspace_scaffold(templates: dict[str, Template], name: str) -> Template:
