@@ -52,6 +52,7 @@ def run(args: list, cwd: Path, env: dict | None = None, timeout: float = 600) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a cold pip cache downloads numpy, scikit-learn, matplotlib, optuna, ...
 def test_the_wheel_installs_into_a_fresh_venv_and_its_ratchet_makes_and_tests_a_workspace(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RATCHET_LOAD_PLUGINS", "VIRTUAL_ENV")}
     env |= {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "RATCHET_CACHE_DIR": str(tmp_path / "cache")}

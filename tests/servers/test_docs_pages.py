@@ -40,3 +40,42 @@ def test_the_bundles_are_the_real_ones(ws):
     with TestClient(versions_app(ws)) as client:
         assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text[:2000]
         assert "Redoc" in client.get("/docs/assets/redoc.standalone.js").text[:2000]
+
+
+# --- in a real browser, with no network: the pages render ------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--virtual-time-budget=15000"]
+
+
+def chromium() -> str:
+    import os
+    import shutil
+
+    exe = shutil.which("chromium")
+    if exe:
+        return exe
+    if os.environ.get("CI"):  # CI installs it (.ci/run): the browser check must not pass unrun there
+        pytest.fail("chromium is not installed; CI installs it with apt-get install chromium (.ci/run)")
+    pytest.skip("chromium is not installed (apt-get install chromium); CI runs this test")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page, rendered", [("/docs", 'class="swagger-ui"'), ("/redoc", "api-content")])
+def test_docs_pages_render_in_chromium_without_the_network(ws_path, tmp_path, page, rendered):
+    import os
+    import subprocess
+
+    from helpers import ServerProcess
+
+    exe = chromium()
+    with ServerProcess("versions", ws_path) as server:
+        url = f"http://127.0.0.1:{server.port}{page}"
+        # every host but the server's resolves nowhere: a CDN script could not load even with a network
+        flags = [*CHROMIUM_FLAGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--dump-dom", url]
+        proc = subprocess.run([exe, *flags], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "HOME": str(tmp_path / "home")})
+    dom = proc.stdout
+    assert proc.returncode == 0 and "</html>" in dom, proc.stderr[-2000:]
+    assert rendered in dom, f"{page} did not render:\n{dom[:2000]}"
+    assert "/versions/{version}" in dom  # the API's own operations, read from /openapi.json
