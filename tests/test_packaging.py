@@ -38,6 +38,12 @@ def test_distribution_name_is_ours_and_every_install_command_uses_it():
         assert 'dependencies = ["ratchet-agents{{ ratchet_requirement }}"]' in toml
 
 
+def test_the_extras_the_readme_names_exist():
+    readme = (ROOT / "README.md").read_text()
+    named = readme.split("# extras: ", 1)[1].split("\n", 1)[0].split(", ")
+    assert named and set(named) <= set(project()["optional-dependencies"]), named
+
+
 def test_license_and_changelog_are_there():
     assert project()["license"] == "Apache-2.0"
     text = (ROOT / "LICENSE").read_text()
