@@ -763,7 +763,7 @@ def feedback(text: str, url: str | None, about_version: str | None, conversation
 def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: Path | None, as_json: bool) -> None:
     """The Architect's jobs, newest first; `ratchet jobs show|approve|abandon ID`. Read from the
     workspace's store (no running Architect needed), or from the Architect at --url."""
-    from ratchet.ops.jobs_view import list_jobs
+    from ratchet.architect.jobs_view import list_jobs
 
     if ctx.invoked_subcommand is not None:
         return
@@ -787,7 +787,7 @@ def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: 
 def jobs_show(job_id: str, transcript: bool, url: str | None, workspace_dir: Path | None) -> None:
     """One job as JSON (times in ISO-8601, UTC): plan, step log, tier results, bump, version or error,
     and the transcript of an LLM planner's model and tool calls. Read from the store, or from --url."""
-    from ratchet.ops.jobs_view import get_job, with_iso_times
+    from ratchet.architect.jobs_view import get_job, with_iso_times
     from ratchet.ops.story import summarize, when
 
     job = architect_client(url, workspace_dir).job(job_id) if url else get_job(open_workspace(workspace_dir), job_id)

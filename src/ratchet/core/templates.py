@@ -260,15 +260,20 @@ def wire_plugins(dest: Path, files: list[str]) -> list[str]:
     """Add the rendered workspace plugin modules (``plugins/NAME.py`` among ``files``) to ``[workspace]
     plugins`` of ``dest``'s ratchet.toml, when ``dest`` is a workspace, so that what the template adds
     (its runner tool, strategy, test cases) is served at once. Returns the modules added."""
-    from ratchet.architect.plans import EditConfig, edit_config
+    import tomlkit
+
     from ratchet.core.workspace import CONFIG_NAME, Workspace
 
-    if not (Path(dest) / CONFIG_NAME).is_file():
+    path = Path(dest) / CONFIG_NAME
+    if not path.is_file():
         return []
     modules = [f for f in files if f.startswith("plugins/") and f.endswith(".py") and f.count("/") == 1]
     configured = set(Workspace.open(dest, search_parents=False).config.workspace.plugins)
     added = [m for m in modules if m not in configured]
-    for module in added:
-        edit_config(Path(dest), EditConfig(append={"workspace.plugins": module}))
+    if added:  # tomlkit keeps the file's comments and layout
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        section = doc.setdefault("workspace", tomlkit.table())
+        section["plugins"] = [*section.get("plugins", []), *added]
+        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     return added
 
