@@ -26,6 +26,8 @@ def run(*args):
 def test_up_status_logs_down_when_nothing_runs(ws_path):
     status = run("up", "status", "-w", ws_path)
     assert status.exit_code == 6 and "ratchet up is not running" in status.output and "Fix:" in status.output
+    for args in (["-w", ws_path, "up", "status"], ["up", "-w", ws_path, "status"]):  # -w anywhere
+        assert f"ratchet up is not running for {ws_path}" in run(*args).output
     assert run("up", "down", "-w", ws_path).output.endswith("nothing to stop.\n")
     logs = run("up", "logs", "-w", ws_path)
     assert logs.exit_code == 6 and "no logs" in logs.output
