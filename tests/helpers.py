@@ -276,3 +276,11 @@ def serve_and_reward(ws, n: int, rates: dict[str, float], start: int = 0) -> lis
         rewards.append(value)
     tuner.apply_pending()
     return rewards
+
+
+def ratchet_distribution() -> str:
+    """The name of the installed distribution that holds the ``ratchet`` package (``ratchet-agents``; an
+    older editable install may still say ``ratchet``)."""
+    from importlib import metadata
+
+    return metadata.packages_distributions()["ratchet"][0]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sys
 from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
@@ -25,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ratchet import restdocs
 from ratchet.core import auth
 from ratchet.core.errors import (
     AuthError,
@@ -218,7 +218,7 @@ class BodyLimit:
         await JSONResponse(exc.to_dict(), status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
-OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # readable without a token
+OPEN_PATHS = restdocs.OPEN_PATHS  # the docs pages, their assets and the schema: readable without a token
 
 
 class TokenGate:
@@ -304,18 +304,15 @@ def install_tracing(app: FastAPI, component: str) -> None:
             context.detach(token)
 
 
-def serve_app(app: FastAPI, *, host: str, port: int, label: str) -> None:
+def serve_app(app: FastAPI, *, host: str, port: int, label: str, root=None) -> None:
     """Serve until interrupted; port 0 picks a free one. Prints the one line ``ratchet up`` waits for.
 
     The caller has checked the bind (:func:`ratchet.core.auth.check_bind`) before starting anything. On
     loopback the app refuses foreign ``Host`` headers, as the MCP servers do (DNS rebinding)."""
-    import uvicorn
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    from ratchet.serving import free_port
+    from ratchet.serving import serve_asgi
 
     if auth.is_loopback(host):
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(auth.LOOPBACK_NAMES | {host}))
-    port = port or free_port(host)
-    print(f"ratchet {label} listening on http://{host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    serve_asgi(app, host=host, port=port, label=label, root=root)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ratchet import __version__
 from ratchet.rest import (UNAUTHORIZED, ErrorBody, install_error_handlers, install_guards, install_tracing, serve_app,
                           token_required)
+from ratchet.restdocs import install_docs
 from ratchet.versions.catalog import Catalog
 
 # SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
@@ -211,7 +212,9 @@ def create_app(workspace, *, token: str | None = None) -> FastAPI:
     """The read-only Versions API of ``workspace``; with ``token`` every route requires it."""
     app = FastAPI(title=f"Ratchet versions: {workspace.name}", version=__version__,
                   description="Read-only view of a Ratchet workspace's versions: metadata, state, tool "
-                  "schemas, eval summaries and diffs.", dependencies=token_required(token))
+                  "schemas, eval summaries and diffs.", dependencies=token_required(token),
+                  docs_url=None, redoc_url=None)
+    install_docs(app)  # Swagger UI and ReDoc served from the package, not a CDN
     app.state.catalog = Catalog(workspace)
     app.include_router(versions_router)
     app.include_router(active_router)
@@ -230,4 +233,4 @@ def serve(workspace, *, host: str, port: int) -> None:
     token = load_token(workspace)
     check_bind(host, token, component="versions")  # before telemetry takes over the process
     with telemetry.serving("versions", workspace):
-        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions")
+        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions", root=workspace.root)

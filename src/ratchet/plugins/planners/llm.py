@@ -134,7 +134,7 @@ class LlmPlanner:
             from langchain.chat_models import init_chat_model
         except ImportError:
             raise ConfigError("the llm planner needs langchain", field="architect.model",
-                              fix="pip install 'ratchet[llm]' and your provider's package") from None
+                              fix="pip install 'ratchet-agents[llm]' and your provider's package") from None
         import os
 
         settings = {"base_url": self.base_url, "temperature": self.temperature, "timeout": self.timeout,
