@@ -58,6 +58,8 @@ def run(args: list, cwd: Path, env: dict | None = None, timeout: float = 600) ->
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(bool(os.environ.get("RATCHET_TEST_STORE_URL")),
+                    reason="uses no store: run once, in the SQLite pass (it takes minutes)")
 @pytest.mark.timeout(1800)  # a cold pip cache downloads numpy, scikit-learn, matplotlib, optuna, ...
 def test_the_wheel_installs_into_a_fresh_venv_and_its_ratchet_makes_and_tests_a_workspace(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RATCHET_LOAD_PLUGINS", "VIRTUAL_ENV")}
