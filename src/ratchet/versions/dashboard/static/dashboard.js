@@ -1,0 +1,171 @@
+// The dashboard's few scripts: the token box, the action buttons, and the overview's live charts.
+// Data comes aggregated from the server (/ui/data/...); nothing here sums or averages the logs.
+"use strict";
+
+const TOKEN_KEY = "ratchet-token";
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+function setupTokenBox() {
+  const input = document.getElementById("token");
+  if (!input) return;
+  input.value = token();
+  input.addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, input.value.trim()));
+}
+
+// A button with data-action POSTs there, with the token typed in the token box as its bearer token.
+function setupActions() {
+  for (const button of document.querySelectorAll("button.action")) {
+    button.addEventListener("click", async () => {
+      if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+      const result = button.parentElement.querySelector(".result");
+      const headers = token() ? { Authorization: "Bearer " + token() } : {};
+      result.className = "result"; result.textContent = "…";
+      let response, body;
+      try {
+        response = await fetch(button.dataset.action, { method: "POST", headers });
+        body = await response.json();
+      } catch (err) {
+        result.className = "result bad"; result.textContent = "no answer: " + err; return;
+      }
+      if (!response.ok) {
+        result.className = "result bad";
+        result.textContent = `${response.status}: ${body.detail}` + (body.fix ? ` Fix: ${body.fix}` : "");
+        return;
+      }
+      result.className = "result ok";
+      result.textContent = body.version ? `made ${body.version}` : `job is now ${body.state}`;
+      if (button.dataset.reload) setTimeout(() => window.location.reload(), 800);
+    });
+  }
+}
+
+// --- the overview -------------------------------------------------------------------------------------
+
+const COLORS = { patch: "#8a93a6", minor: "#c26a00", major: "#b3261e", rollback: "#7a3fb0", wake: "#b3261e" };
+
+function markerColor(v) {
+  if (v.kind === "rollback") return COLORS.rollback;
+  return v.bump === "major" ? COLORS.major : v.bump === "minor" ? COLORS.minor : COLORS.patch;
+}
+
+// Vertical lines for the versions and the wake-ups: drawn by uPlot after each redraw.
+function markersPlugin(current) {
+  return {
+    hooks: {
+      draw: [(u) => {
+        const { ctx } = u, { top, height } = u.bbox, data = current();
+        ctx.save();
+        for (const v of data.versions) {
+          const x = Math.round(u.valToPos(v.t, "x", true));
+          ctx.strokeStyle = markerColor(v);
+          ctx.lineWidth = (v.bump === "patch" || !v.bump) ? 1 : 2.5;
+          ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
+        }
+        ctx.setLineDash([4, 4]); ctx.strokeStyle = COLORS.wake; ctx.lineWidth = 1.5;
+        for (const w of data.wakeups) {
+          const x = Math.round(u.valToPos(w.t, "x", true));
+          ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
+        }
+        ctx.restore();
+      }],
+    },
+  };
+}
+
+function chartWidth(el) { return Math.max(el.clientWidth - 12, 300); }
+
+function rewardData(d) {
+  const xs = d.reward.map((b) => b.t + d.width / 2);
+  const slo = d.slo ? xs.map(() => d.slo.reward_rate_min) : xs.map(() => null);
+  return [xs, d.reward.map((b) => b.mean), slo];
+}
+
+function callsData(d) {
+  const xs = d.calls.map((b) => b.t + d.width / 2);
+  const slo = d.slo ? xs.map(() => d.slo.error_rate_max) : xs.map(() => null);
+  return [xs, d.calls.map((b) => b.error_rate), slo, d.calls.map((b) => b.calls)];
+}
+
+function text(id, value) { const el = document.getElementById(id); if (el) el.textContent = value; }
+
+function when(t) { return new Date(t * 1000).toLocaleString(); }
+
+function fillTables(d) {
+  const latest = document.querySelector("#latest-versions tbody");
+  latest.replaceChildren(...d.versions.slice(-10).reverse().map((v) => {
+    const tr = document.createElement("tr");
+    const a = document.createElement("a"); a.href = "/ui/versions/" + v.version; a.textContent = v.version;
+    const cells = [a, v.kind || "", v.bump || "", when(v.t)];
+    for (const c of cells) { const td = document.createElement("td"); td.append(c); tr.append(td); }
+    return tr;
+  }));
+  const wakes = document.querySelector("#wakeups tbody");
+  wakes.replaceChildren(...d.wakeups.slice(-10).reverse().map((w) => {
+    const tr = document.createElement("tr");
+    for (const c of [when(w.t), w.breaches.join(", ")]) { const td = document.createElement("td"); td.append(c); tr.append(td); }
+    return tr;
+  }));
+}
+
+function setupOverview() {
+  const root = document.getElementById("overview");
+  if (!root) return;
+  const rewardEl = document.getElementById("reward-chart"), callsEl = document.getElementById("calls-chart");
+  let current = null, reward = null, calls = null, updates = 0;
+  const range = () => [current.start, current.now];
+
+  function make(d) {
+    const x = { time: true, range: () => range() };
+    reward = new uPlot({
+      width: chartWidth(rewardEl), height: 260, scales: { x, y: { range: [0, 1] } },
+      series: [{}, { label: "reward (mean per bucket)", stroke: "#2457c5", width: 2, spanGaps: false, points: { show: true, size: 4 } },
+               { label: "SLO: reward rate ≥", stroke: "#1d7a46", dash: [6, 4], width: 1.5, points: { show: false } }],
+      axes: [{}, { label: "reward" }], plugins: [markersPlugin(() => current)],
+    }, rewardData(d), rewardEl);
+    calls = new uPlot({
+      width: chartWidth(callsEl), height: 200, scales: { x, y: { range: [0, 1] }, n: { auto: true } },
+      series: [{}, { label: "error rate", stroke: "#b3261e", width: 2, points: { show: true, size: 4 } },
+               { label: "SLO: error rate ≤", stroke: "#b3261e", dash: [6, 4], width: 1, points: { show: false } },
+               { label: "calls", stroke: "#8a93a6", scale: "n", width: 1, points: { show: false } }],
+      axes: [{}, { label: "error rate" }, { scale: "n", side: 1, label: "calls", grid: { show: false } }],
+      plugins: [markersPlugin(() => current)],
+    }, callsData(d), callsEl);
+  }
+
+  function show(d) {
+    current = d;
+    if (!reward) make(d); else { reward.setData(rewardData(d)); calls.setData(callsData(d)); }
+    updates += 1;
+    rewardEl.dataset.updates = String(updates);
+    rewardEl.dataset.versions = String(d.versions.length);
+    text("active-version", d.active.version || "none");
+    text("active-revision", d.active.state_revision);
+    text("versions-total", String(d.versions_total));
+    const last = d.reward.filter((b) => b.mean !== null).at(-1);
+    text("reward-last", last ? last.mean.toFixed(3) : "no reward yet");
+    text("reward-slo", d.slo ? `SLO: reward rate ≥ ${d.slo.reward_rate_min} over ${d.slo.window_seconds} s` : "no SLO (ci/budgets.json)");
+    text("wakeups-total", String(d.wakeups.length));
+    const shown = d.versions.length < d.versions_in_range ? ` (newest ${d.versions.length} of ${d.versions_in_range} versions drawn)` : "";
+    text("bucket", `buckets of ${d.width} s${shown}`);
+    text("updated", "updated " + new Date().toLocaleTimeString());
+    fillTables(d);
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch("/ui/data/overview", { headers: { Accept: "application/json" } });
+      if (response.ok) show(await response.json());
+      else text("updated", `could not update: HTTP ${response.status}`);
+    } catch (err) {
+      text("updated", "could not update: " + err);
+    }
+    setTimeout(poll, Number(root.dataset.pollMs) || 2000);
+  }
+  window.addEventListener("resize", () => {
+    if (reward) { reward.setSize({ width: chartWidth(rewardEl), height: 260 }); calls.setSize({ width: chartWidth(callsEl), height: 200 }); }
+  });
+  poll();
+}
+
+document.addEventListener("DOMContentLoaded", () => { setupTokenBox(); setupActions(); setupOverview(); });
