@@ -28,8 +28,9 @@ def make_versions(ws):
 
 
 def rewards(ws, values_at: list[tuple[float, float]]) -> None:
-    ws.store.append_feedback([{"tool": "reward", "ts": ts, "conversation_id": f"c{i}",
-                               "payload": {"args": {"conversation_id": f"c{i}", "value": v}}}
+    """``reward`` events at given times in the log's shape (joined to no decision, so the tuner skips them)."""
+    ws.store.append_feedback([{"tool": "reward", "ts": ts, "conversation_id": f"r{i}",
+                               "payload": {"args": {"conversation_id": f"r{i}", "value": v}, "decisions": {}}}
                               for i, (ts, v) in enumerate(values_at)])
 
 
@@ -117,6 +118,16 @@ def test_dashboard_version_page_shows_evals_against_budgets(ws, client):
     made = promote_through_tuner(ws)
     page = client.get(f"/ui/versions/{made}").text
     assert 'id="evals"' in page and "micro" in page and "(≥ " in page  # the tier's budget beside its result
+
+
+def test_dashboard_tools_diff_comes_from_the_versions_api_diff(ws, client):
+    make_versions(ws)
+    body = client.get("/ui/data/versions/v0.1.1/tools-diff").json()
+    assert body["parent"] == "v0.1.0" and body["tools_error"] is None
+    assert body["tools"] == client.get("/versions/v0.1.0/diff/v0.1.1").json()["tools"]
+    assert body["tools"]["breaking"] is False
+    assert client.get("/ui/data/versions/v0.1.0/tools-diff").json() == {"parent": None, "tools": None,
+                                                                        "tools_error": None}
 
 
 def test_dashboard_conversation_tells_the_story(ws, client):

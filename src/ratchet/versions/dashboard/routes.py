@@ -132,6 +132,11 @@ def overview_data(request: Request, window: float | None = Query(None, gt=0, des
     return views.overview(st.catalog.workspace, st.catalog, st.dashboard_markers, window=window)
 
 
+@data.get("/versions/{version}/tools-diff")
+def tools_diff_data(request: Request, version: str):
+    return views.tools_diff(request.app.state.catalog, version)
+
+
 # --- actions --------------------------------------------------------------------------------------------------
 
 

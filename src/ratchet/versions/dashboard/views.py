@@ -99,16 +99,27 @@ def parent_of(catalog: Catalog, name: str) -> str | None:
 
 def version_page(catalog: Catalog, name: str) -> dict[str, Any]:
     """A version: its metadata, who made it and why, the eval summary per tier against its budgets, and
-    the state and tool-schema diff from its parent."""
-    detail = catalog.detail(name)
+    the state diff from its parent. The tool-schema diff comes later (:func:`tools_diff`): reading a
+    version's tool schemas the first time runs its code in a fresh process, seconds the page need not wait."""
+    detail = catalog.detail(name, tools=False)
     try:
         evals = catalog.evals(detail["version"])
     except NotFoundError:
         evals = None
     parent = parent_of(catalog, detail["version"])
-    diff = catalog.diff(parent, detail["version"]) if parent else None
+    state_diff = catalog.state_diff(parent, detail["version"]) if parent else None
     return {"version": detail, "evals": evals, "tiers": eval_rows(evals, tier_budgets(catalog.workspace)),
-            "parent": parent, "diff": diff}
+            "parent": parent, "state_diff": state_diff}
+
+
+def tools_diff(catalog: Catalog, name: str) -> dict[str, Any]:
+    """The tool-schema diff of ``name`` from its parent (the Versions API's diff): ``{parent, tools,
+    tools_error}``; ``tools`` is None for the first version."""
+    parent = parent_of(catalog, name)
+    if parent is None:
+        return {"parent": None, "tools": None, "tools_error": None}
+    diff = catalog.diff(parent, name)
+    return {"parent": parent, "tools": diff["tools"], "tools_error": diff["tools_error"]}
 
 
 def eval_rows(evals: dict[str, Any] | None, budgets: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -168,4 +168,51 @@ function setupOverview() {
   poll();
 }
 
-document.addEventListener("DOMContentLoaded", () => { setupTokenBox(); setupActions(); setupOverview(); });
+// --- a version's tool-schema diff, read after the page (the first read of a version's schemas is slow) ---
+
+function item(textContent, bad) {
+  const li = document.createElement("li");
+  li.textContent = textContent;
+  if (bad) li.className = "bad";
+  return li;
+}
+
+async function setupToolsDiff() {
+  const root = document.getElementById("tools-diff");
+  if (!root) return;
+  let body;
+  try {
+    const response = await fetch(root.dataset.src, { headers: { Accept: "application/json" } });
+    body = await response.json();
+    if (!response.ok) throw new Error(body.detail);
+  } catch (err) {
+    root.replaceChildren(item("could not read the tool schemas: " + err.message, true));
+    root.dataset.loaded = "error";
+    return;
+  }
+  const list = document.createElement("ul");
+  if (body.tools) {
+    for (const [server, d] of Object.entries(body.tools.servers)) {
+      for (const t of d.added) list.append(item(`${server}: added ${t}`));
+      for (const t of d.removed) list.append(item(`${server}: removed ${t}`, true));
+      for (const [t, c] of Object.entries(d.changed)) {
+        const parts = [];
+        if (c.required_added.length) parts.push("newly required " + c.required_added.join(", "));
+        if (c.arguments_added.length) parts.push("added " + c.arguments_added.join(", "));
+        if (c.arguments_removed.length) parts.push("removed " + c.arguments_removed.join(", "));
+        for (const n of c.narrowed) parts.push(`${n.argument}: ${n.change}`);
+        list.append(item(`${server}: ${t} changed` + (parts.length ? ": " + parts.join("; ") : ""), c.breaking));
+      }
+    }
+    if (!list.children.length) list.append(item("no tool changed"));
+    list.append(item(body.tools.breaking ? "a breaking change" : "no breaking change", body.tools.breaking));
+  } else {
+    list.append(item(body.tools_error || "no tool schemas to compare", Boolean(body.tools_error)));
+  }
+  root.replaceChildren(list);
+  root.dataset.loaded = "yes";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupTokenBox(); setupActions(); setupOverview(); setupToolsDiff();
+});
