@@ -50,9 +50,33 @@ def test_dashboard_reward_series_is_aggregated_in_sql(ws):
     rewards(ws, [(1000.0, 1.0), (1005.0, 0.0), (1079.9, 1.0), (1020.0, 0.0), (1200.0, 0.5), (2000.0, 1.0)])
     ws.store.append_feedback([{"tool": "prefer", "ts": 1001.0, "payload": {"args": {"winner": "a"}}}])  # not a reward
     got = series.reward_series(ws.store, 1000.0, 1999.0, 60)
-    # buckets [960, 1020), [1020, 1080), [1200, 1260); 2000 is after the end
+    # buckets [960, 1020), [1020, 1080), [1200, 1260): the start is taken down to 960; 2000 is after the end
     assert got == [{"t": 960, "count": 2, "mean": 0.5}, {"t": 1020, "count": 2, "mean": 0.5},
                    {"t": 1200, "count": 1, "mean": 0.5}]
+
+
+def test_dashboard_series_join_the_rollup_and_the_log_tail(ws):
+    """Whole minutes come from the rollup, the minutes since from the log: the same numbers either way,
+    a bucket split between the two included, and a minute is rolled up once."""
+    import time
+
+    from ratchet.versions.dashboard import rollup
+
+    now = time.time()
+    hour = now // 3600 * 3600
+    rewards(ws, [(hour - 7200 + 5, 1.0), (hour - 7200 + 65, 0.0), (hour - 30, 1.0)])
+    before = series.reward_series(ws.store, hour - 7200, now, 3600)
+    mark = rollup.rolled_until(ws.store)
+    assert mark is not None and hour - 60 <= mark <= now  # refreshed by the read
+    rewards(ws, [(now - 1, 0.0)])  # after the mark: from the log
+    after = series.reward_series(ws.store, hour - 7200, now, 3600)
+    assert before[0] == after[0] == {"t": hour - 7200, "count": 2, "mean": 0.5}
+    assert after[-1] == {"t": hour - 3600, "count": 1, "mean": 1.0} if len(after) == 2 else True
+    assert sum(b["count"] for b in after) == 4 and sum(b["count"] * b["mean"] for b in after) == 2.0
+    assert rollup.refresh(ws.store) == rollup.rolled_until(ws.store)
+    with ws.store.reader.connect() as conn:
+        rolled = conn.execute(rollup.rollup.select().where(rollup.rollup.c.series == "reward")).all()
+    assert sorted(r.bucket for r in rolled) == [hour - 7200, hour - 7140] + ([hour - 60] if mark > hour - 30 else [])
 
 
 def test_dashboard_call_series_counts_errors_per_bucket(ws):

@@ -1,9 +1,9 @@
 """The overview's time series, aggregated in the store (SQL) into time buckets, never in the browser.
 
-A bucket is ``floor(ts / width)``: ``floor`` on PostgreSQL, and on SQLite a cast to integer (which
-truncates, the same for the positive Unix times the logs hold; SQLite's ``floor`` needs its optional math
-functions). Each query reads one index range and returns one row per non-empty bucket, so the answer's size
-depends on the number of buckets, not on the number of rows behind them.
+A bucket of ``width`` seconds holds the rows with ``floor(ts / width) * width`` as its start. Whole minutes
+come from the per-minute rollup (:mod:`ratchet.versions.dashboard.rollup`), the rest (the last minutes, or
+every row when a bucket is under a minute) from the logs, by ``ts`` index range; each answer has one row
+per non-empty bucket, so its size depends on the number of buckets, not on the rows behind them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ratchet.core.stores.schema import events, feedback, turns
+from ratchet.versions.dashboard import rollup
 
 if TYPE_CHECKING:
     from ratchet.core.stores.sql import Store
@@ -32,12 +33,6 @@ def bucket_width(span: float, buckets: int) -> int:
     return WIDTHS[-1]
 
 
-def _bucket(store: Store, ts: sa.ColumnElement, width: int) -> sa.ColumnElement:
-    if store.engine.dialect.name == "postgresql":
-        return sa.cast(sa.func.floor(ts / width), sa.BigInteger)
-    return sa.cast(ts / width, sa.Integer)
-
-
 def first_activity(store: Store) -> float | None:
     """The time of the first feedback event or call (two index reads), or None on an empty store."""
     with store.reader.connect() as conn:
@@ -46,27 +41,60 @@ def first_activity(store: Store) -> float | None:
     return min(found) if found else None
 
 
+def _split(store: Store, start: float, end: float, width: int) -> float:
+    """Where the logs take over from the rollup: ``start`` when ``width`` is under a minute (or not a
+    multiple of one), else the end of what is rolled up (refreshed first)."""
+    if width % rollup.BASE:
+        return start
+    mark = rollup.refresh(store)
+    # whole rolled-up minutes only: a minute that ends after `end` holds rows past it
+    return start if mark is None else max(min(mark, end // rollup.BASE * rollup.BASE), start)
+
+
+def _merge(rows: list[tuple]) -> list[list]:
+    """Sum rows of the same bucket (the rollup's and the logs' halves of one bucket), in time order."""
+    merged: dict[float, list] = {}
+    for t, *values in rows:
+        have = merged.setdefault(t, [t] + [None] * len(values))
+        for k, v in enumerate(values, 1):
+            if v is not None:
+                have[k] = v if have[k] is None else have[k] + v
+    return [merged[t] for t in sorted(merged)]
+
+
 def reward_series(store: Store, start: float, end: float, width: int) -> list[dict[str, Any]]:
     """``[{t, count, mean}]`` of ``reward`` feedback per bucket of ``width`` seconds in ``[start, end]``;
-    ``t`` is the bucket's start (Unix seconds)."""
+    ``t`` is the bucket's start (Unix seconds); ``start`` is taken down to a bucket's start. Whole minutes
+    come from the rollup, the rest from the log."""
+    start = start // width * width
+    split = _split(store, start, end, width)
+    rows = [(t, n, total) for t, n, total, *_ in rollup.rolled_series(store, "reward", start, split, width)]
     f = feedback.c
     value = f.payload[("args", "value")].as_float()
-    bucket = _bucket(store, f.ts, width).label("b")
-    q = (sa.select(bucket, sa.func.count(value), sa.func.avg(value))
-         .where(f.tool == REWARD_TOOL, f.ts >= start, f.ts <= end).group_by(bucket).order_by(bucket))
+    bucket = rollup.bucket_of(store, f.ts, width).label("b")
+    q = (sa.select(bucket, sa.func.count(value), sa.func.sum(value))
+         .where(f.tool == REWARD_TOOL, f.ts >= split, f.ts <= end).group_by(bucket))
     with store.reader.connect() as conn:
-        return [{"t": b * width, "count": n, "mean": float(mean) if n else None} for b, n, mean in conn.execute(q)]
+        rows += [(b * width, n, total) for b, n, total in conn.execute(q)]
+    return [{"t": t, "count": n, "mean": float(total) / n if n else None} for t, n, total in _merge(rows) if n]
 
 
 def call_series(store: Store, start: float, end: float, width: int) -> list[dict[str, Any]]:
-    """``[{t, calls, errors, error_rate, latency_mean_ms}]`` of the runner's calls per bucket."""
+    """``[{t, calls, errors, error_rate, latency_mean_ms}]`` of the runner's calls per bucket (as
+    :func:`reward_series`)."""
+    start = start // width * width
+    split = _split(store, start, end, width)
+    rows = [(t, n, errors, lat, lat_n) for t, n, _, errors, lat, lat_n
+            in rollup.rolled_series(store, "calls", start, split, width)]
     t = turns.c
-    bucket = _bucket(store, t.ts, width).label("b")
-    q = (sa.select(bucket, sa.func.count(), sa.func.count(t.error), sa.func.avg(t.latency_ms))
-         .where(t.ts >= start, t.ts <= end).group_by(bucket).order_by(bucket))
+    bucket = rollup.bucket_of(store, t.ts, width).label("b")
+    q = (sa.select(bucket, sa.func.count(), sa.func.count(t.error), sa.func.sum(t.latency_ms),
+                   sa.func.count(t.latency_ms))
+         .where(t.ts >= split, t.ts <= end).group_by(bucket))
     with store.reader.connect() as conn:
-        return [{"t": b * width, "calls": n, "errors": e, "error_rate": e / n if n else None,
-                 "latency_mean_ms": float(lat) if lat is not None else None} for b, n, e, lat in conn.execute(q)]
+        rows += [(b * width, *rest) for b, *rest in conn.execute(q)]
+    return [{"t": ts, "calls": n, "errors": e, "error_rate": e / n if n else None,
+             "latency_mean_ms": float(lat) / lat_n if lat_n else None} for ts, n, e, lat, lat_n in _merge(rows) if n]
 
 
 def wakeups(store: Store, start: float, end: float, limit: int = 500) -> list[dict[str, Any]]:

@@ -75,16 +75,24 @@ function markersPlugin(current) {
 
 function chartWidth(el) { return Math.max(el.clientWidth - 12, 300); }
 
+// Every bucket from start to now, so an empty one is a gap in the line rather than a slope across it.
+function buckets(d, rows) {
+  const byT = new Map(rows.map((b) => [b.t, b]));
+  const out = [];
+  for (let t = d.start; t <= d.now; t += d.width) out.push([t + d.width / 2, byT.get(t) || null]);
+  return out;
+}
+
 function rewardData(d) {
-  const xs = d.reward.map((b) => b.t + d.width / 2);
-  const slo = d.slo ? xs.map(() => d.slo.reward_rate_min) : xs.map(() => null);
-  return [xs, d.reward.map((b) => b.mean), slo];
+  const rows = buckets(d, d.reward);
+  return [rows.map(([x]) => x), rows.map(([, b]) => (b ? b.mean : null)),
+          rows.map(() => (d.slo ? d.slo.reward_rate_min : null))];
 }
 
 function callsData(d) {
-  const xs = d.calls.map((b) => b.t + d.width / 2);
-  const slo = d.slo ? xs.map(() => d.slo.error_rate_max) : xs.map(() => null);
-  return [xs, d.calls.map((b) => b.error_rate), slo, d.calls.map((b) => b.calls)];
+  const rows = buckets(d, d.calls);
+  return [rows.map(([x]) => x), rows.map(([, b]) => (b ? b.error_rate : null)),
+          rows.map(() => (d.slo ? d.slo.error_rate_max : null)), rows.map(([, b]) => (b ? b.calls : 0))];
 }
 
 function text(id, value) { const el = document.getElementById(id); if (el) el.textContent = value; }
