@@ -13,7 +13,7 @@ from helpers import with_style
 from ratchet.architect.jobs import JobStore, new_job
 from ratchet.core import auth
 from ratchet.versions.app import create_app
-from ratchet.versions.dashboard import series
+from ratchet.versions.dashboard import series, views
 
 TOKEN = "dashboard-token-0123456789abcdef"
 
@@ -162,6 +162,18 @@ def test_dashboard_conversation_tells_the_story(ws, client):
     assert "answer" in page and "reward" in page and f'href="/ui/versions/{made}"' in page
     missing = client.get("/ui/conversations?id=nobody").text
     assert "no conversation &#39;nobody&#39;" in missing and "Fix:" in missing
+
+
+def test_dashboard_strategies_show_what_the_active_state_believes(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    promote_through_tuner(ws)  # one reward of 1.0 for the arm the runner chose
+    [style] = [s for s in views.strategies(ws) if s["family"] == "bandit"]
+    arms = style["tables"]["per_arm"]["rows"]
+    assert sum(row["pulls"] for row in arms.values()) == 1 and style["scalars"]["pulls"] == 1
+    page = client.get("/ui/strategies").text
+    assert f'id="strategy-{style["key"]}"' in page and style["strategy"] in page
+    assert all(f"<b>{arm}</b>" in page for arm in arms)
 
 
 def test_dashboard_unknown_pages_answer_404_with_the_field(ws, client):

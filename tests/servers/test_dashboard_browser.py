@@ -155,6 +155,8 @@ def test_dashboard_in_chromium(workspace, screenshots):
             expect(page.locator("#tools-diff")).to_contain_text("no tool changed")
             visit(f"/ui/versions/{made}", "version-evals", ready="#tools-diff[data-loaded=yes]")
             expect(page.locator("#evals")).to_contain_text("micro")
+            visit("/ui/strategies", "strategies")
+            expect(page.locator("section.strategy table.kpi-table").first).to_be_visible()
             visit("/ui/conversations?id=c1", "conversation")
             expect(page.locator("#story")).to_contain_text("reward")
             visit("/ui/jobs", "jobs")

@@ -32,7 +32,8 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
 templates.env.filters["when"] = lambda ts: views.when(ts)
 
-NAV = [("/", "Overview"), ("/ui/versions", "Versions"), ("/ui/jobs", "Jobs"), ("/ui/conversations", "Conversations")]
+NAV = [("/", "Overview"), ("/ui/versions", "Versions"), ("/ui/strategies", "Strategies"), ("/ui/jobs", "Jobs"),
+       ("/ui/conversations", "Conversations")]
 
 pages = APIRouter(include_in_schema=False)
 data = APIRouter(prefix="/ui/data", include_in_schema=False)
@@ -67,6 +68,11 @@ def versions_page(request: Request, kind: str | None = Query(None), offset: int 
 @pages.get("/ui/versions/{version}", response_class=HTMLResponse)
 def version_page(request: Request, version: str):
     return render(request, "version.html", **views.version_page(request.app.state.catalog, version))
+
+
+@pages.get("/ui/strategies", response_class=HTMLResponse)
+def strategies_page(request: Request):
+    return render(request, "strategies.html", strategies=views.strategies(request.app.state.catalog.workspace))
 
 
 @pages.get("/ui/jobs", response_class=HTMLResponse)

@@ -201,3 +201,27 @@ def when(ts: float | None) -> str:
     from ratchet.ops.story import when as story_when
 
     return story_when(ts)
+
+
+# --- strategies -------------------------------------------------------------------------------------------------
+
+
+def strategies(workspace) -> list[dict[str, Any]]:
+    """What each configured strategy believes in the active state: its family, what it serves now, and its
+    own KPI summary (``Strategy.kpis``), split into scalars and per-item tables (e.g. a bandit's arms)."""
+    from ratchet.core.strategy import build_strategies
+
+    active = workspace.state.read("active")
+    sections = (active.document.get("strategies") or {})
+    out = []
+    for key, strategy in build_strategies(workspace, workspace.plugins).items():
+        section = sections.get(key) or strategy.initial_state()
+        kpis = strategy.kpis(section) or {}
+        tables = {k: v for k, v in kpis.items()
+                  if isinstance(v, dict) and v and all(isinstance(row, dict) for row in v.values())}
+        out.append({"key": key, "strategy": strategy.name, "family": strategy.family,
+                    "served": strategy.served(section), "version": active.version,
+                    "scalars": {k: v for k, v in kpis.items() if k not in tables},
+                    "tables": {name: {"columns": sorted({c for row in rows.values() for c in row}), "rows": rows}
+                               for name, rows in tables.items()}})
+    return out
