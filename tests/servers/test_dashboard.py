@@ -133,6 +133,9 @@ def test_dashboard_pages_show_the_workspace(ws, client):
     job = client.get(f"/ui/jobs/{job_id}").text
     assert "answer refunds in one line" in job and f"/ui/actions/jobs/{job_id}/approve" in job
     assert client.get("/ui/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
+    external = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.I)
+    for path in ("/", "/ui/versions", "/ui/versions/v0.1.1", "/ui/jobs", f"/ui/jobs/{job_id}", "/ui/conversations"):
+        assert not external.search(client.get(path).text), f"{path} loads an asset from the network"
     assert client.get("/docs").status_code == 200 and client.get("/versions").status_code == 200  # the API stays
 
 
