@@ -587,14 +587,17 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
 @serve.command("versions")
 @host_option
 @port_option
+@click.option("--architect-url", default=None, metavar="URL",
+              help="Where the dashboard sends approve and abandon, e.g. http://127.0.0.1:8703 (default from "
+              "ratchet.toml's [architect]; `ratchet up` passes the address it chose).")
 @workspace_option
-def serve_versions(host: str | None, port: int | None, workspace_dir: Path | None) -> None:
-    """Serve the read-only Versions API (REST; OpenAPI at /docs)."""
+def serve_versions(host: str | None, port: int | None, architect_url: str | None, workspace_dir: Path | None) -> None:
+    """Serve the read-only Versions API (REST; OpenAPI at /docs) and the dashboard at /."""
     from ratchet.versions.app import serve as serve_app
 
     ws = open_workspace(workspace_dir)
     cfg = ws.config.versions
-    serve_app(ws, host=host or cfg.host, port=cfg.port if port is None else port)
+    serve_app(ws, host=host or cfg.host, port=cfg.port if port is None else port, architect_url=architect_url)
 
 
 @serve.command("triggerer")

@@ -109,13 +109,20 @@ def _triggerer_argv(plan: Plan) -> list[str]:
     return argv
 
 
+def _versions_argv(plan: Plan) -> list[str]:
+    argv = serve_argv("versions")(plan)
+    if "architect" in plan.ports:  # the dashboard's approve and abandon go there
+        argv += ["--architect-url", plan.url("architect")]
+    return argv
+
+
 def default_components(names: Iterable[str] | None = None) -> list[Component]:
     """Ratchet's own components, in start order; ``names`` selects some (unknown names are a UserError)."""
     known = {
         "runner": Component("runner", serve_argv("runner")),
         "tuner": Component("tuner", serve_argv("tuner")),
         "architect": Component("architect", serve_argv("architect")),
-        "versions": Component("versions", serve_argv("versions")),
+        "versions": Component("versions", _versions_argv),
         "triggerer": Component("triggerer", _triggerer_argv, listens=False, ready=r"ratchet triggerer watching"),
     }
     if names is None:

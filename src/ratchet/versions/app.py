@@ -208,24 +208,28 @@ def active(cat: Catalog = Depends(catalog)) -> dict[str, Any]:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
-def create_app(workspace, *, token: str | None = None) -> FastAPI:
-    """The read-only Versions API of ``workspace``; with ``token`` every route requires it."""
+def create_app(workspace, *, token: str | None = None, architect_url: str | None = None) -> FastAPI:
+    """The read-only Versions API of ``workspace`` and its dashboard at ``/``; with ``token`` every route
+    requires it (a browser may read the dashboard with the cookie its login page sets). ``architect_url``:
+    where the dashboard sends approve and abandon (default: ``[architect]`` in ratchet.toml)."""
+    from ratchet.versions import dashboard
+
     app = FastAPI(title=f"Ratchet versions: {workspace.name}", version=__version__,
                   description="Read-only view of a Ratchet workspace's versions: metadata, state, tool "
-                  "schemas, eval summaries and diffs.", dependencies=token_required(token),
-                  docs_url=None, redoc_url=None)
+                  "schemas, eval summaries and diffs. The dashboard is at /.", docs_url=None, redoc_url=None)
     install_docs(app)  # Swagger UI and ReDoc served from the package, not a CDN
     app.state.catalog = Catalog(workspace)
-    app.include_router(versions_router)
-    app.include_router(active_router)
+    app.include_router(versions_router, dependencies=token_required(token))
+    app.include_router(active_router, dependencies=token_required(token))
+    gate = dashboard.install(app, workspace, token=token, architect=architect_url)
 
     install_error_handlers(app)
     install_tracing(app, "versions")
-    install_guards(app, workspace.config, token)
+    install_guards(app, workspace.config, token, **gate)
     return app
 
 
-def serve(workspace, *, host: str, port: int) -> None:
+def serve(workspace, *, host: str, port: int, architect_url: str | None = None) -> None:
     """Serve until interrupted; port 0 picks a free one."""
     from ratchet.core import telemetry
     from ratchet.core.auth import check_bind, load_token
@@ -233,4 +237,5 @@ def serve(workspace, *, host: str, port: int) -> None:
     token = load_token(workspace)
     check_bind(host, token, component="versions")  # before telemetry takes over the process
     with telemetry.serving("versions", workspace):
-        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions", root=workspace.root)
+        serve_app(create_app(workspace, token=token, architect_url=architect_url), host=host, port=port,
+                  label="versions", root=workspace.root)
