@@ -116,9 +116,9 @@ def test_versions_diff_state_and_tools(ws, client):
 def test_versions_diff_detects_breaking_tool_change(ws, ws_path, client):
     plugin = ws_path / "plugins" / "support_desk.py"
     text = plugin.read_text()
-    old = "def answer(self, question: str, conversation_id: str, run: RunContext) -> dict:"
+    old = "conversation_id: CONVERSATION_ID, run: RunContext) -> Answer:"
     assert old in text
-    plugin.write_text(text.replace(old, old.replace("conversation_id: str,", "conversation_id: str, locale: str,")))
+    plugin.write_text(text.replace(old, old.replace("run: RunContext", "locale: str, run: RunContext")))
     ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="answer needs a locale",
                              kind="architect", author="test")
     body = client.get("/versions/v0.1.0/diff/v0.2.0").json()
