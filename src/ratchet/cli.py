@@ -663,10 +663,10 @@ def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: 
     if as_json:
         echo_json(page)
         return
-    print_table(["job", "state", "source", "version", "plan or error"],
-                [[j["id"], j["state"], j["source"], j["version"],
-                  (j["error"] or {}).get("detail", "").splitlines()[0] if j["error"]
-                  else (j["plan"] or {}).get("summary")] for j in page["items"]],
+    print_table(["job", "state", "source", "about", "version", "plan or error"],
+                [[j["id"], j["state"], j["source"], j["about"], j["version"],
+                  (j["error"] or {}).get("detail", "").splitlines()[0] if j["error"] else j["summary"]]
+                 for j in page["items"]],
                 title=f"jobs ({page['total']})")
 
 
