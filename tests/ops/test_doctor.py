@@ -3,6 +3,7 @@
 
 import contextlib
 import json
+import shutil
 import socket
 import threading
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from helpers import git
 from openai_script import MODEL, ScriptedOpenAI
 from ratchet.cli import cli
-from ratchet.core.auth import make_token
+from ratchet.core.auth import make_token, token_id
 from ratchet.serving import free_port
 
 TOKEN = make_token()
@@ -59,8 +60,10 @@ def serving(app, port: int):
         thread.join(10)
 
 
-def test_a_fresh_workspace_passes(ws_path):
+def test_a_fresh_workspace_passes(ws_path, monkeypatch):
+    monkeypatch.delenv("RATCHET_API_TOKEN", raising=False)
     code, checks = doctor(ws_path)
+    assert checks["token/token"]["status"] == "warn" and "open" in checks["token/token"]["detail"]
     assert code == 0
     for name in ("workspace/ratchet.toml", "workspace/plugins", "workspace/state", "workspace/budgets",
                  "workspace/git", "workspace/work tree", "model/planner"):
@@ -112,8 +115,6 @@ def test_invalid_budgets_fail(ws_path):
 
 
 def test_no_git_repository_fails(ws_path):
-    import shutil
-
     shutil.rmtree(ws_path / ".git")
     code, checks = doctor(ws_path)
     assert code == 1 and checks["workspace/git"]["status"] == "fail"
@@ -128,6 +129,19 @@ def test_an_untagged_head_and_a_dirty_tree_warn(ws_path):
     assert code == 0
     assert checks["workspace/git"]["status"] == "warn" and "not a tagged version" in checks["workspace/git"]["detail"]
     assert checks["workspace/work tree"]["status"] == "warn" and "README.md" in checks["workspace/work tree"]["detail"]
+
+
+def test_a_store_not_made_yet_warns(ws_path, tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setenv("RATCHET_STORE_URL", f"sqlite:///{tmp_path}/new.db")
+    code, checks = doctor(ws_path)
+    assert code == 0 and checks["store/connect"]["status"] == "warn" and "does not exist yet" in \
+        checks["store/connect"]["detail"]
+    sqlite3.connect(tmp_path / "new.db").execute("CREATE TABLE unrelated (x)").connection.close()
+    code, checks = doctor(ws_path)
+    assert code == 0 and checks["store/connect"]["status"] == "ok"
+    assert checks["store/schema"]["status"] == "warn" and "jobs" in checks["store/schema"]["detail"]
 
 
 def test_the_store_schema_is_checked(ws):
@@ -158,6 +172,7 @@ def test_a_token_in_the_environment_is_ok(ws_path, monkeypatch):
     monkeypatch.setenv("RATCHET_API_TOKEN", TOKEN)
     code, checks = doctor(ws_path)
     assert checks["token/token"]["status"] == "ok" and "RATCHET_API_TOKEN" in checks["token/token"]["detail"]
+    assert token_id(TOKEN) in checks["token/token"]["detail"]
 
 
 def test_a_port_held_by_something_else_fails(ws_path):
@@ -170,36 +185,70 @@ def test_a_port_held_by_something_else_fails(ws_path):
     assert "something else" in checks["servers/versions"]["detail"]
 
 
-def test_a_running_versions_server_answers_with_the_token(ws, monkeypatch):
-    from ratchet.versions.app import create_app
+def rest_app(ws, name: str):
+    from ratchet.architect.app import create_app as architect_app
+    from ratchet.versions.app import create_app as versions_app
 
+    if name == "architect":
+        return architect_app(ws, run_jobs=False, token=TOKEN)
+    return versions_app(ws, token=TOKEN)
+
+
+def mcp_app(ws, name: str):
+    from ratchet.runner.server import build_server as runner_server
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.server import build_server as tuner_server
+    from ratchet.tuner.service import Tuner
+
+    server = runner_server(Runner(ws), token=TOKEN) if name == "runner" else \
+        tuner_server(Tuner(ws), worker="none", token=TOKEN)
+    return server.streamable_http_app(host="127.0.0.1")
+
+
+@pytest.mark.parametrize("name", ["versions", "architect"])
+def test_a_running_rest_server_answers_with_the_token(ws, monkeypatch, name):
+    monkeypatch.setenv("RATCHET_API_TOKEN", TOKEN)
+    port = free_port("127.0.0.1")
+    set_port(ws.root, name, port)
+    with serving(rest_app(ws, name), port):
+        code, checks = doctor(ws.root)
+        assert checks[f"servers/{name}"]["status"] == "ok", checks[f"servers/{name}"]
+        assert "accepts the token" in checks[f"servers/{name}"]["detail"]
+        monkeypatch.setenv("RATCHET_API_TOKEN", make_token())  # another token: refused
+        code, checks = doctor(ws.root)
+    assert code == 1 and checks[f"servers/{name}"]["status"] == "fail"
+    assert "refuses this token (401)" in checks[f"servers/{name}"]["detail"]
+
+
+@pytest.mark.parametrize("name", ["runner", "tuner"])
+def test_a_running_mcp_server_answers_with_the_token(ws, monkeypatch, name):
+    monkeypatch.setenv("RATCHET_API_TOKEN", TOKEN)
+    port = free_port("127.0.0.1")
+    set_port(ws.root, name, port)
+    with serving(mcp_app(ws, name), port):
+        code, checks = doctor(ws.root)
+        assert checks[f"servers/{name}"]["status"] == "ok", checks[f"servers/{name}"]
+        assert checks[f"servers/{name}"]["detail"].endswith("/mcp: the Ratchet " + name + " of this workspace "
+                                                            "answers and accepts the token")
+        monkeypatch.delenv("RATCHET_API_TOKEN")
+        code, checks = doctor(ws.root)
+    assert code == 1 and checks[f"servers/{name}"]["status"] == "fail"
+    assert "requires a token and none is set (401)" in checks[f"servers/{name}"]["detail"]
+
+
+def test_another_workspace_s_server_is_something_else(ws, tmp_path, monkeypatch):
+    from ratchet.core.workspace import Workspace
+
+    other = tmp_path / "other"
+    shutil.copytree(ws.root, other)
+    path = other / "ratchet.toml"
+    path.write_text(path.read_text().replace('name = "support-desk"', 'name = "other-desk"'))
     monkeypatch.setenv("RATCHET_API_TOKEN", TOKEN)
     port = free_port("127.0.0.1")
     set_port(ws.root, "versions", port)
-    with serving(create_app(ws, token=TOKEN), port):
+    with serving(rest_app(Workspace.open(other), "versions"), port):
         code, checks = doctor(ws.root)
-        assert checks["servers/versions"]["status"] == "ok", checks["servers/versions"]
-        assert "accepts the token" in checks["servers/versions"]["detail"]
-        monkeypatch.setenv("RATCHET_API_TOKEN", make_token())  # another token: refused
-        code, checks = doctor(ws.root)
-    assert code == 1 and checks["servers/versions"]["status"] == "fail"
-    assert "refuses this token (401)" in checks["servers/versions"]["detail"]
-
-
-def test_a_running_runner_answers_over_mcp_with_the_token(ws, monkeypatch):
-    from ratchet.runner.server import build_server
-    from ratchet.runner.service import Runner
-
-    monkeypatch.setenv("RATCHET_API_TOKEN", TOKEN)
-    port = free_port("127.0.0.1")
-    set_port(ws.root, "runner", port)
-    with serving(build_server(Runner(ws), token=TOKEN).streamable_http_app(host="127.0.0.1"), port):
-        code, checks = doctor(ws.root)
-        assert checks["servers/runner"]["status"] == "ok", checks["servers/runner"]
-        monkeypatch.delenv("RATCHET_API_TOKEN")
-        code, checks = doctor(ws.root)
-    assert code == 1 and checks["servers/runner"]["status"] == "fail"
-    assert "requires a token and none is set (401)" in checks["servers/runner"]["detail"]
+    assert code == 1 and "'Ratchet versions: other-desk'" in checks["servers/versions"]["detail"]
 
 
 def test_port_zero_is_chosen_at_start(ws_path):

@@ -360,6 +360,7 @@ def test_llm_planner_leaves_out_what_is_not_set():
     assert planner.client_settings("ollama") == {}
     assert LlmPlanner("openai:gpt-4o", timeout=30).client_settings("openai") == {"timeout": 10.0}  # 2 retries
     assert LlmPlanner("openai:gpt-4o", timeout=30).per_request_attempts() == 3
+    assert LlmPlanner("anthropic:claude-sonnet-4-5", timeout=30, retries=0).per_request_attempts() == 1
     assert LlmPlanner("ollama:llama3.1", timeout=30).per_request_attempts() is None
 
 
