@@ -6,9 +6,9 @@ reply is made with :func:`calls` (one or more tool calls in one response, as Ope
 calls are sent) or :func:`answer` (plain text); :func:`call` takes the arguments as an object, or as a
 raw string to send malformed JSON. :func:`slow` delays a reply (a model that does not answer in time);
 :func:`failure` answers with an HTTP error status instead. A reply may also be a function of the request
-body, called when the request arrives. ``GET /v1/models`` lists :data:`MODEL` (or answers
-``models_status`` with an error, e.g. 401 for a refused key) and uses no reply of the script. When the script runs out the server answers 400, which the client
-does not retry, so a test that under-scripts fails at once.
+body, called when the request arrives. When the script runs out the server answers 400, which the client
+does not retry, so a test that under-scripts fails at once. ``GET /v1/models`` lists :data:`MODEL` (or
+answers ``models_status``, e.g. 401 for a refused key) and uses no reply of the script.
 """
 
 from __future__ import annotations

@@ -263,8 +263,9 @@ def test_llm_planner_model_that_does_not_answer_fails_the_job_at_its_time_limit(
     from ratchet.architect.toolschemas import tool_schemas_at
 
     openai_ws.config.architect.job_timeout_seconds = 20
-    tool_schemas_at(openai_ws, git(openai_ws.root, "rev-parse", "HEAD").strip())  # the brief's, made before the clock runs
-    LlmPlanner.from_config(openai_ws.config.architect).chat_model()  # and the provider's package imported
+    # the brief's tool schemas made, and the provider's package imported, before the job's clock runs
+    tool_schemas_at(openai_ws, git(openai_ws.root, "rev-parse", "HEAD").strip())
+    LlmPlanner.from_config(openai_ws.config.architect).chat_model()
     before = main_snapshot(openai_ws)
     never = [slow(600, calls(call("list_files", {}, f"l{i}"))) for i in range(3)]  # the first try and 2 retries
     with ScriptedOpenAI(never) as server:
