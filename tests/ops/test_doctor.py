@@ -307,7 +307,7 @@ def test_a_refused_key_fails(ws_path, monkeypatch):
         code, checks = doctor(ws_path)
     assert code == 1 and checks["model/endpoint"]["status"] == "fail"
     assert "refused the key (401)" in checks["model/endpoint"]["detail"]
-    assert "api_key_env" in checks["model/endpoint"]["fix"]
+    assert "check the key in DOCTOR_KEY" in checks["model/endpoint"]["fix"]
 
 
 def test_an_unreachable_base_url_fails(ws_path, monkeypatch):

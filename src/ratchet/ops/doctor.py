@@ -23,6 +23,7 @@ SERVERS = ("runner", "tuner", "architect", "versions")
 MCP_SERVERS = ("runner", "tuner")
 # A route of each REST server that needs the token, to show the token is accepted.
 AUTHED_ROUTES = {"architect": "/jobs?limit=1", "versions": "/versions?limit=1"}
+EXTRAS = ("openai", "anthropic", "ollama")  # the providers ratchet has an extra for
 
 
 @dataclass
@@ -326,7 +327,7 @@ def _model(ws, timeout: float) -> Iterator[Check]:
         yield Check("model", "key", "fail", f"{variable} is not set in this environment",
                     f"set {variable} where the Architect runs (`ratchet up` passes its environment on), or name the "
                     "variable that holds the key in [architect] api_key_env")
-    yield _endpoint(cfg, provider, key, timeout)
+    yield _endpoint(cfg, provider, key, variable, timeout)
 
 
 def _package(model: str, provider: str | None) -> Check:
@@ -338,13 +339,13 @@ def _package(model: str, provider: str | None) -> Check:
                      "prefix the model with its provider, e.g. \"openai:gpt-4o-mini\"")
     for needed in ("langchain", module):
         if importlib.util.find_spec(needed) is None:
+            extra = f" (or the ratchet[{provider}] extra)" if provider in EXTRAS else ""
             return Check("model", "package", "fail", f"{needed} is not installed",
-                         f"pip install {needed.replace('_', '-')} in the Architect's environment (e.g. the "
-                         f"ratchet[{provider}] extra)")
+                         f"pip install {needed.replace('_', '-')}{extra} in the Architect's environment")
     return Check("model", "package", "ok", f"{module} imports")
 
 
-def _endpoint(cfg, provider: str | None, key: str | None, timeout: float) -> Check:
+def _endpoint(cfg, provider: str | None, key: str | None, variable: str | None, timeout: float) -> Check:
     """List the provider's models with one GET (no tokens spent) and look for the configured one."""
     import httpx
 
@@ -362,8 +363,8 @@ def _endpoint(cfg, provider: str | None, key: str | None, timeout: float) -> Che
                      "check [architect] base_url and that the model's server is running and reachable from here")
     if response.status_code in (401, 403):
         return Check("model", "endpoint", "fail", f"{did}: refused the key ({response.status_code})",
-                     f"check the key in {cfg.api_key_env or 'the provider key variable'}, or name the variable that "
-                     "holds the right one in [architect] api_key_env")
+                     f"check the key in {variable or 'the provider key variable'}, or name the variable that holds "
+                     "the right one in [architect] api_key_env")
     if response.status_code != 200:
         return Check("model", "endpoint", "fail", f"{did}: answered {response.status_code}",
                      "check [architect] base_url: it should be the API's root (e.g. http://HOST:PORT/v1)")
