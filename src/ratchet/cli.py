@@ -769,6 +769,34 @@ def token_command(path: Path | None) -> None:
                f"[auth]\ntoken_file = \"{path}\"")
 
 
+# --- doctor ------------------------------------------------------------------------------------------
+
+
+@cli.command("doctor")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Seconds each network check (a server, the model's endpoint) may take.")
+@workspace_option
+@json_option
+def doctor(timeout: float, workspace_dir: Path | None, as_json: bool) -> None:
+    """Check the workspace, the store, the token, the servers' ports and the model's configuration,
+    changing nothing and spending no model tokens. One line per check: ok, warn or fail with the fix.
+
+    Exits 0 when no check failed, 1 otherwise.
+    """
+    from ratchet.ops.doctor import diagnose
+
+    checks = diagnose(workspace_dir, timeout=timeout)
+    if as_json:
+        echo_json({"ok": not any(c.status == "fail" for c in checks), "checks": [c.to_dict() for c in checks]})
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            fix = f"  Fix: {c.fix}" if c.fix and c.status != "ok" else ""
+            click.echo(click.style(f"{c.status:<4}", fg=colours[c.status]) + f" {c.area}/{c.name}: {c.detail}{fix}")
+    if any(c.status == "fail" for c in checks):
+        sys.exit(1)
+
+
 # --- feedback ----------------------------------------------------------------------------------------
 
 
@@ -849,10 +877,10 @@ def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: 
     if as_json:
         echo_json(page)
         return
-    print_table(["job", "state", "source", "version", "plan or error"],
-                [[j["id"], j["state"], j["source"], j["version"],
-                  (j["error"] or {}).get("detail", "").splitlines()[0] if j["error"]
-                  else (j["plan"] or {}).get("summary")] for j in page["items"]],
+    print_table(["job", "state", "source", "about", "version", "plan or error"],
+                [[j["id"], j["state"], j["source"], j["about"], j["version"],
+                  (j["error"] or {}).get("detail", "").splitlines()[0] if j["error"] else j["summary"]]
+                 for j in page["items"]],
                 title=f"jobs ({page['total']})")
 
 
