@@ -783,7 +783,7 @@ def doctor(timeout: float, workspace_dir: Path | None, as_json: bool) -> None:
 
     Exits 0 when no check failed, 1 otherwise.
     """
-    from ratchet.ops.doctor import diagnose
+    from ratchet.doctor import diagnose
 
     checks = diagnose(workspace_dir, timeout=timeout)
     if as_json:

@@ -177,7 +177,7 @@ def test_every_version_records_the_plugin_distributions_it_loads(ws_path, tmp_pa
     entry-point plugin's distribution and version are in its metadata (promotions and merges alike)."""
     from importlib import metadata
 
-    from helpers import code_version
+    from helpers import code_version, ratchet_distribution
 
     site = tmp_path / "site"
     info = site / "ratchet_extra_plugin-1.2.3.dist-info"
@@ -186,7 +186,8 @@ def test_every_version_records_the_plugin_distributions_it_loads(ws_path, tmp_pa
     (info / "entry_points.txt").write_text("[ratchet]\nextra_plugin = ratchet_extra_plugin\n")
     (site / "ratchet_extra_plugin.py").write_text("# a plugin that implements no hook\n")
     monkeypatch.syspath_prepend(str(site))
-    expected = {"ratchet": metadata.version("ratchet"), "ratchet-extra-plugin": "1.2.3"}
+    ours = ratchet_distribution()
+    expected = {ours: metadata.version(ours), "ratchet-extra-plugin": "1.2.3"}
 
     ws = Workspace.open(ws_path)
     assert ws.plugins.distributions() == expected

@@ -232,7 +232,8 @@ def test_llm_job_transcript_is_shown_by_the_rest_api_and_jobs_show(openai_ws, mo
     client.http = http
     monkeypatch.setattr("ratchet.cli.architect_client", lambda url, workspace_dir: client)
     monkeypatch.setenv("COLUMNS", "200")  # one line per call
-    table = CliRunner().invoke(cli, ["jobs", "show", job.id, "--transcript"], catch_exceptions=False)
+    table = CliRunner().invoke(cli, ["jobs", "show", job.id, "--transcript", "--url", "http://testserver"],
+                               catch_exceptions=False)
     assert table.exit_code == 0, table.output
     assert f"transcript of job {job.id} ({MODEL})" in table.output
     assert "read_file" in table.output and "Nothing to do." in table.output

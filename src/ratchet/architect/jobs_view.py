@@ -10,17 +10,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from ratchet.architect.jobs import JOB_STATES, JobStore
+from ratchet.architect.jobs import JOB_STATES, JobStore, JobSummary
 from ratchet.core.errors import UserError
 
 TIME_FIELDS = ("created", "updated", "deadline")
 
 
 def list_jobs(workspace, *, state: str | None = None, limit: int = 50) -> dict[str, Any]:
-    """Jobs newest first, paged as ``GET /jobs`` pages them."""
+    """Job summaries newest first, as ``GET /jobs`` lists and pages them."""
     if state is not None and state not in JOB_STATES:
         raise UserError(f"unknown job state {state!r}", field="--state", fix=f"use one of {', '.join(JOB_STATES)}")
-    jobs = [j.model_dump(mode="json") for j in reversed(JobStore(workspace.store).list(state))]
+    jobs = [JobSummary.of(j).model_dump(mode="json") for j in reversed(JobStore(workspace.store).list(state))]
     return {"items": jobs[:limit], "total": len(jobs), "limit": limit, "offset": 0}
 
 

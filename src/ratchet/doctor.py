@@ -1,5 +1,6 @@
 """``ratchet doctor``: check a workspace, its store, its servers, its token and its model configuration,
-changing nothing and spending no model tokens.
+changing nothing and spending no model tokens. It sits beside the CLI, above the components, because
+it checks every one of them (the Architect's planner included).
 
 Each check ends ``ok``, ``warn`` (works, but worth a look) or ``fail`` (something will not work), with
 what was found and, unless ok, the fix. Checks that need something that failed before (the store's
