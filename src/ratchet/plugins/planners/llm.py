@@ -25,7 +25,6 @@ The plan holds to a protocol (``llm_protocol.JobProtocol``, a langchain middlewa
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 from typing import Any
 
@@ -189,19 +188,11 @@ class LlmPlanner:
         return None
 
     def plan(self, request: PlanRequest, session: JobSession) -> Plan:
-        from langchain_core.messages import HumanMessage
-
-        # The brief (its tool listing runs in a process of its own) is made while langchain and the
-        # provider's package are imported
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ratchet-brief") as pool:
-            brief = pool.submit(session.brief)
-            agent, protocol = self._agent(session)
-            first = HumanMessage(f"{describe(request)}\n\n# The workspace\n\n{brief.result()}")
-        return self._run(agent, protocol, first)
-
-    def _agent(self, session: JobSession):
         from langchain.agents import create_agent
         from langchain.agents.middleware import ModelCallLimitMiddleware
+        from langchain.agents.middleware.model_call_limit import ModelCallLimitExceededError
+        from langchain_core.messages import HumanMessage
+        from langgraph.errors import GraphRecursionError
 
         from ratchet.plugins.planners.llm_protocol import JobProtocol
 
@@ -211,14 +202,9 @@ class LlmPlanner:
                              # the protocol first: a plan that has finished ends before the limit is checked
                              middleware=[protocol, ModelCallLimitMiddleware(run_limit=self.max_steps,
                                                                             exit_behavior="error")])
-        return agent, protocol
-
-    def _run(self, agent, protocol, first) -> Plan:
-        from langchain.agents.middleware.model_call_limit import ModelCallLimitExceededError
-        from langgraph.errors import GraphRecursionError
-
         try:
-            result = agent.invoke({"messages": [first]},
+            result = agent.invoke({"messages": [HumanMessage(f"{describe(request)}\n\n# The workspace\n\n"
+                                                             f"{session.brief()}")]},
                                   # one tool call at a time, in the model's order; the recursion limit is a
                                   # backstop (a model call is at most six graph steps)
                                   config={"max_concurrency": 1, "recursion_limit": 6 * self.max_steps + 10})
