@@ -145,6 +145,7 @@ BAD = [
     ("test-tier", {"min_accuracy": 1.5}, "between 0 and 1"),
     ("strategy-plugin", {"name": "Bad_Name"}, "single dashes"),
     ("strategy-plugin", {"author_email": "nobody"}, "not an email address"),
+    ("strategy-plugin", {"strategy_name": "glr_thompson"}, "first-party strategy's name"),
     ("runner-plugin", {"version": "one"}, "PEP 440"),
 ]
 
@@ -182,3 +183,23 @@ def test_support_desk_template_is_the_workspace_scaffolds_runner(library, tmp_pa
         assert (tmp_path / "out" / rel).read_bytes() == (scaffold / rel).read_bytes(), (
             f"{rel} differs between the workspace scaffold and src/ratchet/plugins/runner_templates/support-desk: "
             "make the scaffold's file a link to the template's again")
+
+
+def test_workspace_offers_every_context_free_bandit(library):
+    """`ratchet init --data tuner_policy=...` accepts each first-party bandit that needs no features,
+    glr_thompson (change detection) included."""
+    from ratchet.plugins.tuner_strategies.bandits import BANDITS
+
+    choices = next(q for q in tl.get(library, "workspace").questions if q.name == "tuner_policy").choices
+    names = {cls.name for cls in BANDITS if not cls.name.startswith("lin_")}
+    assert "glr_thompson" in names and set(choices) == names
+
+
+def test_workspace_with_glr_thompson(library, tmp_path):
+    from ratchet.core.create import create_workspace
+    from ratchet.core.plugins import load_plugins
+
+    create_workspace(tmp_path / "desk", data=["tuner_policy=glr_thompson"], plugins=load_plugins())
+    assert 'strategy = "glr_thompson"' in (tmp_path / "desk" / "ratchet.toml").read_text()
+    section = json.loads((tmp_path / "desk" / "state" / "active.state.json").read_text())["strategies"]["style"]
+    assert section["policy"] == "glr_thompson" and section["alarms"] == [0, 0, 0, 0]
