@@ -1,5 +1,6 @@
 """``ratchet demo``: the simulation's arithmetic (fast), and the whole story with real processes (slow):
-patch versions, the drift, the wake-up, the architect's minor version, recovery, and no process left."""
+patch versions, the drift absorbed by the tuner alone, the users' request, the architect's minor version
+with the new style, the tuner learning it, and no process left."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from ratchet.cli import cli
-from ratchet.demo.simulation import AFTER, BEFORE, Oracle, Preferences, Users
+from ratchet.demo.report import recovery
+from ratchet.demo.simulation import AFTER, BEFORE, NEW_STYLE, STYLES, Oracle, Preferences, Users
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
@@ -45,11 +47,36 @@ def test_demo_preferences_drift_and_oracle_regret():
     prefs = Preferences(drift_at=10.0)
     oracle = Oracle(prefs)
     assert prefs.best(0) == "concise" and prefs.best(10.0) == "detailed"
-    assert oracle.expected(9.9) == max(BEFORE.values()) and oracle.expected(10.0) == max(AFTER.values())
+    assert oracle.expected(9.9) == BEFORE["concise"] and oracle.expected(10.0) == AFTER["detailed"]
     assert oracle.regret(5.0, "concise") == 0.0
     assert oracle.regret(15.0, "concise") == pytest.approx(AFTER["detailed"] - AFTER["concise"])
     # learning alone must not breach the demo's SLO (0.5); the old favourite after the drift must
-    assert sum(BEFORE.values()) / len(BEFORE) > 0.55 and AFTER["concise"] < 0.45
+    assert sum(BEFORE[s] for s in STYLES) / len(STYLES) > 0.55 and AFTER["concise"] < 0.45
+
+
+def test_demo_oracle_counts_the_new_style_from_its_first_reply():
+    """The users like bullet points best after the drift, but the oracle can serve only what the runner
+    renders: the new style counts from the moment the runner first replies in it."""
+    prefs = Preferences(drift_at=10.0, ask_at=20.0)
+    oracle = Oracle(prefs)
+    assert prefs.best(15.0, (*STYLES, NEW_STYLE)) == NEW_STYLE and AFTER[NEW_STYLE] - AFTER["detailed"] >= 0.05
+    assert oracle.expected(30.0) == AFTER["detailed"] and oracle.regret(30.0, "detailed") == 0.0
+    oracle.available(NEW_STYLE, 40.0)
+    assert oracle.expected(39.9) == AFTER["detailed"] and oracle.expected(40.0) == AFTER[NEW_STYLE]
+    assert oracle.regret(41.0, "detailed") == pytest.approx(AFTER[NEW_STYLE] - AFTER["detailed"])
+
+
+def test_demo_recovery_is_the_end_of_the_first_span_near_the_oracle():
+    from ratchet.demo.driver import Turn
+
+    def turn(t, expected):
+        return Turn(0, t, "x", 1.0, expected, 0.8, 0.8 - expected, 1.0)
+
+    # 10 conversations a second: the old favourite (0.4) for 3 s, then exploring (0.5), then the best (0.8)
+    turns = [turn(10 + i / 10, 0.4 if i < 30 else 0.5 if i < 50 else 0.8) for i in range(100)]
+    # the first 2 s at 90% of the oracle (0.72) hold at most 5 exploring turns: 14.5 to 16.4
+    assert recovery(turns, 10.0) == pytest.approx(16.4)
+    assert recovery(turns[:60], 10.0) is None  # never near the oracle for a whole span
 
 
 def test_demo_users_are_reproducible(ws_path):
@@ -61,6 +88,7 @@ def test_demo_users_are_reproducible(ws_path):
     assert 0.8 < sum(rewards) / len(rewards) < 0.97  # Bernoulli(0.9)
     assert sum(a.reward(n, 0.0, "detailed") for n in range(400)) < 50  # Bernoulli(0.05) before the drift
     assert sum(a.reward(n, 10.0, "detailed") for n in range(400)) > 320  # Bernoulli(0.9) after it
+    assert sum(a.reward(n, 10.0, NEW_STYLE) for n in range(400)) > 380  # Bernoulli(0.98): the style users ask for
 
 
 def test_demo_out_must_be_new_or_empty(tmp_path):
