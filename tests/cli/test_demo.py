@@ -106,32 +106,43 @@ def test_demo_out_must_be_new_or_empty(tmp_path):
 def test_demo_runs_the_whole_story(tmp_path):
     out = tmp_path / "demo"
     ratchet = str(Path(sys.executable).with_name("ratchet"))
-    proc = subprocess.run([ratchet, "demo", "--out", str(out), "--seed", "3", "--drift-at", "15", "--recover", "10",
-                           "--max-seconds", "110"], capture_output=True, text=True, timeout=400)
+    proc = subprocess.run([ratchet, "demo", "--out", str(out), "--seed", "3", "--drift-at", "15", "--ask-after", "8",
+                           "--recover", "10", "--max-seconds", "170"], capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     try:
         summary = json.loads((out / "summary.json").read_text())
         made = summary["versions_made"]
-        assert made["tuner_patches"] >= 3 and all(v.startswith("v0.") for v in made["tuner"])
+        assert summary["settings"]["strategy"] == "glr_thompson"
+        assert made["tuner_patches"] >= 3 and all(v.startswith(("v0.1.", "v0.2.")) for v in made["tuner"])
         assert [v["bump"] for v in made["architect"]] == ["minor"], summary["versions"]
-        arch = summary["architect"]
-        assert arch["state"] == "succeeded" and arch["planner"] == "playbook" and arch["version"] == "v0.2.0"
-        assert arch["plan"]["rule"] == "drifting-preferences"
-        assert [a["kind"] for a in arch["plan"]["actions"]] == ["render_template", "edit_config"]
-        assert arch["request"]["report"]["breaches"][0]["kpi"] == "reward_rate"
-        assert summary["preferences"]["drift_at_seconds"] <= arch["woken_at_seconds"] <= arch["tagged_at_seconds"]
-        assert arch["tagged_at_seconds"] <= arch["served_at_seconds"]  # the runner serves the new code
+
+        # loop 1: the tuner absorbs the drift by itself, in patch versions, before anyone asks for anything
+        drift = summary["drift"]
+        assert drift["woke_the_architect"] is False and summary["recovered"] is True
+        assert drift["at_seconds"] < drift["recovered_at_seconds"] < summary["new_style"]["asked_at_seconds"]
+        assert drift["patch_versions_to_recovery"] and all(v.startswith("v0.1.") for v in drift["patch_versions_to_recovery"])
         reward = summary["reward"]
-        assert reward["after_recovery"]["mean_reward"] > reward["after_drift"]["mean_reward"], reward
-        assert reward["before_drift"]["mean_reward"] > reward["after_drift"]["mean_reward"], reward
-        assert summary["recovered"] is True
-        regret = summary["regret"]
-        assert regret["cumulative"] > 0 and regret["per_conversation"] > 0
-        assert regret["drift_to_new_version"] > 0 and regret["after_new_version"] is not None
+        assert reward["after_recovery"]["mean_reward"] > reward["drift_to_recovery"]["mean_reward"], reward
+        assert reward["before_drift"]["mean_reward"] > reward["drift_to_recovery"]["mean_reward"], reward
+        assert summary["regret"]["drift_to_recovery"] == drift["regret_to_recovery"] > 0
+
+        # loop 2: the users' free text becomes a new style, a minor version, that the tuner then learns
+        arch = summary["architect"]
+        assert arch["source"] == "feedback" and arch["state"] == "succeeded" and arch["planner"] == "playbook"
+        assert arch["version"] == "v0.2.0" and arch["plan"]["rule"] == "new-reply-style"
+        assert [a["kind"] for a in arch["plan"]["actions"]] == ["render_template", "edit_config", "replace_text",
+                                                               "replace_text"]
+        assert arch["request"]["text"].startswith("Could you answer with bullet points?")
+        assert summary["new_style"]["asked_at_seconds"] <= arch["tagged_at_seconds"] <= arch["served_at_seconds"]
+        new = summary["new_style"]
+        assert arch["served_at_seconds"] <= new["first_reply_at_seconds"] and new["share_last_window"] > 0
+        assert reward["with_new_style"]["conversations"] > 0 and summary["regret"]["after_new_style"] is not None
+        assert (out / "support-desk" / "data" / "styles" / "bullets.yaml").exists()  # the architect's style, merged
+        assert "bullets" in (out / "support-desk" / "ratchet.toml").read_text()
+
         assert summary["failed_conversations"] == 0, summary["failures"]
         assert (out / "reward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (out / "support-desk" / "plugins" / "drift_style.py").exists()  # the architect's plugin, merged
-        assert "v0.2.0" in proc.stdout and "regret" in proc.stdout
+        assert "v0.2.0" in proc.stdout and "from the drift to recovery" in proc.stdout
     finally:
         assert wait_until_gone(str(out)) == []
 
