@@ -161,7 +161,7 @@ class LiveReport:
             if served_at is not None:
                 self.served_told = True
                 self.say(t, f"[bold green]the restarted runner (pid {data.get('pid')}) serves {data['version']}[/], "
-                            "with the architect's strategy")
+                            "with the architect's change")
         elif kind == "failure":
             self.say(t, f"[red]a conversation failed[/]: {data['error']}")
         elif kind == "asked":
