@@ -473,8 +473,9 @@ def plot(summary: dict[str, Any], turns: list[Turn], path: Path) -> None:
     for x, label, color, ls in marks:
         for a in (ax, ax2):
             a.axvline(x, color=color, lw=1.2, ls=ls)
-        ax.text(x, 0.02, f" {label}", color=color, fontsize=8, rotation=90, va="bottom", ha="right",
-                transform=ax.get_xaxis_transform())
+        after = label.startswith("recovered")  # its left is the shaded drift: write it on the right
+        ax.text(x, 0.02, f" {label}", color=color, fontsize=8, rotation=90, va="bottom",
+                ha="left" if after else "right", transform=ax.get_xaxis_transform())
     ax.plot([], [], color="grey", lw=0.5, label="patch version (tuner)")
     ax.plot([], [], color="#17becf", lw=1.0, label="patch versions from the drift to recovery")
     ax.plot([], [], color="#9467bd", lw=2.2, label="minor version (architect: the new style)")
