@@ -10,6 +10,8 @@ DEMO_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# the distribution was called `ratchet` before it became `ratchet-agents`: one copy of the entry points
+	$(BIN)/python -m pip uninstall --quiet --yes ratchet 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 

@@ -101,6 +101,17 @@ def commit_all(root: Path, message: str = "test setup") -> None:
         git(root, "commit", "-qm", message)
 
 
+def point_workspace_at(ws_path: Path, runner: ServerProcess, tuner: ServerProcess) -> None:
+    """Write the servers' ports into ratchet.toml (as when the ports are fixed) and commit: the tuner
+    promotes only over committed configuration."""
+    import re
+
+    toml = ws_path / "ratchet.toml"
+    text = re.sub(r"\[runner\]\nport = \d+", f"[runner]\nport = {runner.port}", toml.read_text())
+    toml.write_text(re.sub(r"\[tuner\]\nport = \d+", f"[tuner]\nport = {tuner.port}", text))
+    commit_all(ws_path, "the servers' ports")
+
+
 def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) -> None:
     """Replace the workspace's [[tuner.strategies]] table (and optionally its plugin list), and commit
     the workspace (this and whatever the test wrote before)."""
@@ -245,3 +256,31 @@ def errors_at_once(fn, calls: list[tuple]) -> list[BaseException]:
     for t in threads:
         t.join(60)
     return errors
+
+
+def serve_and_reward(ws, n: int, rates: dict[str, float], start: int = 0) -> list[float]:
+    """n conversations served by the workspace's active state through the Runner, each rewarded through
+    the Tuner with probability ``rates[style]`` (seeded); staging learns, active stays. Returns the rewards."""
+    import random
+
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.service import Tuner
+
+    runner, tuner, rng = Runner(ws, seed=1), Tuner(ws), random.Random(start)
+    rewards = []
+    for i in range(start, start + n):
+        runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"c{i}"})
+        style = ws.store.decisions_for(f"c{i}")[-1]["choice"]
+        value = float(rng.random() < rates[style])
+        tuner.feedback("reward", {"conversation_id": f"c{i}", "value": value})
+        rewards.append(value)
+    tuner.apply_pending()
+    return rewards
+
+
+def ratchet_distribution() -> str:
+    """The name of the installed distribution that holds the ``ratchet`` package (``ratchet-agents``; an
+    older editable install may still say ``ratchet``)."""
+    from importlib import metadata
+
+    return metadata.packages_distributions()["ratchet"][0]

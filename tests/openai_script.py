@@ -7,7 +7,8 @@ calls are sent) or :func:`answer` (plain text); :func:`call` takes the arguments
 raw string to send malformed JSON. :func:`slow` delays a reply (a model that does not answer in time);
 :func:`failure` answers with an HTTP error status instead. A reply may also be a function of the request
 body, called when the request arrives. When the script runs out the server answers 400, which the client
-does not retry, so a test that under-scripts fails at once.
+does not retry, so a test that under-scripts fails at once. ``GET /v1/models`` lists :data:`MODEL` (or
+answers ``models_status``, e.g. 401 for a refused key) and uses no reply of the script.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class ScriptedOpenAI:
     """``with ScriptedOpenAI(script) as server:`` serves ``server.base_url`` until the block ends;
     ``server.requests`` holds every request body, in order."""
 
-    def __init__(self, script: Iterable[dict[str, Any]]):
+    def __init__(self, script: Iterable[dict[str, Any]], *, models_status: int = 200):
+        self.models_status = models_status
         self.script: Iterator[dict[str, Any]] = iter(script)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # each request's HTTP headers (lower-case names), in order
@@ -101,6 +103,20 @@ class ScriptedOpenAI:
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, reply = server.next_reply(body) if self.path == "/v1/chat/completions" else \
                     (404, {"error": {"message": f"no route {self.path}"}})
+                self._send(status, reply)
+
+            def do_GET(self) -> None:  # noqa: N802 -- the model listing: no tokens, no reply of the script
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if self.path != "/v1/models":
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                elif server.models_status != 200:
+                    self._send(server.models_status, {"error": {"message": "Incorrect API key provided",
+                                                                "type": "invalid_request_error"}})
+                else:
+                    self._send(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
+                                                                 "owned_by": "test"}]})
+
+            def _send(self, status: int, reply: dict[str, Any]) -> None:
                 data = json.dumps(reply).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -9,11 +9,12 @@ Make a workspace, inspect and move its state, list its versions and plugins::
     ratchet state promote                     # staging -> active, commit, tag a patch version
     ratchet rollback v0.1.0                   # a new patch version whose state equals v0.1.0's
     ratchet versions --json
+    ratchet evaluate --state staging          # off-policy: would staging beat what was logged?
     ratchet plugins
     ratchet up                                # every server as its own process; Ctrl-C stops them all
 
-Every command takes ``--workspace/-w DIR`` (default: the current folder or the nearest parent with a
-``ratchet.toml``). Listings print a table, or JSON with ``--json``. Errors go to stderr in red and say
+Every command takes ``--workspace/-w DIR``, before or after its name (default: the current folder or the
+nearest parent with a ``ratchet.toml``). Listings print a table, or JSON with ``--json``. Errors go to stderr in red and say
 what failed, which thing, and the fix; the exit codes are listed in ``ratchet.core.errors``.
 """
 
@@ -45,16 +46,31 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
+WORKSPACE_HELP = "Workspace folder (default: the current folder or the nearest parent with a ratchet.toml)."
 workspace_option = click.option(
     "--workspace", "-w", "workspace_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Workspace folder (default: the current folder or the nearest parent with a ratchet.toml).")
+    help=WORKSPACE_HELP)
+
+
+def remember_workspace(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    """``ratchet -w DIR COMMAND``: the workspace every command uses unless it is given its own ``-w``."""
+    if value is not None:
+        ctx.meta["ratchet.workspace"] = value
+
+
+def given_workspace(path: Path | None) -> Path | None:
+    """The command's own ``-w``, else the one given before the command, else None."""
+    if path is not None:
+        return path
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("ratchet.workspace") if ctx is not None else None
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 def open_workspace(path: Path | None):
     from ratchet.core.workspace import Workspace
 
-    return Workspace.open(path or Path.cwd())
+    return Workspace.open(given_workspace(path) or Path.cwd())
 
 
 def echo_json(data: Any) -> None:
@@ -73,6 +89,8 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="ratchet")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=None,
+              expose_value=False, callback=remember_workspace, help=WORKSPACE_HELP + " Also after the command.")
 def cli() -> None:
     """Serve an agent service from a git workspace and improve it from feedback.
 
@@ -86,14 +104,18 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--template", "-t", default="workspace", show_default=True, help="Workspace scaffold to render.")
+@click.option("--template", "-t", default="workspace", show_default=True,
+              help="Workspace scaffold to render (`ratchet templates list --json`: those with \"workspace\": true).")
+@click.option("--name", default=None, help="The workspace's name (default: DIRECTORY's name, when it is a valid "
+              "one: lowercase letters, digits and dashes).")
 @click.option("--data", "-d", multiple=True, metavar="KEY=VALUE", help="Answer a template question.")
-def init(directory: Path, template: str, data: tuple[str, ...]) -> None:
+def init(directory: Path, template: str, name: str | None, data: tuple[str, ...]) -> None:
     """Make a workspace in DIRECTORY from a scaffold and tag it v0.1.0."""
     from ratchet.core.create import create_workspace
     from ratchet.core.plugins import load_plugins
 
-    version = create_workspace(directory, template=template, data=list(data), plugins=load_plugins())
+    version = create_workspace(directory, template=template, data=list(data), plugins=load_plugins(), name=name,
+                               name_from_folder=True)
     click.echo(f"Made workspace {directory} from template {template!r}: {version.name} ({version.commit[:10]}).")
     click.echo(f"Next: cd {directory} && ratchet state show")
 
@@ -118,9 +140,19 @@ def state_show(document: str, workspace_dir: Path | None, as_json: bool) -> None
     if as_json:
         echo_json(info)
         return
+    # The header goes to stderr, so `ratchet state show staging > s.json` writes just the document.
     click.echo(f"{document} state, revision {doc.revision}" + (f"; version {doc.version}" if doc.version else "")
-               + (f"; pinned to {info['pinned']}" if info["pinned"] else ""))
+               + (f"; pinned to {info['pinned']}" if info["pinned"] else ""), err=True)
     click.echo(json.dumps(doc.document, indent=2, sort_keys=True))
+
+
+def unwrap_shown_state(data: Any, document: str) -> tuple[Any, int | None]:
+    """The state document in ``data``, and the revision it was read at: ``data`` is either a document or
+    the envelope `ratchet state show --json` prints (``{"name", "revision", "document", ...}``), whose
+    revision counts only when it is the same document's."""
+    if isinstance(data, dict) and "schema_version" not in data and isinstance(data.get("document"), dict):
+        return data["document"], data.get("revision") if data.get("name") == document else None
+    return data, None
 
 
 @state.command("set")
@@ -130,7 +162,10 @@ def state_show(document: str, workspace_dir: Path | None, as_json: bool) -> None
               help="Expected current revision (compare-and-swap); default: the revision read just before.")
 @workspace_option
 def state_set(document: str, file, revision: int | None, workspace_dir: Path | None) -> None:
-    """Replace the staging state with FILE (validated against state/schema.json). Use - for stdin."""
+    """Replace the staging state with FILE (validated against state/schema.json). Use - for stdin.
+
+    FILE is a state document, or what `ratchet state show staging --json` printed (the document is taken
+    from it, and its revision is the one expected unless --revision says otherwise)."""
     from ratchet.core.errors import StateValidationError
 
     ws = open_workspace(workspace_dir)
@@ -139,7 +174,9 @@ def state_set(document: str, file, revision: int | None, workspace_dir: Path | N
     except json.JSONDecodeError as exc:
         raise StateValidationError(f"{file.name} is not valid JSON: {exc}", field=file.name,
                                    fix="fix the JSON syntax at the line given") from None
+    new, shown_revision = unwrap_shown_state(new, document)
     ws.state.validate(new, file.name)  # before anything is read or written
+    revision = shown_revision if revision is None else revision
     expected = revision if revision is not None else ws.state.read(document).revision
     written = ws.state.write(document, new, expected)
     click.echo(f"{document} state is now revision {written.revision}.")
@@ -217,6 +254,33 @@ def versions_show(version: str, workspace_dir: Path | None) -> None:
     echo_json({**v.to_dict(), "signature": ws.versions.signature(v), "state": ws.as_tagged(v.name).active_state()})
 
 
+@versions.command("diff")
+@click.argument("a")
+@click.argument("b")
+@workspace_option
+@json_option
+def versions_diff(a: str, b: str, workspace_dir: Path | None, as_json: bool) -> None:
+    """What changed from version A to B: state changes (JSON-pointer paths) and runner/tuner tool-schema
+    changes, as the Versions API's /versions/A/diff/B says."""
+    from ratchet.ops.story import summarize
+    from ratchet.versions.catalog import Catalog
+
+    diff = Catalog(open_workspace(workspace_dir)).diff(a, b)
+    if as_json:
+        echo_json(diff)
+        return
+    print_table(["path", "op", "old", "new"],
+                [[c["path"], c["op"], summarize(c.get("old")), summarize(c.get("new"))] for c in diff["state"]],
+                title=f"state: {diff['from']} -> {diff['to']} ({len(diff['state'])} changes)")
+    if diff["tools"] is None:
+        click.echo(f"tool schemas: not compared ({diff['tools_error']})")
+        return
+    rows = [[server, ", ".join(s["added"]), ", ".join(s["removed"]), ", ".join(s["changed"]),
+             "yes" if s["breaking"] else "no"] for server, s in diff["tools"]["servers"].items()]
+    print_table(["server", "tools added", "tools removed", "tools changed", "breaking"], rows,
+                title=f"tool schemas: {diff['from']} -> {diff['to']}")
+
+
 # --- plugins and templates ---------------------------------------------------------------------------
 
 
@@ -234,7 +298,7 @@ def plugins(hook: str | None, list_hooks: bool, workspace_dir: Path | None, as_j
         ws = open_workspace(workspace_dir)
         pm = ws.plugins
     except NotFoundError:
-        if workspace_dir is not None:
+        if given_workspace(workspace_dir) is not None:
             raise
         pm = load_plugins()
     if list_hooks:
@@ -286,13 +350,19 @@ def templates_show(name: str) -> None:
 @click.argument("name")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--data", "-d", multiple=True, metavar="KEY=VALUE", help="Answer a template question.")
-def templates_render(name: str, dest: Path, data: tuple[str, ...]) -> None:
+@click.option("--wire/--no-wire", default=True, show_default=True,
+              help="Into a workspace: add the rendered plugins/*.py modules to [workspace] plugins.")
+def templates_render(name: str, dest: Path, data: tuple[str, ...], wire: bool) -> None:
     """Render template NAME into DEST: a new folder, or an existing one (e.g. a workspace), which
-    gains the files; an existing file is never overwritten."""
+    gains the files; an existing file is never overwritten. Into a workspace, the rendered plugin
+    modules are added to ratchet.toml's [workspace] plugins (unless --no-wire)."""
     tl, library = _library()
     t = tl.get(library, name)
     files = tl.render(t, dest, tl.parse_data(t, list(data)))
     click.echo(f"Rendered {name} into {dest}: {', '.join(files)}")
+    wired = tl.wire_plugins(dest, files) if wire else []
+    if wired:
+        click.echo(f"Added {', '.join(wired)} to [workspace] plugins in ratchet.toml.")
 
 
 # --- tests -----------------------------------------------------------------------------------------
@@ -333,6 +403,79 @@ def test_tiers(tiers: tuple[str, ...], shards: int, url: str | None, document: s
                     [[r.tier, r.passed, r.failed, r.pass_rate, r.latency_ms["p50"], r.latency_ms["p95"], r.seconds,
                       "ok" if r.budget_ok else "; ".join(r.violations)] for r in results])
     ensure_ok(results)
+
+
+# --- off-policy evaluation -------------------------------------------------------------------------
+
+
+def _parse_params(params: tuple[str, ...]) -> dict[str, Any]:
+    from ratchet.core.errors import UserError
+
+    out: dict[str, Any] = {}
+    for item in params:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param: {item!r} is not KEY=VALUE", field="param", fix="write e.g. --param gamma=0.99")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw  # plain text
+    return out
+
+
+@cli.command()
+@click.option("--state", "state_name", default=None, metavar="active|staging|FILE",
+              help="Candidate: a state served by the configured strategies (default: staging).")
+@click.option("--strategy", default=None, help="Candidate: this strategy for --key, from what active learned.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Candidate option (a JSON value or text); without --strategy, the configured strategy's.")
+@click.option("--key", default=None, help="Strategy key (state section) to evaluate (default: every bandit key).")
+@click.option("--last", type=int, default=None, help="Use the last N logged calls with a reward.")
+@click.option("--since", default=None, metavar="VERSION", help="Use calls served by VERSION or a later version.")
+@click.option("--min-samples", type=int, default=2, show_default=True, help="Refuse with fewer logged calls.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte Carlo probabilities.")
+@workspace_option
+@json_option
+def evaluate(state_name: str | None, strategy: str | None, params: tuple[str, ...], key: str | None,
+             last: int | None, since: str | None, min_samples: int, seed: int, workspace_dir: Path | None,
+             as_json: bool) -> None:
+    """Estimate off-policy how a candidate would do on the logged calls: IPS, self-normalised IPS and
+    doubly robust estimates of its mean reward with 95% intervals, beside what was observed."""
+    from ratchet.core import evaluation as ev
+    from ratchet.core.errors import UserError
+
+    if state_name and (strategy or params):
+        raise UserError("--state cannot be combined with --strategy/--param", field="state",
+                        fix="evaluate a state, or a strategy with parameters, not both")
+    ws = open_workspace(workspace_dir)
+    if strategy or params:
+        if strategy is None:
+            entries = {e.key: e.strategy for e in ws.config.tuner.strategies}
+            strategy = entries.get(key) if key else (next(iter(entries.values())) if len(entries) == 1 else None)
+            if strategy is None:
+                raise UserError("--param: which strategy's parameters?", field="key", fix="pass --key or --strategy")
+        candidate = ev.strategy_candidate(ws, strategy, _parse_params(params), key)
+    else:
+        candidate = ev.state_candidate(ws, state_name or "staging")
+    keys = [key] if key else ev.evaluable_keys(ws)
+    results = {}
+    for k in keys:
+        calls = ev.logged_calls(ws, k, last=last, since=since)
+        results[k] = ev.evaluate_candidate(ws, candidate, k, calls, seed=seed, min_samples=min_samples)
+    if as_json:
+        echo_json({"candidate": candidate.label, "window": {"last": last, "since": since},
+                   "strategies": {k: r.to_dict() for k, r in results.items()}})
+        return
+    for k, r in results.items():
+        rows = [[e.estimator, f"{e.value:.4f}", f"[{e.low:.4f}, {e.high:.4f}]", f"{e.ess:.0f}", e.n]
+                for e in r.estimates.values()]
+        o = r.observed
+        rows.append(["observed (logged policy)", f"{o.value:.4f}", f"[{o.low:.4f}, {o.high:.4f}]", "", o.n])
+        print_table(["estimator", "mean reward", "95% CI (normal)", "ESS", "calls"], rows,
+                    title=f"{candidate.label} on {k}: {r.n} logged calls"
+                          + (f", {r.skipped} without a propensity" if r.skipped else ""))
+        for w in r.warnings:
+            click.secho(f"warning: {w}", fg="yellow", err=True)
 
 
 # --- serving ---------------------------------------------------------------------------------------
@@ -377,7 +520,7 @@ def serve_runner(transport: str, host: str | None, port: int | None, pin: str | 
     runner = Runner(ws, source=source, allow_overrides=allow_test_overrides, require_signed=require_signed)
     with telemetry.serving("runner", ws):
         serve_mcp(build_server(runner, token=token), transport=transport, host=host or cfg.host,
-                  port=cfg.port if port is None else port, label="runner")
+                  port=cfg.port if port is None else port, label="runner", root=ws.root)
 
 
 @serve.command("tuner")
@@ -402,7 +545,7 @@ def serve_tuner(transport: str, host: str | None, port: int | None, worker: str,
         auth.check_bind(host or cfg.host, token, component="tuner")
     with telemetry.serving("tuner", ws):
         serve_mcp(build_server(Tuner(ws), worker=worker, token=token), transport=transport,
-                  host=host or cfg.host, port=cfg.port if port is None else port, label="tuner")
+                  host=host or cfg.host, port=cfg.port if port is None else port, label="tuner", root=ws.root)
 
 
 def log_to_console(logger: str) -> None:
@@ -438,20 +581,23 @@ def serve_architect(host: str | None, port: int | None, planner: str | None, wor
     log_to_console("ratchet.architect")  # each job's steps and its planner's calls, as they happen
     with telemetry.serving("architect", ws):
         serve_app(create_app(ws, architect=arch, token=token), host=host or cfg.host,
-                  port=cfg.port if port is None else port, label="architect")
+                  port=cfg.port if port is None else port, label="architect", root=ws.root)
 
 
 @serve.command("versions")
 @host_option
 @port_option
+@click.option("--architect-url", default=None, metavar="URL",
+              help="Where the dashboard sends approve and abandon, e.g. http://127.0.0.1:8703 (default from "
+              "ratchet.toml's [architect]; `ratchet up` passes the address it chose).")
 @workspace_option
-def serve_versions(host: str | None, port: int | None, workspace_dir: Path | None) -> None:
-    """Serve the read-only Versions API (REST; OpenAPI at /docs)."""
+def serve_versions(host: str | None, port: int | None, architect_url: str | None, workspace_dir: Path | None) -> None:
+    """Serve the read-only Versions API (REST; OpenAPI at /docs) and the dashboard at /."""
     from ratchet.versions.app import serve as serve_app
 
     ws = open_workspace(workspace_dir)
     cfg = ws.config.versions
-    serve_app(ws, host=host or cfg.host, port=cfg.port if port is None else port)
+    serve_app(ws, host=host or cfg.host, port=cfg.port if port is None else port, architect_url=architect_url)
 
 
 @serve.command("triggerer")
@@ -501,22 +647,30 @@ def serve_triggerer(interval: float, architect_url: str | None, min_samples: int
         signal.signal(signal.SIGTERM, previous)
 
 
-@cli.command("up")
+@cli.group("up", invoke_without_command=True)
 @click.option("--only", default=None, metavar="NAMES",
               help="Comma-separated components to run (default: runner,tuner,architect,versions,triggerer).")
 @click.option("--json-status", "status_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep this file up to date with every component's PID, address, state and restarts (JSON).")
 @workspace_option
-def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -> None:
+@click.pass_context
+def up(ctx: click.Context, only: str | None, status_file: Path | None, workspace_dir: Path | None) -> None:
     """Run every component as its own process on 127.0.0.1, print their addresses, restart one that dies
     (and the runner, tuner and versions when an architect version changes code), stop them all on Ctrl-C.
 
-    Each component's output goes to .ratchet/logs/NAME.log (and here, prefixed with its name).
+    Each component's output goes to .ratchet/logs/NAME.log (and here, prefixed with its name). From
+    another terminal: `ratchet up status`, `ratchet up logs [NAME]`, `ratchet up down`.
     """
+    from ratchet.ops import upctl
     from ratchet.ops.supervisor import Supervisor, default_components
 
+    if ctx.invoked_subcommand is not None:
+        if workspace_dir is not None:
+            ctx.meta["ratchet.workspace"] = workspace_dir  # `ratchet up -w DIR status`
+        return
     ws = open_workspace(workspace_dir)
     components = default_components(only.split(",") if only is not None else None)
+    upctl.refuse_second(ws.root)
     cfg = ws.config
     ports = {"runner": cfg.runner.port, "tuner": cfg.tuner.port, "architect": cfg.architect.port,
              "versions": cfg.versions.port}
@@ -525,11 +679,64 @@ def up(only: str | None, status_file: Path | None, workspace_dir: Path | None) -
         print_table(["component", "pid", "address", "log"],
                     [[c["name"], c["pid"], c["address"] or "-", Path(c["log"]).relative_to(status["root"])]
                      for c in status["components"]], title=f"ratchet up: {ws.name}")
-        click.echo("Ctrl-C stops them all.")
+        click.echo("Ctrl-C stops them all (or `ratchet up down` from another terminal).")
 
     Supervisor(ws.root, components, ports=ports, echo=sys.stderr, on_up=on_up, status_file=status_file,
-               remote=ws.config.workspace.remote,
+               remote=ws.config.workspace.remote, record=upctl.record_path(ws.root),
                say=lambda msg: click.secho(f"ratchet up: {msg}", fg="yellow", err=True)).run()
+
+
+@up.command("status")
+@workspace_option
+@json_option
+def up_status(workspace_dir: Path | None, as_json: bool) -> None:
+    """The running `ratchet up`: every component's PID, address, state and restarts (exit 6 when none runs)."""
+    from ratchet.ops import upctl
+
+    ws = open_workspace(workspace_dir)
+    status = upctl.status(ws.root)
+    if as_json:
+        echo_json(status)
+        return
+    print_table(["component", "pid", "address", "state", "restarts", "log"],
+                [[c["name"], c["pid"], c["address"] or "-", c["state"], c["restarts"],
+                  Path(c["log"]).relative_to(status["root"])] for c in status["components"]],
+                title=f"ratchet up (pid {status['pid']}): {ws.name}" + ("" if status["up"] else ", starting"))
+
+
+@up.command("logs")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Lines to print from the end of each log.")
+@click.option("--follow", "-f", is_flag=True, help="Then print new lines as they come, until Ctrl-C.")
+@workspace_option
+def up_logs(names: tuple[str, ...], lines: int, follow: bool, workspace_dir: Path | None) -> None:
+    """The components' logs (.ratchet/logs/NAME.log; all of them without NAME), each line prefixed with its
+    component; they stay readable after `ratchet up` stops."""
+    from ratchet.ops import upctl
+
+    ws = open_workspace(workspace_dir)
+    try:
+        upctl.show_logs(ws.root, names, lines=lines, follow=follow, out=sys.stdout)
+    except KeyboardInterrupt:
+        pass
+
+
+@up.command("down")
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for every component to stop.")
+@workspace_option
+def up_down(timeout: float, workspace_dir: Path | None) -> None:
+    """Stop the running `ratchet up` and every component it runs (as Ctrl-C does)."""
+    from ratchet.ops import upctl
+
+    ws = open_workspace(workspace_dir)
+    stopped = upctl.down(ws.root, timeout=timeout)
+    if stopped is None:
+        click.echo(f"ratchet up is not running for {ws.root}: nothing to stop.")
+        return
+    click.echo(f"Stopped ratchet up (pid {stopped['pid']}) and its "
+               f"{', '.join(c['name'] for c in stopped['components'])}.")
 
 
 # --- token -------------------------------------------------------------------------------------------
@@ -562,13 +769,43 @@ def token_command(path: Path | None) -> None:
                f"[auth]\ntoken_file = \"{path}\"")
 
 
+# --- doctor ------------------------------------------------------------------------------------------
+
+
+@cli.command("doctor")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Seconds each network check (a server, the model's endpoint) may take.")
+@workspace_option
+@json_option
+def doctor(timeout: float, workspace_dir: Path | None, as_json: bool) -> None:
+    """Check the workspace, the store, the token, the servers' ports and the model's configuration,
+    changing nothing and spending no model tokens. One line per check: ok, warn or fail with the fix.
+
+    Exits 0 when no check failed, 1 otherwise.
+    """
+    from ratchet.ops.doctor import diagnose
+
+    checks = diagnose(workspace_dir, timeout=timeout)
+    if as_json:
+        echo_json({"ok": not any(c.status == "fail" for c in checks), "checks": [c.to_dict() for c in checks]})
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            fix = f"  Fix: {c.fix}" if c.fix and c.status != "ok" else ""
+            click.echo(click.style(f"{c.status:<4}", fg=colours[c.status]) + f" {c.area}/{c.name}: {c.detail}{fix}")
+    if any(c.status == "fail" for c in checks):
+        sys.exit(1)
+
+
 # --- feedback ----------------------------------------------------------------------------------------
 
 
 def architect_client(url: str | None, workspace_dir: Path | None):
-    """A client of the Architect at ``url``, or at the address ``ratchet.toml`` gives it."""
+    """A client of the Architect at ``url``, or where this workspace's running Architect recorded its
+    address (``.ratchet/run/architect.json``), or at the port ``ratchet.toml`` gives it."""
     from ratchet.architect.client import ArchitectClient
     from ratchet.core.errors import ConfigError, RatchetError
+    from ratchet.ops import addresses
 
     try:  # the workspace names the Architect's address and the token
         ws = open_workspace(workspace_dir)
@@ -578,10 +815,11 @@ def architect_client(url: str | None, workspace_dir: Path | None):
         ws = None  # --url from outside a workspace: the token comes from RATCHET_API_TOKEN
     if url is None:
         cfg = ws.config.architect
-        if not cfg.port:
-            raise ConfigError("no architect port in ratchet.toml", field="architect.port",
-                              fix="set [architect] port, or pass --url http://127.0.0.1:PORT")
-        url = f"http://{cfg.host}:{cfg.port}"
+        url = addresses.url(ws.root, "architect") or (f"http://{cfg.host}:{cfg.port}" if cfg.port else None)
+        if url is None:
+            raise ConfigError("no architect is running for this workspace, and ratchet.toml has no architect port",
+                              field="architect.port", fix="start it (`ratchet up` or `ratchet serve architect`), "
+                              "or pass --url http://127.0.0.1:PORT")
     return ArchitectClient(url, token=auth.load_token(ws))
 
 
@@ -628,17 +866,21 @@ def feedback(text: str, url: str | None, about_version: str | None, conversation
 @json_option
 @click.pass_context
 def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: Path | None, as_json: bool) -> None:
-    """The Architect's jobs, newest first; `ratchet jobs show|approve|abandon ID`."""
+    """The Architect's jobs, newest first; `ratchet jobs show|approve|abandon ID`. Read from the
+    workspace's store (no running Architect needed), or from the Architect at --url."""
+    from ratchet.architect.jobs_view import list_jobs
+
     if ctx.invoked_subcommand is not None:
         return
-    page = architect_client(url, workspace_dir).jobs(state=state)
+    page = (architect_client(url, workspace_dir).jobs(state=state) if url
+            else list_jobs(open_workspace(workspace_dir), state=state))
     if as_json:
         echo_json(page)
         return
-    print_table(["job", "state", "source", "version", "plan or error"],
-                [[j["id"], j["state"], j["source"], j["version"],
-                  (j["error"] or {}).get("detail", "").splitlines()[0] if j["error"]
-                  else (j["plan"] or {}).get("summary")] for j in page["items"]],
+    print_table(["job", "state", "source", "about", "version", "plan or error"],
+                [[j["id"], j["state"], j["source"], j["about"], j["version"],
+                  (j["error"] or {}).get("detail", "").splitlines()[0] if j["error"] else j["summary"]]
+                 for j in page["items"]],
                 title=f"jobs ({page['total']})")
 
 
@@ -648,13 +890,14 @@ def jobs(ctx: click.Context, state: str | None, url: str | None, workspace_dir: 
 @architect_url_option
 @workspace_option
 def jobs_show(job_id: str, transcript: bool, url: str | None, workspace_dir: Path | None) -> None:
-    """One job as JSON: plan, step log, tier results, bump, version or error, and the transcript of an
-    LLM planner's model and tool calls."""
+    """One job as JSON (times in ISO-8601, UTC): plan, step log, tier results, bump, version or error,
+    and the transcript of an LLM planner's model and tool calls. Read from the store, or from --url."""
+    from ratchet.architect.jobs_view import get_job, with_iso_times
     from ratchet.ops.story import summarize, when
 
-    job = architect_client(url, workspace_dir).job(job_id)
+    job = architect_client(url, workspace_dir).job(job_id) if url else get_job(open_workspace(workspace_dir), job_id)
     if not transcript:
-        echo_json(job)
+        echo_json(with_iso_times(job))
         return
     print_table(["time", "call", "name", "ok", "tokens", "arguments", "result or reply"],
                 [[when(e["at"]), e["kind"], e["name"], "yes" if e["ok"] else "no",
@@ -678,6 +921,44 @@ _job_action("abandon", "Abandon an open agent job or one waiting for approval: n
 
 
 # --- trace -------------------------------------------------------------------------------------------
+
+
+def _tool_command(component: str, tool: str, pairs: tuple[str, ...], url: str | None, workspace_dir: Path | None,
+                  as_json: bool) -> None:
+    from ratchet.client import call_once
+
+    result = call_once(component, tool, pairs, url=url, workspace=workspace_dir)
+    if as_json:
+        echo_json(result)
+        return
+    for key, value in result.items():
+        click.echo(f"{key}: {value if isinstance(value, str) else json.dumps(value, default=str)}")
+
+
+@cli.command("call")
+@click.argument("tool")
+@click.argument("arguments", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--url", default=None, help="The runner's MCP endpoint (default: from [runner] in ratchet.toml).")
+@workspace_option
+@json_option
+def call_command(tool: str, arguments: tuple[str, ...], url: str | None, workspace_dir: Path | None,
+                 as_json: bool) -> None:
+    """Call runner tool TOOL, e.g. `ratchet call answer question="Where is my order?" conversation_id=c1`.
+    A value that parses as JSON is sent as that JSON, anything else as a string."""
+    _tool_command("runner", tool, arguments, url, workspace_dir, as_json)
+
+
+@cli.command("send")
+@click.argument("tool")
+@click.argument("arguments", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--url", default=None, help="The tuner's MCP endpoint (default: from [tuner] in ratchet.toml).")
+@workspace_option
+@json_option
+def send_command(tool: str, arguments: tuple[str, ...], url: str | None, workspace_dir: Path | None,
+                 as_json: bool) -> None:
+    """Send feedback through tuner tool TOOL, e.g. `ratchet send reward conversation_id=c1 value=1`
+    (also the tuner's own tools: `ratchet send status`, `ratchet send promote`)."""
+    _tool_command("tuner", tool, arguments, url, workspace_dir, as_json)
 
 
 @cli.command("trace")
@@ -750,7 +1031,12 @@ def main_register_plugin_commands() -> None:
     command ratchet does not have, so ``ratchet --help`` and the built-in commands stay fast."""
     from ratchet.core.plugins import load_plugins
 
-    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    args, rest = [], iter(sys.argv[1:])
+    for arg in rest:
+        if arg in ("-w", "--workspace"):
+            next(rest, None)  # the option's value is no command
+        elif not arg.startswith("-"):
+            args.append(arg)
     if not args or args[0] in cli.commands:
         return
     try:

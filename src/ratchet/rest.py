@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sys
 from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
@@ -25,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ratchet import restdocs
 from ratchet.core import auth
 from ratchet.core.errors import (
     AuthError,
@@ -218,30 +218,69 @@ class BodyLimit:
         await JSONResponse(exc.to_dict(), status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
-OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # readable without a token
+OPEN_PATHS = restdocs.OPEN_PATHS  # the docs pages, their assets and the schema: readable without a token
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def cookie_value(token: str) -> str:
+    """What a browser's session cookie holds: a keyed hash of the token, never the token (which can act),
+    so the cookie lets a browser read pages and nothing else."""
+    import hashlib
+    import hmac
+
+    return hmac.new(token.encode(), b"ratchet dashboard session", hashlib.sha256).hexdigest()
 
 
 class TokenGate:
     """Pure ASGI middleware: without the bearer token, every request but the docs' is answered with 401
     before anything else reads it: not routed (no 404 or 405 for a stranger), its body not read (no 400,
     413 or 422). :func:`token_required` checks the same token again as the routes' dependency, which is
-    what puts the scheme in the OpenAPI schema."""
+    what puts the scheme in the OpenAPI schema.
 
-    def __init__(self, app, token: str):
+    For a browser (the dashboard): ``open_paths`` (e.g. a login page, static assets; a path ending in ``/``
+    opens everything under it) pass; a GET or HEAD with the ``cookie`` that :func:`cookie_value` makes
+    passes (reads only: an action still needs the bearer token, so a cookie cannot be used to act by a page
+    of another site); and a GET that asks for HTML without either is sent to ``login`` (303)."""
+
+    def __init__(self, app, token: str, *, cookie: str | None = None, login: str | None = None,
+                 open_paths: frozenset[str] = frozenset()):
         self.app = app
         self.token = token
+        self.cookie = cookie
+        self.login = login
+        self.open_paths = OPEN_PATHS | open_paths
+        self.open_prefixes = tuple(p for p in open_paths if p.endswith("/"))
+
+    def _open(self, path: str) -> bool:
+        return path in self.open_paths or bool(self.open_prefixes) and path.startswith(self.open_prefixes)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or self._open(scope["path"]):
             await self.app(scope, receive, send)
             return
         from starlette.datastructures import Headers
+        from starlette.requests import cookie_parser
 
-        given = Headers(scope=scope).get("authorization", "")
+        headers = Headers(scope=scope)
+        given = headers.get("authorization", "")
         scheme, _, credentials = given.partition(" ")
         if scheme.lower() == "bearer" and auth.matches(credentials.strip(), self.token):
             await self.app(scope, receive, send)
             return
+        reading = scope["method"] in READ_METHODS
+        if self.cookie and reading and not given:
+            session = cookie_parser(headers.get("cookie", "")).get(self.cookie, "")
+            if session and auth.matches(session, cookie_value(self.token)):
+                await self.app(scope, receive, send)
+                return
+            if self.login and "text/html" in headers.get("accept", ""):
+                from urllib.parse import quote
+
+                from starlette.responses import RedirectResponse
+
+                target = scope["path"] + (f"?{scope['query_string'].decode()}" if scope.get("query_string") else "")
+                await RedirectResponse(f"{self.login}?next={quote(target)}", status_code=303)(scope, receive, send)
+                return
         exc = AuthError("no bearer token, or not this workspace's" if given else "no bearer token",
                         field="Authorization", fix=f"send Authorization: Bearer <token>, the token in "
                         f"{auth.TOKEN_ENV} or [auth] token_file")
@@ -249,12 +288,13 @@ class TokenGate:
                            headers={"WWW-Authenticate": auth.SCHEME})(scope, receive, send)
 
 
-def install_guards(app: FastAPI, config, token: str | None = None) -> None:
-    """The body limit of ``config.limits``; with ``token``, the :class:`TokenGate` before it; and, only for
-    ``config.auth.cors_origins``, CORS (outermost, so that a listed page can read a refusal too)."""
+def install_guards(app: FastAPI, config, token: str | None = None, **gate) -> None:
+    """The body limit of ``config.limits``; with ``token``, the :class:`TokenGate` (``gate``: its browser
+    options) before it; and, only for ``config.auth.cors_origins``, CORS (outermost, so that a listed page
+    can read a refusal too)."""
     app.add_middleware(BodyLimit, limit=config.limits.body_bytes)
     if token is not None:
-        app.add_middleware(TokenGate, token=token)
+        app.add_middleware(TokenGate, token=token, **gate)
     if config.auth.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -304,18 +344,15 @@ def install_tracing(app: FastAPI, component: str) -> None:
             context.detach(token)
 
 
-def serve_app(app: FastAPI, *, host: str, port: int, label: str) -> None:
+def serve_app(app: FastAPI, *, host: str, port: int, label: str, root=None) -> None:
     """Serve until interrupted; port 0 picks a free one. Prints the one line ``ratchet up`` waits for.
 
     The caller has checked the bind (:func:`ratchet.core.auth.check_bind`) before starting anything. On
     loopback the app refuses foreign ``Host`` headers, as the MCP servers do (DNS rebinding)."""
-    import uvicorn
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    from ratchet.serving import free_port
+    from ratchet.serving import serve_asgi
 
     if auth.is_loopback(host):
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(auth.LOOPBACK_NAMES | {host}))
-    port = port or free_port(host)
-    print(f"ratchet {label} listening on http://{host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    serve_asgi(app, host=host, port=port, label=label, root=root)

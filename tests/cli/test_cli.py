@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from helpers import git, tree_snapshot
+from helpers import git, ratchet_distribution, tree_snapshot
 from ratchet.cli import cli
 
 
@@ -34,7 +34,7 @@ def test_cli_init_makes_versioned_workspace(run, tmp_path):
     assert git(dest, "status", "--porcelain") == ""
     meta = json.loads(git(dest, "tag", "-l", "--format=%(contents)", "v0.1.0"))
     assert meta["kind"] == "init" and meta["bump"] == "initial" and meta["author"] == "cli" and meta["reason"]
-    assert "ratchet" in meta["plugin_distributions"]  # the installed plugin code that made it
+    assert ratchet_distribution() in meta["plugin_distributions"]  # the installed plugin code that made it
     state = json.loads((dest / "state" / "active.state.json").read_text())
     assert state["params"]["style"] == "concise"
     assert "style" in state["strategies"]  # the bandit's initial section is part of v0.1.0

@@ -174,3 +174,16 @@ def test_demo_interrupted_leaves_no_process(tmp_path):
             proc.kill()
             proc.wait()
         assert wait_until_gone(str(out)) == []
+
+
+def test_demo_prints_the_dashboard_address():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from ratchet.demo import _print_servers
+
+    console = Console(record=True, width=200)
+    servers = SimpleNamespace(pids={"versions": 42}, addresses={"versions": "http://127.0.0.1:8704"})
+    _print_servers(console, servers, 1.0)
+    assert "dashboard: http://127.0.0.1:8704/" in console.export_text()

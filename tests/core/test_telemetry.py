@@ -183,6 +183,6 @@ def test_otlp_endpoint_without_the_exporter_package_is_a_clear_error(ws, monkeyp
         monkeypatch.setitem(sys.modules, mod, None)  # import fails as if the package were missing
     with pytest.raises(ConfigError) as err:
         telemetry.setup("runner", ws, install_global=False)
-    assert "opentelemetry-exporter-otlp-proto-http" in str(err.value) and "ratchet[otlp]" in str(err.value)
+    assert "opentelemetry-exporter-otlp-proto-http" in str(err.value) and "ratchet-agents[otlp]" in str(err.value)
     assert err.value.field == "OTEL_EXPORTER_OTLP_ENDPOINT"
     assert telemetry.current().component is None  # nothing was installed

@@ -197,6 +197,14 @@ def test_triggerer_is_told_the_architect_address_chosen_for_it(tmp_path):
                         "--port", "5001"]
 
 
+def test_versions_dashboard_is_told_the_architect_address_chosen_for_it(tmp_path):
+    versions = next(c for c in default_components() if c.name == "versions")
+    argv = versions.argv(Plan(tmp_path, "127.0.0.1", {"versions": 5004, "architect": 5003}))
+    assert argv[argv.index("--port") + 1] == "5004"
+    assert argv[argv.index("--architect-url") + 1] == "http://127.0.0.1:5003"
+    assert "--architect-url" not in versions.argv(Plan(tmp_path, "127.0.0.1", {"versions": 5004}))
+
+
 def test_a_configured_port_in_use_fails_before_anything_starts(tmp_path, fake):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -128,7 +128,7 @@ def test_feedback_tools(cls):
         jsonschema.Draft202012Validator.check_schema(schema)
     ok = jsonschema.Draft202012Validator(one)
     assert ok.is_valid({"conversation_id": "c", "value": 1})
-    assert ok.is_valid({"conversation_id": "c", "value": 0.5, "event_id": None})
+    assert ok.is_valid({"conversation_id": "c", "value": 0.5, "event_id": "e1"})  # null: the tuner server drops it
     assert not ok.is_valid({"conversation_id": "c"})
     assert not ok.is_valid({"conversation_id": "c", "value": 1, "extra": 1})
     assert ok.is_valid({"conversation_id": "c", "value": 1.5}) is (not st.bounded)
@@ -459,3 +459,67 @@ def test_linear_discount_follows_a_flip(cls):
                                            features=["x"], change_at=1500, new_means=flipped)
             after.append(regret[-1] - regret[1499])
         assert after[1] < 0.6 * after[0], after
+
+
+# --- propensities (off-policy evaluation) -------------------------------------------------------------
+
+
+def _trained(cls, n=60, seed=3):
+    st = make(cls)
+    return st, st.apply(st.initial_state(), play(st, st.initial_state(), n, seed))
+
+
+@all_policies
+def test_every_policy_logs_a_propensity_and_its_choice_probabilities(cls):
+    st, s = _trained(cls)
+    ctx = {"features": {"x": 1.0}}
+    probs = st.choice_probabilities(s, ctx, np.random.default_rng(0))
+    assert list(probs) == ARMS and sum(probs.values()) == pytest.approx(1.0) and min(probs.values()) >= 0
+    rng = np.random.default_rng(1)
+    decisions = [st.decide(s, ctx, rng) for _ in range(300)]
+    assert all(d.propensity is not None and 0 < d.propensity <= 1 for d in decisions)
+    # the logged propensity of a choice agrees with how often that choice is made, and with the
+    # candidate probabilities computed from the same section
+    freq = {a: sum(d.choice == a for d in decisions) / len(decisions) for a in ARMS}
+    for d in decisions:
+        assert d.propensity == pytest.approx(freq[d.choice], abs=0.1)
+        assert d.propensity == pytest.approx(probs[d.choice], abs=0.1)
+
+
+@pytest.mark.parametrize("cls", [B.ThompsonSampling, B.GaussianThompsonSampling, B.DiscountedThompson,
+                                 B.GLRThompson, B.LinThompson], ids=lambda c: c.name)
+def test_sampling_propensity_leaves_the_decision_stream_alone(cls):
+    """The Monte Carlo draws come from their own generator: the same seed makes the same choices with
+    or without them, and the estimate is reproducible."""
+    st, s = _trained(cls)
+    off = type(st)("k", st.config.model_copy(update={"propensity_draws": 0}))
+    ctx = {"features": {"x": 0.0}}
+    r1, r2, r3 = (np.random.default_rng(9) for _ in range(3))
+    with_p = [st.decide(s, ctx, r1) for _ in range(50)]
+    assert [d.choice for d in with_p] == [off.decide(s, ctx, r2).choice for _ in range(50)]
+    assert [d.propensity for d in with_p] == [st.decide(s, ctx, r3).propensity for _ in range(50)]
+    assert all(off.decide(s, ctx, r2).propensity is None for _ in range(3))
+
+
+def test_thompson_propensity_matches_the_exact_two_arm_value():
+    """Two Beta arms: P(X > Y) is known in closed form (sum over the integer parameters)."""
+    from scipy import integrate, stats
+
+    st = B.ThompsonSampling("k", B.ThompsonConfig(arms=["a", "b"], propensity_draws=4000))
+    s = {**st.initial_state(), "pulls": [8, 12], "alpha": [4.0, 8.0], "beta": [6.0, 6.0]}
+    a, b = stats.beta(4, 6), stats.beta(8, 6)
+    p_a = integrate.quad(lambda x: a.pdf(x) * b.cdf(x), 0, 1)[0]  # P(draw of a beats draw of b)
+    rng = np.random.default_rng(0)
+    seen = {d.choice: d.propensity for d in (st.decide(s, {}, rng) for _ in range(200))}
+    assert seen["a"] == pytest.approx(p_a, abs=0.02) and seen["b"] == pytest.approx(1 - p_a, abs=0.02)
+    probs = st.choice_probabilities(s, {}, np.random.default_rng(1))
+    assert probs["a"] == pytest.approx(p_a, abs=0.03)
+
+
+def test_index_policies_are_deterministic_propensity_one():
+    st, s = _trained(B.UCB1, n=90)
+    probs = st.choice_probabilities(s, {}, np.random.default_rng(0))
+    d = st.decide(s, {}, np.random.default_rng(0))
+    assert d.propensity == 1.0 and probs[d.choice] == 1.0 and sorted(probs.values()) == [0.0, 0.0, 1.0]
+    fresh = st.initial_state()  # untried arms are shared uniformly
+    assert st.choice_probabilities(fresh, {}, np.random.default_rng(0)) == pytest.approx({a: 1 / 3 for a in ARMS})

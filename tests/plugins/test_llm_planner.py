@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 import pytest
@@ -252,13 +253,33 @@ def test_llm_planner_with_an_unknown_provider_names_the_setting():
 # --- bounded in time ------------------------------------------------------------------------------------
 
 
+def model_call_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ratchet-model-call" and t.is_alive()]
+
+
 def test_llm_planner_model_that_does_not_answer_fails_the_job_at_its_time_limit(openai_ws, monkeypatch):
-    """The HTTP client would wait for the reply; the job does not: it fails at its time limit."""
-    openai_ws.config.architect.job_timeout_seconds = 20  # imports and the brief take seconds on a busy machine
+    """The job fails at its time limit, and the HTTP request ends with it: the time left reaches the
+    provider's client as its timeout, so no model call is left running (even with the client's retries)."""
+    from ratchet.architect.toolschemas import tool_schemas_at
+
+    openai_ws.config.architect.job_timeout_seconds = 20
+    # the brief's tool schemas made, and the provider's package imported, before the job's clock runs
+    tool_schemas_at(openai_ws, git(openai_ws.root, "rev-parse", "HEAD").strip())
+    LlmPlanner.from_config(openai_ws.config.architect).chat_model()
     before = main_snapshot(openai_ws)
-    started = time.monotonic()
-    job, server = run_job(openai_ws, monkeypatch, [slow(90, calls(call("list_files", {}, "l1")))])
-    elapsed = time.monotonic() - started
+    never = [slow(600, calls(call("list_files", {}, f"l{i}"))) for i in range(3)]  # the first try and 2 retries
+    with ScriptedOpenAI(never) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        arch = Architect(openai_ws)
+        started = time.monotonic()
+        job = arch.process(arch.jobs.get(arch.submit_feedback(DRIFT).id))
+        elapsed = time.monotonic() - started
+        # The server still holds every reply back; only the client's own timeout ends the request.
+        waited = 0.0
+        while model_call_threads() and waited < 15:
+            time.sleep(0.1)
+            waited += 0.1
+        assert model_call_threads() == []
 
     assert elapsed < 20 + 10  # the limit, and room for a loaded machine
     assert job.state == "failed" and job.error.field == "architect.job_timeout_seconds"
@@ -315,6 +336,49 @@ def test_llm_planner_settings_reach_the_provider(openai_ws, monkeypatch):
     settings(openai_ws, temperature=0.2)
     job, server = run_job(openai_ws, monkeypatch, [answer("no")])
     assert server.requests[0]["temperature"] == 0.2
+
+
+@pytest.mark.parametrize("provider, expected", [
+    ("openai", {"base_url": "http://h:1/v1", "temperature": 0.2, "timeout": 10.0, "max_retries": 3,
+                "api_key": "sk-k"}),
+    ("anthropic", {"base_url": "http://h:1/v1", "temperature": 0.2, "timeout": 10.0, "max_retries": 3,
+                   "api_key": "sk-k"}),
+    # ChatOllama ignores timeout, max_retries and api_key: its httpx client takes the timeout (the whole
+    # call's, as it does not retry) and the key as a bearer header
+    ("ollama", {"base_url": "http://h:1/v1", "temperature": 0.2,
+                "client_kwargs": {"timeout": 40.0, "headers": {"Authorization": "Bearer sk-k"}}}),
+])
+def test_llm_planner_builds_the_arguments_each_provider_takes(provider, expected, monkeypatch):
+    """Each attempt gets its share of model_timeout_seconds (40 s over the first try and 3 retries)."""
+    monkeypatch.setenv("THE_KEY", "sk-k")
+    planner = LlmPlanner(f"{provider}:some-model", timeout=40, base_url="http://h:1/v1", api_key_env="THE_KEY",
+                         temperature=0.2, retries=3)
+    assert planner.client_settings(provider) == expected
+
+
+def test_llm_planner_leaves_out_what_is_not_set():
+    planner = LlmPlanner("ollama:llama3.1", timeout=None)
+    assert planner.client_settings("ollama") == {}
+    assert LlmPlanner("openai:gpt-4o", timeout=30).client_settings("openai") == {"timeout": 10.0}  # 2 retries
+    assert LlmPlanner("openai:gpt-4o", timeout=30).per_request_attempts() == 3
+    assert LlmPlanner("anthropic:claude-sonnet-4-5", timeout=30, retries=0).per_request_attempts() == 1
+    assert LlmPlanner("ollama:llama3.1", timeout=30).per_request_attempts() is None
+
+
+@pytest.mark.parametrize("provider, check", [
+    ("openai", lambda m: (m.request_timeout, m.max_retries, m.openai_api_base) == (10.0, 3, "http://h:1/v1")),
+    ("anthropic", lambda m: (m.default_request_timeout, m.max_retries, m.anthropic_api_url)
+     == (10.0, 3, "http://h:1/v1")),
+    ("ollama", lambda m: m._client._client.timeout.read == 40.0
+     and m._client._client.headers["authorization"] == "Bearer sk-k"),
+])
+def test_llm_planner_arguments_reach_the_real_chat_model_class(provider, check, monkeypatch):
+    pytest.importorskip(f"langchain_{provider}")
+    monkeypatch.setenv("THE_KEY", "sk-k")
+    planner = LlmPlanner(f"{provider}:some-model", timeout=40, base_url="http://h:1/v1", api_key_env="THE_KEY",
+                         retries=3)
+    model = planner.chat_model()
+    assert check(model)
 
 
 def test_llm_planner_401_names_the_key_variable(openai_ws, monkeypatch):

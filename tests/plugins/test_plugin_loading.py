@@ -148,5 +148,8 @@ def test_plugins_required_plugins():
 def test_plugins_first_party_use_entry_points():
     from importlib import metadata
 
-    names = {ep.name for ep in metadata.entry_points(group="ratchet") if ep.dist and ep.dist.name == "ratchet"}
+    from helpers import ratchet_distribution
+
+    names = {ep.name for ep in metadata.entry_points(group="ratchet")
+             if ep.dist and ep.dist.name == ratchet_distribution()}
     assert {"templates", "bandits"} <= names

@@ -151,7 +151,7 @@ def test_llm_chat_without_langchain_names_the_extra(library, ws_path, no_bytecod
     monkeypatch.setitem(sys.modules, "langchain_core.messages", None)  # as if not installed
     with pytest.raises(PluginError) as err:
         Runner(ws)
-    assert "pip install 'ratchet[llm]'" in str(err.value) and "llm_chat.py" in str(err.value)
+    assert "pip install 'ratchet-agents[llm]'" in str(err.value) and "llm_chat.py" in str(err.value)
 
 
 # --- tool-router ----------------------------------------------------------------------------------

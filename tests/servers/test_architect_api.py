@@ -49,6 +49,38 @@ def test_feedback_creates_a_job_that_is_listed_and_followed(client, arch):
     assert page["total"] == 1 and page["items"][0]["id"] == job["id"]
 
 
+def test_the_job_list_holds_summaries_not_transcripts(client, arch):
+    from ratchet.architect.transcript import TranscriptEntry
+
+    jid = client.post("/feedback", json={"text": "Answers are too long\nand rambling"}).json()["id"]
+    drive(arch)
+    job = arch.jobs.get(jid)
+    job.transcript = [TranscriptEntry(at=1.0, kind="tool", name="read_file", text="x" * 10_000) for _ in range(50)]
+    arch.jobs.save(job)
+    full = client.get(f"/jobs/{jid}")
+    assert len(full.json()["transcript"]) == 50 and len(full.content) > 500_000
+    listed = client.get("/jobs")
+    assert len(listed.content) < 2_000
+    item = listed.json()["items"][0]
+    assert set(item) == {"id", "state", "source", "about", "by", "planner", "model", "bump", "version", "summary",
+                         "error", "created", "started", "finished"}
+    assert item["about"] == "Answers are too long" and item["by"] == "anonymous" and item["planner"] == "playbook"
+    assert item["state"] == "succeeded" and item["bump"] == "patch" and item["version"] == "v0.1.1"
+    assert item["summary"] == job.plan.summary and item["error"] is None
+    assert item["created"] <= item["started"] <= item["finished"] == job.updated
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["JobPage"]["properties"]["items"]["items"] == {"$ref": "#/components/schemas/JobSummary"}
+
+
+def test_a_failed_job_is_listed_with_its_reason(client, arch, ws):
+    (ws.root / "architect" / "playbook.yaml").write_text("rules: []\n")
+    git(ws.root, "commit", "-qam", "no rules")
+    jid = client.post("/feedback", json={"text": "make it sparkle"}).json()["id"]
+    drive(arch)
+    item = client.get("/jobs", params={"state": "failed"}).json()["items"][0]
+    assert item["id"] == jid and item["error"]["detail"] and item["finished"] is not None and item["version"] is None
+
+
 def test_wake_up_creates_a_job_from_the_kpi_report(client, arch, ws):
     report = {"breaches": [{"kpi": "reward_rate", "value": 0.31, "slo": 0.5, "window_seconds": 300}],
               "kpis": {"reward_rate": 0.31}, "at": 1.0}

@@ -1,8 +1,10 @@
 """The runner over MCP, in process: tools, decisions, resources, overrides, hot reload."""
 
 import json
+import warnings
 
 import anyio
+import mcp.types as types
 import pytest
 from mcp import Client, MCPError
 
@@ -113,6 +115,29 @@ async def test_runner_hot_reload_notifies_and_serves_new_state(ws):
                     break
         state = json.loads((await c.read_resource("state://active")).contents[0].text)
         assert state["version"] == "v0.1.1" and state["state"]["params"]["max_sentences"] == 1
+
+
+async def test_runner_notifies_2025_11_25_clients_through_resources_subscribe(ws):
+    """Issue 14: resources/subscribe answered -32601 on protocol 2025-11-25; no update after a promotion."""
+    updated, got = [], anyio.Event()
+
+    async def on_message(message):
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.append(message.params.uri)
+            got.set()
+
+    async with Client(build_server(Runner(ws, explore=False)), mode="legacy", message_handler=on_message) as c:
+        assert c.protocol_version == "2025-11-25" and c.server_capabilities.resources.subscribe
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the SDK marks subscribe_resource deprecated (2026-07-28 removed it)
+            await c.subscribe_resource("version://current")
+        ws.state.update("staging", with_style("concise"))
+        await anyio.to_thread.run_sync(lambda: ws.state.promote(reason="t", author="test"))
+        with anyio.fail_after(10):
+            await got.wait()
+        assert updated == ["version://current"]  # only what it subscribed to
+        current = json.loads((await c.read_resource("version://current")).contents[0].text)
+        assert current["version"] == "v0.1.1"
 
 
 async def test_hook_ratchet_extract_features_reach_decide_and_the_log(ws):

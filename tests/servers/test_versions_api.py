@@ -6,7 +6,7 @@ import anyio
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import ServerProcess, schemathesis_run, with_style
+from helpers import ServerProcess, ratchet_distribution, schemathesis_run, with_style
 from ratchet.runner.service import Runner
 from ratchet.tuner.service import Tuner
 from ratchet.versions.app import create_app
@@ -116,9 +116,9 @@ def test_versions_diff_state_and_tools(ws, client):
 def test_versions_diff_detects_breaking_tool_change(ws, ws_path, client):
     plugin = ws_path / "plugins" / "support_desk.py"
     text = plugin.read_text()
-    old = "def answer(self, question: str, conversation_id: str, run: RunContext) -> dict:"
+    old = "conversation_id: CONVERSATION_ID, run: RunContext) -> Answer:"
     assert old in text
-    plugin.write_text(text.replace(old, old.replace("conversation_id: str,", "conversation_id: str, locale: str,")))
+    plugin.write_text(text.replace(old, old.replace("run: RunContext", "locale: str, run: RunContext")))
     ws.versions.make_version("minor", paths=["plugins/support_desk.py"], reason="answer needs a locale",
                              kind="architect", author="test")
     body = client.get("/versions/v0.1.0/diff/v0.2.0").json()
@@ -254,7 +254,7 @@ def test_versions_signature_status_of_each_version(ws_path, ssh_keys):
     items = client.get("/versions", params={"order": "asc"}).json()["items"]
     assert [(v["version"], v["signature"]) for v in items] == [
         ("v0.1.0", "unsigned"), ("v0.1.1", "verified"), ("v0.1.2", "unverified")]
-    assert items[1]["metadata"]["plugin_distributions"]["ratchet"]
+    assert items[1]["metadata"]["plugin_distributions"][ratchet_distribution()]
     shown = client.get("/versions/v0.1.2").json()
     assert shown["signature"] == "unverified" and shown["reason"] == "concise"
 

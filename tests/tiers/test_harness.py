@@ -131,7 +131,10 @@ GOOD = {"id": "a", "tool": "answer", "args": {"question": "q"}, "expect": {"path
         ([{**GOOD, "expect": {"metric": "accuracy", "min": 0.5}, "cases_from": "nope"}], "cases_from",
          ["names no group"]),
         ([{**GOOD, "args": ["q"]}], "args", ["valid dictionary"]),
-        ([{k: v for k, v in GOOD.items() if k != "tool"}], "tool", ["required key"]),
+        ([{k: v for k, v in GOOD.items() if k != "tool"}], "tool", ["needs the tool"]),
+        ([{**GOOD, "ope": {"margin": 0.1}}], "tool", ["ope case makes no call", "tool, expect"]),
+        ([{"id": "a", "ope": {"estimator": "mean"}}], "ope.estimator", ["'ips', 'snips' or 'dr'"]),
+        ([{"id": "a"}], "expect", ["needs expect (or ope)"]),
     ],
 )
 def test_case_errors_name_file_case_and_field(ws, cases, field, words):

@@ -16,6 +16,7 @@ from ratchet import __version__
 from ratchet.architect.routes import jobs, steps, templates
 from ratchet.architect.service import Architect
 from ratchet.rest import install_error_handlers, install_guards, install_tracing, token_required, unicode_body
+from ratchet.restdocs import install_docs
 
 
 def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool = True,
@@ -36,7 +37,8 @@ def create_app(workspace, *, architect: Architect | None = None, run_jobs: bool 
     app = FastAPI(title=f"Ratchet architect: {workspace.name}", version=__version__, lifespan=lifespan,
                   description="Plans, applies, tests, merges and tags changes to a Ratchet workspace, from "
                   "free-text feedback, Triggerer wake-ups, or an external agent's steps.",
-                  dependencies=[*token_required(token), Depends(unicode_body)])
+                  dependencies=[*token_required(token), Depends(unicode_body)], docs_url=None, redoc_url=None)
+    install_docs(app)  # Swagger UI and ReDoc served from the package, not a CDN
     app.state.architect = arch
     app.state.token_required = token is not None  # requests are by a token's id, else anonymous
     for module in (jobs, steps, templates):

@@ -92,6 +92,49 @@ class Job(BaseModel):
         return self.state in FINAL_STATES
 
 
+class JobSummary(BaseModel):
+    """A job as ``GET /jobs`` lists it: what, who, when and how it ended, without its transcript, log,
+    actions and tier results (``GET /jobs/{id}`` has them)."""
+
+    id: str
+    state: JobState
+    source: JobSource
+    about: str = Field(description="what was asked: the feedback's or the agent's title's first line, or the "
+                       "KPIs a wake-up named (at most 200 characters)")
+    by: str | None = Field(default=None, description="who asked: the id of the request's token, 'anonymous' or "
+                           "'architect'")
+    planner: str | None = None
+    model: str | None = Field(default=None, description="the chat model the planner used, if any")
+    bump: Literal["major", "minor", "patch"] | None = None
+    version: str | None = Field(default=None, description="the version the job made")
+    summary: str | None = Field(default=None, description="the plan's one-line summary")
+    error: JobError | None = Field(default=None, description="why it failed")
+    created: float = Field(description="Unix time it was asked for")
+    started: float | None = Field(default=None, description="Unix time it started running (planning, or opened "
+                                  "for an agent)")
+    finished: float | None = Field(default=None, description="Unix time it succeeded or failed")
+
+    @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        started = next((e.at for e in job.log if e.step in ("plan", "open")), None)
+        return cls(id=job.id, state=job.state, source=job.source, about=about(job.request),
+                   by=job.log[0].by if job.log else None, planner=job.planner, model=job.model, bump=job.bump,
+                   version=job.version, summary=job.plan.summary if job.plan else None, error=job.error,
+                   created=job.created, started=started, finished=job.updated if job.final else None)
+
+
+def about(request: dict[str, Any]) -> str:
+    """A request in one short line."""
+    if "report" in request or "breaches" in request:
+        report = request.get("report", request)
+        kpis = ", ".join(str(b.get("kpi")) for b in report.get("breaches", []) if isinstance(b, dict))
+        line = f"KPIs breached their SLO: {kpis}"
+    else:
+        text = str(request.get("text") or request.get("title") or "")
+        line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 200 else line[:199] + "…"
+
+
 def new_job(source: JobSource, request: dict[str, Any], timeout: float, *, state: JobState = "queued",
             by: str = ARCHITECT) -> Job:
     now = time.time()

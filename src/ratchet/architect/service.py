@@ -35,6 +35,7 @@ Every step is logged in the job with who took it (``by``: a request's token id, 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -403,11 +404,14 @@ class Architect:
                             fix="the requested change is already in place")
         job.note("commit", f"{job.commit[:12]}: {', '.join(job.changed)}" if commit else "nothing new to commit")
         self.jobs.save(job)
-        results = self._run_tiers(job, wt, list(TIERS))
-        job.tiers = [r.to_dict() for r in results]
-        self.jobs.save(job)
-        ensure_ok(results)
-        job.bump, job.schema_diff = self._bump(job)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ratchet-schemas") as pool:
+            # the tool schemas at the job's commit (a process of their own) are listed while the tiers run
+            schemas = pool.submit(self._schemas, job) if self._code_changed(job) else None
+            results = self._run_tiers(job, wt, list(TIERS))
+            job.tiers = [r.to_dict() for r in results]
+            self.jobs.save(job)
+            ensure_ok(results)  # (a failure waits for the listing to end: no process is left behind)
+            job.bump, job.schema_diff = self._bump(job, schemas.result() if schemas else None)
         job.note("bump", f"{job.bump}: " + ("breaking tool-schema change" if job.bump == "major" else
                                              "state only" if job.bump == "patch" else "code, tests or config"))
         self.jobs.save(job)
@@ -441,12 +445,23 @@ class Architect:
                      ok=result.ok, by=by)
         return results
 
-    def _bump(self, job: Job) -> tuple[str, dict[str, Any] | None]:
-        from ratchet.architect.toolschemas import schema_diff, tool_schemas_at
+    @staticmethod
+    def _code_changed(job: Job) -> bool:
+        return any(p != ACTIVE_PATH for p in job.changed)  # state alone cannot change a tool's schema
+
+    def _schemas(self, job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The runner's and tuner's tool schemas at the job's base and at its commit."""
+        from ratchet.architect.toolschemas import tool_schemas_at
+
+        return tool_schemas_at(self.workspace, job.base), tool_schemas_at(self.workspace, job.commit)
+
+    def _bump(self, job: Job, schemas: tuple[dict[str, Any], dict[str, Any]] | None = None
+              ) -> tuple[str, dict[str, Any] | None]:
+        from ratchet.architect.toolschemas import schema_diff
 
         diff = None
-        if any(p != ACTIVE_PATH for p in job.changed):  # state alone cannot change a tool's schema
-            diff = schema_diff(tool_schemas_at(self.workspace, job.base), tool_schemas_at(self.workspace, job.commit))
+        if self._code_changed(job):
+            diff = schema_diff(*(schemas or self._schemas(job)))
         return bump_for(job.changed, bool(diff and diff["breaking"])), diff
 
     def _merge(self, job: Job) -> None:

@@ -6,6 +6,7 @@ is complete, so a refused template, answer or state leaves nothing behind.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -19,10 +20,38 @@ from ratchet.core.versions import Version
 DEFAULT_TEMPLATE = "workspace"
 
 
+NAME_QUESTION = "project_name"
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+
+
+def default_name(tpl, dest: Path, name: str | None, data: list[str], from_folder: bool) -> list[str]:
+    """The scaffold's name answer: ``name`` if given, else (``from_folder``) the folder's name, lowercased,
+    other characters as dashes, when that is a valid name; nothing when ``data`` answers it or the scaffold
+    asks no name (then the scaffold's default holds)."""
+    if not any(q.name == NAME_QUESTION for q in tpl.questions):
+        if name is not None:
+            raise UserError(f"template {tpl.name!r} asks no {NAME_QUESTION}", field="--name",
+                            fix="leave --name out, or answer the template's own questions with --data")
+        return []
+    if any(pair.partition("=")[0] == NAME_QUESTION for pair in data):
+        if name is not None:
+            raise UserError(f"--name and --data {NAME_QUESTION}=... both name the workspace", field="--name",
+                            fix="give one of them")
+        return []
+    if name is not None:
+        return [f"{NAME_QUESTION}={name}"]  # checked by the scaffold's validator
+    if not from_folder:
+        return []
+    slug = re.sub(r"[^a-z0-9-]+", "-", dest.name.lower()).strip("-")
+    return [f"{NAME_QUESTION}={slug}"] if NAME_PATTERN.match(slug) else []
+
+
 def create_workspace(dest: Path, *, template: str = DEFAULT_TEMPLATE, data: list[str] | None = None,
-                     plugins: Plugins, author: str = "cli") -> Version:
+                     plugins: Plugins, author: str = "cli", name: str | None = None,
+                     name_from_folder: bool = False) -> Version:
     """Make a workspace at ``dest`` from a scaffold (``workspace`` by default, with ``data`` answers
-    ``key=value``), a git repo whose first version is v0.1.0; returns that version."""
+    ``key=value``), a git repo whose first version is v0.1.0; returns that version. The workspace's name
+    is ``name``, else with ``name_from_folder`` the folder's (see :func:`default_name`)."""
     from ratchet.core import templates as tl
     from ratchet.core.documents import dumps
     from ratchet.core.workspace import CONFIG_NAME, Workspace
@@ -32,8 +61,8 @@ def create_workspace(dest: Path, *, template: str = DEFAULT_TEMPLATE, data: list
         raise UserError(f"{dest} already exists and is not empty", field="DIR",
                         fix="choose a new folder, or empty this one")
     library = tl.discover(plugins)
-    tpl = tl.get(library, template)
-    answers = tl.parse_data(tpl, data or [])
+    tpl = tl.get_workspace_scaffold(library, template)
+    answers = tl.parse_data(tpl, [*default_name(tpl, dest, name, data or [], name_from_folder), *(data or [])])
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.init-"))
     work = staging_dir / dest.name

@@ -136,6 +136,16 @@ class Strategy(ABC):
         """Numbers for ``status`` and the Triggerer (e.g. reward rate, best arm)."""
         return {}
 
+    def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
+                             rng: np.random.Generator) -> dict[Any, float] | None:
+        """``{choice: probability}`` that ``decide`` makes each choice for ``context`` with this section.
+
+        Off-policy evaluation (:mod:`ratchet.core.ope`) weighs logged calls by it. An unbiased estimate
+        (e.g. Monte Carlo over a posterior) is enough. Defaults to None: this strategy cannot say (e.g.
+        continuous choices), and it cannot be evaluated off-policy.
+        """
+        return None
+
     def served(self, section: dict[str, Any]) -> Any:
         """What is served with exploration off (e.g. the best arm). Defaults to None (no such notion)."""
         return None

@@ -15,7 +15,7 @@ Exporters: by default JSON lines in the workspace's object store::
 ``<process>`` is ``host-pid-starttime``: each key has one writer, however many processes and hosts.
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, everything goes over OTLP/HTTP instead (the ``otlp`` extra:
-``pip install 'ratchet[otlp]'``, i.e. ``opentelemetry-exporter-otlp-proto-http``).
+``pip install 'ratchet-agents[otlp]'``, i.e. ``opentelemetry-exporter-otlp-proto-http``).
 
 Core code does not hold a provider: it asks :func:`current` for the :class:`Telemetry` in force (the
 one :func:`setup` made, or one over the global providers, which are no-ops until someone installs
@@ -225,7 +225,7 @@ def _otlp_exporters() -> tuple[Any, Any, Any]:
         raise ConfigError(
             f"{OTLP_ENV} is set ({os.environ.get(OTLP_ENV)!r}) but the OTLP exporter package {OTLP_PACKAGE} is "
             f"not installed", field=OTLP_ENV,
-            fix=f"pip install 'ratchet[otlp]' (or pip install {OTLP_PACKAGE}), or unset {OTLP_ENV} to write "
+            fix=f"pip install 'ratchet-agents[otlp]' (or pip install {OTLP_PACKAGE}), or unset {OTLP_ENV} to write "
             f"JSON lines to the object store") from None
     try:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +50,7 @@ class Template:
     version: str
     summary: str = ""
     questions: list[Question] = field(default_factory=list)
+    workspace: bool = False  # renders a ratchet.toml: a scaffold `ratchet init` can make a workspace from
 
     @property
     def readme(self) -> str:
@@ -59,7 +59,7 @@ class Template:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "summary": self.summary, "plugin": self.plugin,
-                "version": self.version, "path": str(self.path),
+                "version": self.version, "path": str(self.path), "workspace": self.workspace,
                 "questions": [q.__dict__ for q in self.questions]}
 
 
@@ -84,8 +84,10 @@ def _read_template(path: Path, family: str | None, plugin: str, version: str) ->
         elif paragraph:
             break
     summary = " ".join(paragraph)
+    content = path / str(config.get("_subdirectory") or ".")
+    workspace = any((content / name).is_file() for name in ("ratchet.toml", "ratchet.toml.jinja"))
     return Template(path.name, config.get("_ratchet_family") or family or "template", path, plugin, version,
-                    summary, questions)
+                    summary, questions, workspace)
 
 
 def discover(plugins: Plugins) -> dict[str, Template]:
@@ -114,7 +116,22 @@ def _plugin_version(plugins: Plugins, plugin: str) -> str:
     dist = plugins._dists.get(plugin)
     if dist:
         return dist.split()[-1]
-    return metadata.version("ratchet")
+    from ratchet import __version__
+
+    return __version__
+
+
+def get_workspace_scaffold(templates: dict[str, Template], name: str) -> Template:
+    """Template ``name`` if it makes a workspace (what ``ratchet init`` renders); the error lists only those."""
+    scaffolds = sorted(n for n, t in templates.items() if t.workspace)
+    choose = f"choose one of: {', '.join(scaffolds) or '(none installed)'}"
+    if name not in templates:
+        raise NotFoundError(f"unknown template {name!r}", field="--template", fix=choose)
+    if not templates[name].workspace:
+        raise UserError(f"template {name!r} is a {templates[name].family} template, not a workspace scaffold",
+                        field="--template", fix=f"{choose}; add {name!r} to a workspace afterwards with "
+                        f"`ratchet templates render {name} WORKSPACE`")
+    return templates[name]
 
 
 def get(templates: dict[str, Template], name: str) -> Template:
@@ -237,3 +254,26 @@ def render(template: Template, dest: Path, data: dict[str, Any]) -> list[str]:
         return files
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wire_plugins(dest: Path, files: list[str]) -> list[str]:
+    """Add the rendered workspace plugin modules (``plugins/NAME.py`` among ``files``) to ``[workspace]
+    plugins`` of ``dest``'s ratchet.toml, when ``dest`` is a workspace, so that what the template adds
+    (its runner tool, strategy, test cases) is served at once. Returns the modules added."""
+    import tomlkit
+
+    from ratchet.core.workspace import CONFIG_NAME, Workspace
+
+    path = Path(dest) / CONFIG_NAME
+    if not path.is_file():
+        return []
+    modules = [f for f in files if f.startswith("plugins/") and f.endswith(".py") and f.count("/") == 1]
+    configured = set(Workspace.open(dest, search_parents=False).config.workspace.plugins)
+    added = [m for m in modules if m not in configured]
+    if added:  # tomlkit keeps the file's comments and layout
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        section = doc.setdefault("workspace", tomlkit.table())
+        section["plugins"] = [*section.get("plugins", []), *added]
+        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    return added
+

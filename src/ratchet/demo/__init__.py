@@ -147,6 +147,8 @@ def _print_servers(console, servers, setup_seconds: float | None) -> None:
     for name, pid in servers.pids.items():
         table.add_row(name, str(pid), servers.addresses.get(name, "-"))
     console.print(table)
+    if servers.addresses.get("versions"):
+        console.print(f"dashboard: {servers.addresses['versions'].rstrip('/')}/", highlight=False)
 
 
 def _warm_up(urls: dict[str, str], users) -> None:

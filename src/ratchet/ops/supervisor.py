@@ -109,13 +109,20 @@ def _triggerer_argv(plan: Plan) -> list[str]:
     return argv
 
 
+def _versions_argv(plan: Plan) -> list[str]:
+    argv = serve_argv("versions")(plan)
+    if "architect" in plan.ports:  # the dashboard's approve and abandon go there
+        argv += ["--architect-url", plan.url("architect")]
+    return argv
+
+
 def default_components(names: Iterable[str] | None = None) -> list[Component]:
     """Ratchet's own components, in start order; ``names`` selects some (unknown names are a UserError)."""
     known = {
         "runner": Component("runner", serve_argv("runner")),
         "tuner": Component("tuner", serve_argv("tuner")),
         "architect": Component("architect", serve_argv("architect")),
-        "versions": Component("versions", serve_argv("versions")),
+        "versions": Component("versions", _versions_argv),
         "triggerer": Component("triggerer", _triggerer_argv, listens=False, ready=r"ratchet triggerer watching"),
     }
     if names is None:
@@ -254,7 +261,8 @@ class Supervisor:
     ``ports``: configured ports by component name (missing or 0: a free port is picked). ``echo``: where
     children's output lines go, prefixed with their name (None: only to the log files). ``on_up`` is
     called once with :meth:`status` when every component is ready; ``say`` reports restarts and reloads.
-    ``status_file``: a JSON copy of :meth:`status`, rewritten on every change.
+    ``status_file``: a JSON copy of :meth:`status`, rewritten on every change. ``record``: the same, kept
+    only while :meth:`run` runs (``ratchet up status|logs|down`` read ``.ratchet/run/up.json``).
     """
 
     def __init__(self, root: Path, components: Sequence[Component], *, host: str = HOST,
@@ -263,7 +271,7 @@ class Supervisor:
                  max_delay: float = 10.0, watch_tags: bool = True, reload_on_code: Sequence[str] = RELOAD_ON_CODE,
                  echo: IO[str] | None = None, on_up: Callable[[dict], None] | None = None,
                  say: Callable[[str], None] | None = None, status_file: Path | None = None,
-                 remote: str | None = None, fetch_interval: float = 2.0):
+                 remote: str | None = None, fetch_interval: float = 2.0, record: Path | None = None):
         names = [c.name for c in components]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique: {names}")
@@ -279,6 +287,7 @@ class Supervisor:
         self.on_up = on_up
         self.say = say or (lambda msg: print(f"ratchet up: {msg}", file=sys.stderr, flush=True))
         self.status_file = Path(status_file) if status_file else None
+        self.record = Path(record) if record else None
         self.remote, self.fetch_interval = remote, fetch_interval
         self._rolling: list[Child] = []  # components to restart on new code, one at a time
         policy = dict(max_restarts=max_restarts, window=window, base_delay=base_delay, max_delay=max_delay)
@@ -317,6 +326,7 @@ class Supervisor:
             finally:
                 self._stop_tag_watch()
                 restore()
+                self._forget_record()
 
     def stop(self, *, hurry: bool = False) -> None:
         """Ask :meth:`run` to stop every child and return (safe from any thread or a signal handler)."""
@@ -572,12 +582,22 @@ class Supervisor:
 
     # --- status and signals ---
 
+    def _forget_record(self) -> None:
+        """Remove ``record`` if it is this supervisor's (not another's that started meanwhile)."""
+        try:
+            if self.record is not None and json.loads(self.record.read_text()).get("pid") == os.getpid():
+                self.record.unlink()
+        except (OSError, ValueError):
+            pass
+
     def _write_status(self) -> None:
-        if self.status_file is None:
-            return
-        tmp = self.status_file.with_name(self.status_file.name + ".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2))
-        os.replace(tmp, self.status_file)
+        for target in (self.status_file, self.record):
+            if target is None:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=2))
+            os.replace(tmp, target)
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

@@ -100,21 +100,26 @@ def kpis(store: Store, window_seconds: float, now: float) -> KpiReport:
 
 def architect_wake(workspace: Workspace, *, url: str | None = None, timeout: float = 5.0) -> Callable[[dict], None]:
     """The default ``wake``: POST the report to ``{url}/wake``, where ``url`` defaults to
+    where this workspace's running Architect recorded its address (``.ratchet/run/architect.json``), else
     ``http://{architect.host}:{architect.port}`` from ``ratchet.toml``. (``ratchet up`` passes the address
-    it chose, since a configured port of 0 says nothing about where the Architect listens.)
+    it chose.)
 
     With no URL and no port configured (0), or no Architect listening, it logs a warning; the
     ``trigger.wake`` event is already in the store for the Architect to read when it starts.
     """
 
     def wake(report: dict) -> None:
+        from ratchet.ops import addresses
+
         cfg = workspace.config.architect
-        if not url and not cfg.port:
-            log.warning("no architect port in ratchet.toml; the wake-up is kept as a %s event", WAKE_EVENT)
+        base = url or addresses.url(workspace.root, "architect") or (f"http://{cfg.host}:{cfg.port}" if cfg.port else None)
+        if not base:
+            log.warning("no architect running and no architect port in ratchet.toml; the wake-up is kept as a %s "
+                        "event", WAKE_EVENT)
             return
         import httpx
 
-        target = f"{url.rstrip('/')}/wake" if url else f"http://{cfg.host}:{cfg.port}/wake"
+        target = f"{base.rstrip('/')}/wake"
         try:
             from opentelemetry import propagate
 

@@ -4,8 +4,9 @@ Tools are the workspace's runner tools (schemas from their type hints, the ``Run
 left out). Resources: ``state://active`` (the served state, its version and revision),
 ``version://current`` and ``session://{conversation_id}`` (turns, decisions, feedback). A watcher
 reloads when the store says the state changed (PostgreSQL NOTIFY, and a poll every 100 ms
-as the safety net; on SQLite the poll alone) and notifies ``subscriptions/listen`` subscribers of
-``state://active`` and ``version://current`` when it changes.
+as the safety net; on SQLite the poll alone) and notifies the subscribers of ``state://active`` and
+``version://current`` when it changes: ``subscriptions/listen`` streams (protocol 2026-07-28) and
+``resources/subscribe`` sessions (2025-11-25).
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from ratchet import __version__
 from ratchet.core.errors import NotFoundError, RatchetError, unavailable
 from ratchet.runner.service import OVERRIDES_META_KEY, Runner, ToolSpec
-from ratchet.serving import mcp_auth, refuse_unknown_arguments
+from ratchet.serving import RatchetMCPServer, mcp_auth, refuse_unknown_arguments
+from ratchet.subscriptions import LegacySubscribers
 
 RELOAD_INTERVAL = 0.1  # seconds between checks for new state; a promotion is served within this
+CHANGING_RESOURCES = ("state://active", "version://current")  # subscribers hear when these change
 
 
 def tool_error(exc: BaseException) -> ToolError:
     """An error the caller can read and fix, worded as the core worded it."""
-    if isinstance(exc, RatchetError):
+    if isinstance(exc, (RatchetError, ValueError)):  # a ValueError from a tool says what was wrong
         return ToolError(str(exc))
     return ToolError(f"{type(exc).__name__}: {exc}")
 
@@ -70,15 +73,16 @@ def _mcp_tool(runner: Runner, spec: ToolSpec):
 def build_server(runner: Runner, *, token: str | None = None) -> MCPServer:
     """An MCPServer serving ``runner``. Build one per uvicorn start: an MCP app runs only once."""
     bus = InMemorySubscriptionBus()
+    legacy = LegacySubscribers()
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch, runner, bus)
+            tg.start_soon(_watch, runner, bus, legacy)
             yield {"runner": runner}
             tg.cancel_scope.cancel()
 
-    server = MCPServer(f"ratchet-runner:{runner.workspace.name}", version=__version__, log_level="WARNING",
+    server = RatchetMCPServer(f"ratchet-runner:{runner.workspace.name}", version=__version__, log_level="WARNING",
                        **mcp_auth(token),
                        subscriptions=bus, lifespan=lifespan,
                        instructions="Runner of a Ratchet workspace. Pass the same conversation_id for every "
@@ -86,6 +90,7 @@ def build_server(runner: Runner, *, token: str | None = None) -> MCPServer:
     for spec in runner.tools.values():
         server.add_tool(_mcp_tool(runner, spec), name=spec.name, description=spec.description or None)
         refuse_unknown_arguments(server, spec.name)
+    legacy.install(server)
 
     @server.resource("state://active", mime_type="application/json",
                      description="The state being served, with its version and revision.")
@@ -108,7 +113,7 @@ def build_server(runner: Runner, *, token: str | None = None) -> MCPServer:
     return server
 
 
-async def _watch(runner: Runner, bus: InMemorySubscriptionBus) -> None:
+async def _watch(runner: Runner, bus: InMemorySubscriptionBus, legacy: LegacySubscribers) -> None:
     try:
         while True:
             await anyio.to_thread.run_sync(runner.wait_for_change, RELOAD_INTERVAL)
@@ -117,7 +122,8 @@ async def _watch(runner: Runner, bus: InMemorySubscriptionBus) -> None:
             except RatchetError:
                 continue  # e.g. a half-made workspace change: keep serving the snapshot we have
             if changed:
-                await bus.publish(ResourceUpdated(uri="state://active"))
-                await bus.publish(ResourceUpdated(uri="version://current"))
+                for uri in CHANGING_RESOURCES:
+                    await bus.publish(ResourceUpdated(uri=uri))  # 2026-07-28: subscriptions/listen
+                    await legacy.notify(uri)  # 2025-11-25: resources/subscribe
     finally:
         runner.close()  # the server stops: so does its listener (and its database connection)

@@ -66,7 +66,7 @@ def _tool_spec(fn: Callable[..., Any], name: str | None = None, *, plugin: str =
     tool_name = name or getattr(fn, "__name__", None)
     if not tool_name or tool_name == "<lambda>":
         raise TypeError("a runner tool needs a name: register(fn, name='...')")
-    hints = typing.get_type_hints(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)  # keeps Annotated[..., Field(description=...)]
     sig = inspect.signature(fn)
     run_param = next((p for p, h in hints.items() if h is RunContext), None)
     params = tuple(p for p in sig.parameters.values() if p.name != run_param)
@@ -291,7 +291,7 @@ class Runner:
         for key, strategy in self.strategies.items():
             section = snap.section(key) or strategy.initial_state()
             if not self.explore:
-                decisions[key] = Decision(strategy=key, choice=strategy.served(section), propensity=None,
+                decisions[key] = Decision(strategy=key, choice=strategy.served(section), propensity=1.0,
                                           sticky=False, info={"served": True})
                 continue
             sticky = self._sticky.get((conversation_id, key))

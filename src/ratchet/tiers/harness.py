@@ -4,7 +4,9 @@ A case (``tests/<tier>/*.yaml`` or the ``ratchet_collect_cases`` hook) calls one
 optional ``state`` overrides, then checks the structured result (or the value at ``expect.path``) with
 exactly one expectation: ``equals``, ``contains``, ``regex``, ``schema``, ``metric`` or a plugin's kind.
 A ``metric`` case makes no call: it passes when ``accuracy`` (the pass fraction of the cases whose
-``group`` is its ``cases_from``) is at least ``min``.
+``group`` is its ``cases_from``) is at least ``min``. An ``ope`` case makes no call either: it estimates
+off-policy, from the decision log, the mean reward of the state under test and of the active state, and
+passes unless the first is below the second by more than ``margin`` (:mod:`ratchet.tiers.ope_case`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ratchet.core import auth
 from ratchet.core.errors import NotFoundError, RatchetError, TestsFailedError, UserError, config_error
 from ratchet.tiers.budgets import Budgets, TierBudget, load_budgets
+from ratchet.tiers.ope_case import OPECheck, run_ope_case
 
 if TYPE_CHECKING:
     from ratchet.core.plugins import Plugins
@@ -165,21 +168,37 @@ class Expect(BaseModel):
 class Case(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1)
-    tool: str = Field(min_length=1)
+    tool: str | None = Field(default=None, min_length=1)
     args: dict[str, Any] = Field(default_factory=dict)
     state: dict[str, Any] | None = Field(default=None, description="overrides, e.g. {params: {style: formal}}")
     group: str | None = None
     cases_from: str | None = Field(default=None, description="the group a metric case aggregates")
-    expect: Expect
+    expect: Expect | None = None
+    ope: OPECheck | None = Field(default=None, description="an off-policy evaluation gate instead of a call")
     _source: str = PrivateAttr(default="")
     _tier: str | None = PrivateAttr(default=None)
 
     @property
     def is_metric(self) -> bool:
-        return self.expect.kind == "metric"
+        return self.expect is not None and self.expect.kind == "metric"
+
+    @property
+    def is_call(self) -> bool:
+        return self.ope is None and not self.is_metric
 
     @model_validator(mode="after")
     def _metric_needs_group(self) -> Case:
+        if self.ope is not None:
+            extra = [k for k in ("tool", "expect", "state", "group", "cases_from") if getattr(self, k) is not None]
+            extra += ["args"] if self.args else []
+            if extra:
+                raise _Invalid(f"an ope case makes no call; it cannot have {', '.join(extra)}", field=extra[0],
+                               fix=f"remove {', '.join(extra)}, or make it a separate case")
+            return self
+        if self.expect is None:
+            raise _Invalid("a case needs expect (or ope)", field="expect", fix="add e.g. expect: {equals: ...}")
+        if self.tool is None and not self.is_metric:
+            raise _Invalid("a case needs the tool it calls", field="tool", fix="add tool: <runner tool name>")
         if self.is_metric and not self.cases_from:
             raise _Invalid("a metric case needs cases_from", field="cases_from",
                            fix="set cases_from to the group whose pass fraction it measures")
@@ -405,16 +424,19 @@ def _violations(result: TierResult, budget: TierBudget) -> list[str]:
 
 
 async def run_tier(target: Any, cases: list[Case], *, shards: int = 4, budgets: TierBudget | None = None,
-                   tier: str | None = None, call_timeout: float = 60.0, token: str | None = None) -> TierResult:
+                   tier: str | None = None, call_timeout: float = 60.0, token: str | None = None,
+                   workspace: Workspace | None = None, document: dict[str, Any] | None = None) -> TierResult:
     """Run ``cases`` against ``target`` (an ``MCPServer`` or a streamable-HTTP URL, to which each call
     carries ``token`` when given) with ``shards`` workers.
 
-    ``tier`` defaults to the tier the cases were loaded from. Metric cases are evaluated after the calls.
+    ``tier`` defaults to the tier the cases were loaded from. Metric cases are evaluated after the calls,
+    ``ope`` cases against ``workspace`` (the one under test; ``document`` is its state under test when
+    that is not its work tree's state file).
     """
     if shards < 1:
         raise UserError(f"shards must be at least 1, got {shards}", field="shards", fix="pass --shards 1 or more")
     tier = tier or next((c._tier for c in cases if c._tier), None) or "adhoc"
-    calls = [c for c in cases if not c.is_metric]
+    calls = [c for c in cases if c.is_call]
     queue = deque(calls)
     outcomes: dict[str, tuple[str | None, float]] = {}
     start = time.perf_counter()
@@ -441,6 +463,12 @@ async def run_tier(target: Any, cases: list[Case], *, shards: int = 4, budgets: 
         metrics[name] = min(value, metrics.get(name, value))  # a floor on the bare name holds for every group
         reasons[case.id] = None if value >= case.expect.min else (
             f"{name} {value:.3f} < {case.expect.min:g} over {len(members)} cases of group {case.cases_from!r}")
+    for case in (c for c in cases if c.ope is not None):
+        if workspace is None:
+            reasons[case.id] = "an ope case needs the workspace under test (run it through run_tiers)"
+            continue
+        reasons[case.id], found = await anyio.to_thread.run_sync(run_ope_case, workspace, case.ope, document)
+        metrics.update(found)
     seconds = time.perf_counter() - start
 
     latencies = [ms for _, ms in outcomes.values()]
@@ -472,7 +500,7 @@ def run_tiers(workspace: Workspace, tiers: str | list[str], target: Any, shards:
         results = []
         for t, cases in loaded:
             results.append(await run_tier(target, cases, shards=shards, budgets=budgets.tier(t), tier=t,
-                                          token=token))
+                                          token=token, workspace=workspace))
             if fail_fast and not results[-1].ok:
                 break
         return results
@@ -510,10 +538,13 @@ def write_summary(workspace: Workspace, results: list[TierResult], commit: str |
                         fix="commit the workspace first, or pass a commit")
     key = summary_key(commit, key_suffix)
     summary = workspace.objects.get_json(key) or {}
+    tiers = {**summary.get("tiers", {}), **{r.tier: r.to_dict() for r in results}}
     summary = {
         **summary,
         "commit": commit,
-        "tiers": {**summary.get("tiers", {}), **{r.tier: r.to_dict() for r in results}},
+        "tiers": tiers,
+        # the off-policy estimates of the tiers' ope cases, e.g. {"ope.dr.style": 0.61, "ope.dr.style.active": ...}
+        "ope": {k: v for t in tiers.values() for k, v in (t.get("metrics") or {}).items() if k.startswith("ope.")},
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     workspace.objects.put_json(key, summary)

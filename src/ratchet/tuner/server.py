@@ -14,18 +14,21 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
 
 from ratchet import __version__
 from ratchet.core.errors import RatchetError
 from ratchet.runner.server import infrastructure_error, tool_error
-from ratchet.serving import mcp_auth, refuse_unknown_arguments
+from ratchet.serving import RatchetMCPServer, mcp_auth, refuse_unknown_arguments
 from ratchet.tuner.service import Route, Tuner
 
 log = logging.getLogger("ratchet.tuner")
+PROMOTE_DESCRIPTION = ("Apply pending feedback, run the micro tier on staging and, on a pass, make it active and "
+                       "tag a patch version. Returns whether it promoted, the version, and the micro-tier summary.")
 COALESCE_SECONDS = 0.02  # let events arriving together be folded by one compare-and-swap
 
 
@@ -76,6 +79,18 @@ async def _worker_process(tuner: Tuner):
             proc.kill()
 
 
+def without_optional_nulls(schema: dict[str, Any], value: Any) -> Any:
+    """``value`` without the nulls the schema's objects (and their arrays' items) do not require: JSON
+    clients send null for "not given". A null where a value is required stays, for the schema to refuse."""
+    if isinstance(value, dict) and "properties" in schema:
+        required = set(schema.get("required", ()))
+        return {k: without_optional_nulls(schema["properties"].get(k, {}), v) for k, v in value.items()
+                if v is not None or k in required}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [without_optional_nulls(schema["items"], v) for v in value]
+    return value
+
+
 def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
     """A function MCPServer can register for one feedback tool; its advertised schema is replaced by
     the strategy's JSON Schema, which the tuner also validates against."""
@@ -83,7 +98,7 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
     name = route.tool.name
 
     async def call(ctx: Context, **arguments: Any) -> dict[str, Any]:
-        given = {k: v for k, v in arguments.items() if v is not None}  # absent and null are alike here
+        given = without_optional_nulls(schema, arguments)  # an optional argument sent as null is left out
         try:
             ack = await anyio.to_thread.run_sync(lambda: tuner.feedback(name, given))  # trace id: its span's
         except RatchetError as exc:
@@ -125,7 +140,7 @@ def build_server(tuner: Tuner, *, worker: str = "thread", token: str | None = No
                 yield {"tuner": tuner}
             tg.cancel_scope.cancel()
 
-    server = MCPServer(f"ratchet-tuner:{tuner.workspace.name}", version=__version__, log_level="WARNING",
+    server = RatchetMCPServer(f"ratchet-tuner:{tuner.workspace.name}", version=__version__, log_level="WARNING",
                        **mcp_auth(token),
                        lifespan=lifespan,
                        instructions="Tuner of a Ratchet workspace: send feedback about conversations the "
@@ -137,10 +152,10 @@ def build_server(tuner: Tuner, *, worker: str = "thread", token: str | None = No
         if route.tool.input_schema.get("additionalProperties") is False:
             refuse_unknown_arguments(server, route.tool.name)
 
-    @server.tool()
-    async def promote(reason: str = "requested through the tuner's promote tool") -> dict[str, Any]:
-        """Apply pending feedback, run the micro tier on staging and, on a pass, make it active and tag a
-        patch version. Returns whether it promoted, the version, and the micro-tier summary."""
+    @server.tool(description=PROMOTE_DESCRIPTION)
+    async def promote(reason: Annotated[str, Field(description="why, recorded in the version's tag and the "
+                                                   "promotion log")] = "requested through the tuner's promote tool"
+                      ) -> dict[str, Any]:
         if not tuner.workspace.config.tuner.promotion.on_request:
             raise tool_error(RatchetError("promotion on request is off for this workspace",
                                           fix="set [tuner.promotion] on_request = true in ratchet.toml"))

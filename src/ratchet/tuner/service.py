@@ -125,6 +125,9 @@ class Tuner:
 
         error = best_match(Draft202012Validator(route.tool.input_schema).iter_errors(arguments))
         where = _field_path(error) if error is not None else "(arguments)"
+        if error is not None and error.validator == "type" and error.instance is None:
+            raise UserError(f"{where}: must not be null", field=where,
+                            fix=f"send {where} as a {error.validator_value} (see the tool's input schema)")
         raise UserError(f"{where}: {error.message if error is not None else 'invalid'}", field=where,
                         fix=f"send {where} as the tool's input schema says (see tools/list)")
 
@@ -413,7 +416,8 @@ class Tuner:
         self._test_runner.serve_document(document)
         budgets = load_budgets(self.workspace)
         return await run_tier(build_server(self._test_runner), self._micro_cases, shards=2,
-                              budgets=budgets.tiers.micro, tier="micro")
+                              budgets=budgets.tiers.micro, tier="micro", workspace=self.workspace,
+                              document=document)
 
     # --- status ---
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ratchet import __version__
 from ratchet.rest import (UNAUTHORIZED, ErrorBody, install_error_handlers, install_guards, install_tracing, serve_app,
                           token_required)
+from ratchet.restdocs import install_docs
 from ratchet.versions.catalog import Catalog
 
 # SemVer 2.0 with an optional "v"; [0-9] rather than \d so that other scripts' digits are not versions.
@@ -74,12 +75,16 @@ class VersionDetail(VersionSummary):
         description="MCP tool schemas at this version, by server (runner, tuner) and tool")
     tools_error: str | None = Field(description="why the tool schemas could not be read, if they could not")
     evals: EvalsLink
+    ope: dict[str, float] = Field(default_factory=dict, description=(
+        "off-policy estimates of this version's mean reward recorded by its tiers' ope cases: "
+        "'ope.<estimator>.<strategy key>' and, beside it, '....active' for the active state it was compared with"))
 
 
 class EvalSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
     commit: str
     tiers: dict[str, Any] = Field(default_factory=dict, description="per test tier: results and budget checks")
+    ope: dict[str, float] = Field(default_factory=dict, description="the tiers' off-policy estimates (ope cases)")
     updated: str | None = None
 
 
@@ -203,22 +208,28 @@ def active(cat: Catalog = Depends(catalog)) -> dict[str, Any]:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
-def create_app(workspace, *, token: str | None = None) -> FastAPI:
-    """The read-only Versions API of ``workspace``; with ``token`` every route requires it."""
+def create_app(workspace, *, token: str | None = None, architect_url: str | None = None) -> FastAPI:
+    """The read-only Versions API of ``workspace`` and its dashboard at ``/``; with ``token`` every route
+    requires it (a browser may read the dashboard with the cookie its login page sets). ``architect_url``:
+    where the dashboard sends approve and abandon (default: ``[architect]`` in ratchet.toml)."""
+    from ratchet.versions import dashboard
+
     app = FastAPI(title=f"Ratchet versions: {workspace.name}", version=__version__,
                   description="Read-only view of a Ratchet workspace's versions: metadata, state, tool "
-                  "schemas, eval summaries and diffs.", dependencies=token_required(token))
+                  "schemas, eval summaries and diffs. The dashboard is at /.", docs_url=None, redoc_url=None)
+    install_docs(app)  # Swagger UI and ReDoc served from the package, not a CDN
     app.state.catalog = Catalog(workspace)
-    app.include_router(versions_router)
-    app.include_router(active_router)
+    app.include_router(versions_router, dependencies=token_required(token))
+    app.include_router(active_router, dependencies=token_required(token))
+    gate = dashboard.install(app, workspace, token=token, architect=architect_url)
 
     install_error_handlers(app)
     install_tracing(app, "versions")
-    install_guards(app, workspace.config, token)
+    install_guards(app, workspace.config, token, **gate)
     return app
 
 
-def serve(workspace, *, host: str, port: int) -> None:
+def serve(workspace, *, host: str, port: int, architect_url: str | None = None) -> None:
     """Serve until interrupted; port 0 picks a free one."""
     from ratchet.core import telemetry
     from ratchet.core.auth import check_bind, load_token
@@ -226,4 +237,5 @@ def serve(workspace, *, host: str, port: int) -> None:
     token = load_token(workspace)
     check_bind(host, token, component="versions")  # before telemetry takes over the process
     with telemetry.serving("versions", workspace):
-        serve_app(create_app(workspace, token=token), host=host, port=port, label="versions")
+        serve_app(create_app(workspace, token=token, architect_url=architect_url), host=host, port=port,
+                  label="versions", root=workspace.root)

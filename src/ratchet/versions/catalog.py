@@ -85,16 +85,18 @@ class Catalog:
         return {"items": [self._summary(v) for v in chosen], "total": total, "limit": limit, "offset": offset,
                 "next_offset": offset + limit if offset + limit < total else None}
 
-    def detail(self, name: str) -> dict[str, Any]:
+    def detail(self, name: str, *, tools: bool = True) -> dict[str, Any]:
         """A version's metadata, its active state (read through the version's own tagged ratchet.toml and
-        schema, without Ratchet's bookkeeping), tool schemas and evals."""
+        schema, without Ratchet's bookkeeping), tool schemas and evals. ``tools=False`` leaves the tool
+        schemas out (None): reading them the first time runs the version's code in a fresh process."""
         from ratchet.architect.toolschemas import tool_schemas
 
         ws = self.workspace
         v = ws.versions.get(name)
-        tools, tools_error = self._tools(v, tool_schemas)
+        tools, tools_error = self._tools(v, tool_schemas) if tools else (None, None)
+        evals = ws.objects.get_json(summary_key(v.commit))
         return {**self._summary(v), "state": self._state(v), "tools": tools, "tools_error": tools_error,
-                "evals_exist": ws.objects.exists(summary_key(v.commit))}
+                "evals_exist": evals is not None, "ope": (evals or {}).get("ope") or {}}
 
     def evals(self, name: str) -> dict[str, Any]:
         v = self.workspace.versions.get(name)
@@ -115,6 +117,11 @@ class Catalog:
         tools = schema_diff(old, new) if old is not None and new is not None else None
         return {"from": va.name, "to": vb.name, "state": json_diff(self._state(va) or {}, self._state(vb) or {}),
                 "tools": tools, "tools_error": err_a or err_b}
+
+    def state_diff(self, a: str, b: str) -> list[dict[str, Any]]:
+        """The state half of :meth:`diff` (fast: it reads two tagged files)."""
+        va, vb = self.workspace.versions.get(a), self.workspace.versions.get(b)
+        return json_diff(self._state(va) or {}, self._state(vb) or {})
 
     def active(self) -> dict[str, Any]:
         """What runners serve: the store's active state (and the version that holds it), or the pinned

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ratchet.architect.deps import architect, caller, job_id_param
-from ratchet.architect.jobs import JOB_STATES, Job
+from ratchet.architect.jobs import JOB_STATES, Job, JobSummary
 from ratchet.architect.service import Architect
 from ratchet.core.admission import check_finite
 from ratchet.core.errors import UserError
@@ -68,7 +68,7 @@ class OpenJobRequest(BaseModel):
 
 
 class JobPage(BaseModel):
-    items: list[Job]
+    items: list[JobSummary] = Field(description="summaries, newest first; GET /jobs/{id} has a job's whole record")
     total: int
     limit: int
     offset: int
@@ -90,9 +90,12 @@ def post_wake(body: WakeRequest, arch: Architect = Depends(architect), by: str =
 def list_jobs(state: Literal[JOB_STATES] | None = Query(None, description="only jobs in this state"),  # type: ignore[valid-type]
               limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
               arch: Architect = Depends(architect)) -> dict[str, Any]:
-    """Jobs, newest first."""
+    """Jobs, newest first, as summaries (state, what was asked and by whom, when it was made, started and
+    finished, its bump and version, the plan's summary or why it failed); ``GET /jobs/{id}`` has the whole
+    record, with its log, tier results and transcript."""
     jobs = list(reversed(arch.list(state)))
-    return {"items": jobs[offset:offset + limit], "total": len(jobs), "limit": limit, "offset": offset}
+    return {"items": [JobSummary.of(j) for j in jobs[offset:offset + limit]], "total": len(jobs), "limit": limit,
+            "offset": offset}
 
 
 @router.post("/jobs", status_code=201, response_model=Job)

@@ -324,6 +324,42 @@ class Store:
         """
         return self._hot.latest_decisions(list(dict.fromkeys(conversation_ids)))
 
+    def rewarded_decisions(self, strategy: str, *, limit: int | None = None,
+                           versions: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Reward events joined with ``strategy``'s decision in their conversation (the one the tuner joined
+        when it acknowledged the event; the version is the latest logged decision's), newest first:
+        ``{seq, value, choice, propensity, features, version}``.
+
+        ``versions`` keeps only decisions served by those versions; ``limit`` counts rewards. For
+        off-policy evaluation (:mod:`ratchet.core.ope`).
+        """
+        d = decisions.c
+        latest = (sa.select(d.conversation_id, sa.func.max(d.seq).label("seq")).where(d.strategy == strategy)
+                  .group_by(d.conversation_id).subquery())
+        f = feedback.c
+        q = (sa.select(f.seq, f.payload, d.choice, d.propensity, d.features, d.version)
+             .select_from(feedback.join(latest, latest.c.conversation_id == f.conversation_id)
+                          .join(decisions, d.seq == latest.c.seq))
+             .where(f.tool == "reward").order_by(f.seq.desc()))
+        if versions is not None:
+            q = q.where(d.version.in_(list(versions)))
+        if limit:
+            q = q.limit(limit)
+        with self.reader.connect() as conn:
+            rows = conn.execute(q).all()
+        out = []
+        for seq, payload, choice, propensity, features, version in rows:
+            payload = json.loads(payload) if isinstance(payload, str) else payload
+            payload = payload if isinstance(payload, dict) else {}
+            # the decision the tuner joined at acknowledgement, when the event carries it
+            joined = ((payload.get("decisions") or {}).get("conversation_id") or {}).get(strategy)
+            if isinstance(joined, dict):
+                choice, propensity = joined.get("choice"), joined.get("propensity")
+                features = joined.get("features", features)
+            out.append({"seq": seq, "value": (payload.get("args") or {}).get("value"), "choice": choice,
+                        "propensity": propensity, "features": features or {}, "version": version})
+        return out
+
     def session(self, conversation_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
             row = conn.execute(sa.select(sessions).where(sessions.c.conversation_id == conversation_id)).first()

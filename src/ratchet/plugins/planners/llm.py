@@ -25,6 +25,7 @@ The plan holds to a protocol (``llm_protocol.JobProtocol``, a langchain middlewa
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from typing import Any
 
@@ -49,6 +50,10 @@ KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "
                  "mistralai": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY", "deepseek": "DEEPSEEK_API_KEY",
                  "xai": "XAI_API_KEY", "fireworks": "FIREWORKS_API_KEY", "together": "TOGETHER_API_KEY"}
 NO_KEY = {"ollama"}  # local servers
+NO_RETRIES = {"ollama"}  # its client does not retry
+DEFAULT_RETRIES = 2  # what the openai and anthropic clients do when max_retries is not given
+# Providers whose client takes a timeout with each request (the openai and anthropic SDKs' create(timeout=)).
+PER_REQUEST_TIMEOUT = {"openai", "azure_openai", "anthropic"}
 
 
 class PlanningError(RatchetError):
@@ -134,14 +139,10 @@ class LlmPlanner:
             from langchain.chat_models import init_chat_model
         except ImportError:
             raise ConfigError("the llm planner needs langchain", field="architect.model",
-                              fix="pip install 'ratchet[llm]' and your provider's package") from None
-        import os
-
-        settings = {"base_url": self.base_url, "temperature": self.temperature, "timeout": self.timeout,
-                    "max_retries": self.retries,
-                    "api_key": os.environ.get(self.api_key_env) if self.api_key_env else None}
+                              fix="pip install 'ratchet-agents[llm]' and your provider's package") from None
+        settings = self.client_settings(provider_of(self.model))
         try:
-            return init_chat_model(self.model, **{k: v for k, v in settings.items() if v is not None})
+            return init_chat_model(self.model, **settings)
         except ImportError as exc:
             provider = provider_of(self.model) or "?"
             raise ConfigError(f"cannot make chat model {self.model!r}: the {provider} provider's package is not "
@@ -154,24 +155,70 @@ class LlmPlanner:
                               fix="check the provider prefix and the model's settings in [architect] (base_url, "
                               "api_key_env, temperature, model_timeout_seconds, model_retries)") from None
 
+    def attempts(self) -> int:
+        """How many HTTP requests one model call may make: the first and the client's retries."""
+        if isinstance(self.model, str) and provider_of(self.model) in NO_RETRIES:
+            return 1
+        return (DEFAULT_RETRIES if self.retries is None else self.retries) + 1
+
+    def client_settings(self, provider: str | None) -> dict[str, Any]:
+        """The chat model's constructor arguments: only those its class takes (ChatOllama ignores the others).
+
+        The timeout is per HTTP request, and each of the client's attempts gets its share of
+        ``model_timeout_seconds``, so a call's requests, retries included, end when the planner stops
+        waiting for it instead of running on in the background."""
+        import os
+
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        per_attempt = self.timeout / self.attempts() if self.timeout else None
+        if provider == "ollama":  # ChatOllama: the timeout and any headers go to its httpx client; no retries
+            client = {"timeout": per_attempt} if per_attempt else {}
+            if key:  # an Ollama behind a proxy that wants a bearer token
+                client["headers"] = {"Authorization": f"Bearer {key}"}
+            settings = {"base_url": self.base_url, "temperature": self.temperature, "client_kwargs": client or None}
+        else:  # ChatOpenAI and ChatAnthropic take these (timeout and base_url as aliases), as do most others
+            settings = {"base_url": self.base_url, "temperature": self.temperature, "timeout": per_attempt,
+                        "max_retries": self.retries, "api_key": key}
+        return {k: v for k, v in settings.items() if v is not None}
+
+    def per_request_attempts(self) -> int | None:
+        """The attempts to share a call's wait among, when the provider's client takes a timeout per request
+        (sent with each call, so no request outlives the job's time limit); None when it does not."""
+        if isinstance(self.model, str) and provider_of(self.model) in PER_REQUEST_TIMEOUT:
+            return self.attempts()
+        return None
+
     def plan(self, request: PlanRequest, session: JobSession) -> Plan:
+        from langchain_core.messages import HumanMessage
+
+        # The brief (its tool listing runs in a process of its own) is made while langchain and the
+        # provider's package are imported
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ratchet-brief") as pool:
+            brief = pool.submit(session.brief)
+            agent, protocol = self._agent(session)
+            first = HumanMessage(f"{describe(request)}\n\n# The workspace\n\n{brief.result()}")
+        return self._run(agent, protocol, first)
+
+    def _agent(self, session: JobSession):
         from langchain.agents import create_agent
         from langchain.agents.middleware import ModelCallLimitMiddleware
-        from langchain.agents.middleware.model_call_limit import ModelCallLimitExceededError
-        from langchain_core.messages import HumanMessage
-        from langgraph.errors import GraphRecursionError
 
         from ratchet.plugins.planners.llm_protocol import JobProtocol
 
         protocol = JobProtocol(session, call_timeout=self.timeout, key_variable=self.key_variable(),
-                               base_url=self.base_url)
+                               base_url=self.base_url, attempts=self.per_request_attempts())
         agent = create_agent(self.chat_model(), tools=job_tools(session, protocol.finish), system_prompt=SYSTEM_PROMPT,
                              # the protocol first: a plan that has finished ends before the limit is checked
                              middleware=[protocol, ModelCallLimitMiddleware(run_limit=self.max_steps,
                                                                             exit_behavior="error")])
+        return agent, protocol
+
+    def _run(self, agent, protocol, first) -> Plan:
+        from langchain.agents.middleware.model_call_limit import ModelCallLimitExceededError
+        from langgraph.errors import GraphRecursionError
+
         try:
-            result = agent.invoke({"messages": [HumanMessage(f"{describe(request)}\n\n# The workspace\n\n"
-                                                             f"{session.brief()}")]},
+            result = agent.invoke({"messages": [first]},
                                   # one tool call at a time, in the model's order; the recursion limit is a
                                   # backstop (a model call is at most six graph steps)
                                   config={"max_concurrency": 1, "recursion_limit": 6 * self.max_steps + 10})

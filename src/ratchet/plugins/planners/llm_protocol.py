@@ -27,8 +27,11 @@ class JobProtocol(AgentMiddleware):
     with other calls, and records every model and tool call in the job's transcript."""
 
     def __init__(self, session: JobSession, *, call_timeout: float | None = None, key_variable: str | None = None,
-                 base_url: str | None = None):
+                 base_url: str | None = None, attempts: int | None = None):
         super().__init__()
+        # The HTTP requests one call may make, when the client takes a timeout with each request: each gets
+        # its share of the call's wait, so none runs on past the job's time limit (None: the client's own)
+        self.attempts = attempts
         self.session = session
         self.call_timeout = call_timeout  # [architect] model_timeout_seconds
         self.key_variable = key_variable  # where the model's key comes from, for the fix of a 401
@@ -50,6 +53,8 @@ class JobProtocol(AgentMiddleware):
             raise self.session.out_of_time(f"planning, before the model's call {self._model_calls}") from None
         wait = min(left, self.call_timeout) if self.call_timeout else left
         started = time.monotonic()
+        if self.attempts:
+            request = request.override(model_settings={**request.model_settings, "timeout": wait / self.attempts})
         try:
             response = self._within(wait, handler, request)
         except Exception as exc:  # the provider refused or failed: the transcript says so, the job fails

@@ -94,7 +94,15 @@ class BanditConfig(StrategyConfig):
         return _unique(v, "arms")
 
 
-class ThompsonConfig(BanditConfig):
+class SamplingConfig(BanditConfig):
+    """Fields of the policies that choose by sampling a posterior (the Thompson family)."""
+
+    propensity_draws: int = Field(default=256, ge=0, le=100_000, description=(
+        "posterior draws per decision that estimate the logged propensity of the chosen arm (for off-policy "
+        "evaluation); 0 logs none"))
+
+
+class ThompsonConfig(SamplingConfig):
     """Options of ``thompson``: Beta-Bernoulli Thompson sampling."""
 
     prior: tuple[float, float] = Field(default=(1.0, 1.0), description="Beta(alpha, beta) prior of each arm")
@@ -107,7 +115,7 @@ class ThompsonConfig(BanditConfig):
         return v
 
 
-class GaussianThompsonConfig(BanditConfig):
+class GaussianThompsonConfig(SamplingConfig):
     """Options of ``gaussian_thompson``: Thompson sampling with a Gaussian posterior per arm."""
 
     sigma: float | None = Field(default=None, gt=0, description="known reward sd; None estimates it per arm")
@@ -196,7 +204,7 @@ class LinUCBConfig(LinearConfig):
     alpha: float = Field(default=1.0, ge=0, description="index theta.x + alpha sqrt(x' A^-1 x)")
 
 
-class LinThompsonConfig(LinearConfig):
+class LinThompsonConfig(LinearConfig, SamplingConfig):
     """Options of ``lin_thompson``: linear Thompson sampling over the context."""
 
     v: float = Field(default=0.5, gt=0, description="posterior scale: theta ~ N(A^-1 b, v^2 A^-1)")
@@ -306,19 +314,20 @@ class BanditStrategy(Strategy):
             "properties": {
                 "conversation_id": {"type": "string", "description": "conversation the reward is about"},
                 "value": value,
-                "event_id": {"type": ["string", "null"], "description": "idempotency key; repeats are ignored"},
+                "event_id": {"type": "string", "description": "idempotency key; repeats are ignored"},
             },
             "required": ["conversation_id", "value"],
             "additionalProperties": False,
         }
         batch = {
             "type": "object",
-            "properties": {"events": {"type": "array", "items": item, "maxItems": 10000}},
+            "properties": {"events": {"type": "array", "items": item, "maxItems": 10000,
+                                      "description": "the events, each as the one-event tool takes it"}},
             "required": ["events"],
             "additionalProperties": False,
         }
         return [
-            FeedbackTool(name="reward", description=f"Report the reward of one conversation ({self.name}).",
+            FeedbackTool(name="reward", description="Report the reward of one conversation.",
                          input_schema=item, needs_decision=True),
             FeedbackTool(name="reward_batch", description="Report many rewards at once (at most 10000).",
                          input_schema=batch, needs_decision=True, batch_of="reward"),
@@ -362,6 +371,18 @@ class BanditStrategy(Strategy):
                 ) -> tuple[int, float | None, dict[str, Any]]:
         raise NotImplementedError
 
+    def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
+                             rng: np.random.Generator) -> dict[str, float]:
+        """``{arm: probability}`` that ``decide`` picks each arm for this context (for off-policy evaluation).
+
+        Exact for the index policies (ties and untried arms shared uniformly) and EXP3; for the Thompson
+        family an unbiased Monte Carlo estimate from ``CANDIDATE_DRAWS`` posterior draws.
+        """
+        return dict(zip(self.arms, (float(p) for p in self._probabilities(self._view(section), context, rng))))
+
+    def _probabilities(self, s: dict[str, Any], context: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
     def _ucb_choose(self, s: dict[str, Any], rng: np.random.Generator, index: Callable[[np.ndarray], np.ndarray],
                     counts: str = "pulls") -> tuple[int, float, dict[str, Any]]:
         """Untried arms first (uniformly), else the largest index; propensity is exact (ties included)."""
@@ -371,6 +392,15 @@ class BanditStrategy(Strategy):
             return i, p, {}
         i, p = _argmax(index(n), rng)
         return i, p, {}
+
+    @staticmethod
+    def _ucb_probabilities(s: dict[str, Any], index: Callable[[np.ndarray], np.ndarray],
+                           counts: str = "pulls") -> np.ndarray:
+        """The distribution ``_ucb_choose`` draws from: uniform over the untried arms, else over the maxima."""
+        n = np.asarray(s[counts], float)
+        values = (n == 0).astype(float) if (n == 0).any() else index(n)
+        ties = values >= values.max() - 1e-12
+        return ties / ties.sum()
 
     # --- reporting ---
 
@@ -405,7 +435,48 @@ class BanditStrategy(Strategy):
 # --- stationary policies ----------------------------------------------------------------------------
 
 
-class ThompsonSampling(BanditStrategy):
+class PosteriorSampling(BanditStrategy):
+    """Policies that play the arm whose posterior draw is largest (the Thompson family).
+
+    P(arm is the argmax) has no closed form for K > 2, so the logged propensity is estimated from
+    ``propensity_draws`` further draws of the same posterior, vectorised: (wins + 1) / (draws + 1),
+    counting the served draw, which the chosen arm won, among them. This is never 0 for the chosen arm and
+    is off by at most 1 / (draws + 1) (see bench/propensity_cost.py for the cost). Those draws come from a
+    generator seeded with the served draw, so the decision stream (and a seeded run's choices) is the same
+    with or without them.
+    """
+
+    CANDIDATE_DRAWS: ClassVar[int] = 2000  # per context, when another policy's log is evaluated against this one
+
+    def _posterior_params(self, s: dict[str, Any], context: dict[str, Any]) -> tuple[Any, ...]:
+        """What ``_draw`` needs, computed once per decision."""
+        raise NotImplementedError
+
+    def _draw(self, params: tuple[Any, ...], rng: np.random.Generator, size: int | None) -> np.ndarray:
+        """One posterior draw per arm, shape (K,), or ``size`` of them, shape (size, K)."""
+        raise NotImplementedError
+
+    def _info(self, context: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _choose(self, s, context, rng):
+        params = self._posterior_params(s, context)
+        scores = np.asarray(self._draw(params, rng, None), float)
+        i = int(np.argmax(scores))
+        draws = self.config.propensity_draws
+        if not draws:
+            return i, None, self._info(context)
+        mc = np.random.default_rng(np.frombuffer(scores.tobytes(), np.uint32))
+        wins = int(np.count_nonzero(self._draw(params, mc, draws).argmax(axis=1) == i))
+        return i, (wins + 1) / (draws + 1), self._info(context)
+
+    def _probabilities(self, s, context, rng):
+        n = self.CANDIDATE_DRAWS
+        wins = np.bincount(self._draw(self._posterior_params(s, context), rng, n).argmax(axis=1), minlength=self.K)
+        return wins / n
+
+
+class ThompsonSampling(PosteriorSampling):
     """Beta-Bernoulli Thompson sampling; a fractional reward r adds r to alpha and 1-r to beta."""
 
     name = "thompson"
@@ -420,16 +491,19 @@ class ThompsonSampling(BanditStrategy):
         s["beta"][i] += 1.0 - v
         return True
 
-    def _choose(self, s, context, rng):
-        # Propensity left unknown: P(arm is the argmax) has no closed form for K > 2.
-        return int(np.argmax(rng.beta(s["alpha"], s["beta"]))), None, {}
+    def _posterior_params(self, s, context):
+        return s["alpha"], s["beta"]
+
+    def _draw(self, params, rng, size):
+        a, b = params
+        return rng.beta(a, b) if size is None else rng.beta(a, b, size=(size, self.K))
 
     def _means(self, s):
         a, b = np.asarray(s["alpha"]), np.asarray(s["beta"])
         return np.where(np.asarray(s["pulls"]) > 0, a / (a + b), np.nan)
 
 
-class GaussianThompsonSampling(BanditStrategy):
+class GaussianThompsonSampling(PosteriorSampling):
     """Gaussian Thompson sampling: mean ~ N(posterior mean, var / (prior_n + n)), var known or estimated.
 
     The estimated variance of an arm is its sample variance shrunk towards ``prior_sigma``^2, floored at the
@@ -470,9 +544,12 @@ class GaussianThompsonSampling(BanditStrategy):
                 var = np.maximum(var, sq.sum() / N - (tot.sum() / N) ** 2)
         return mean, np.sqrt(var / w)
 
-    def _choose(self, s, context, rng):
-        mean, sd = self._posterior(s)
-        return int(np.argmax(rng.normal(mean, sd))), None, {}
+    def _posterior_params(self, s, context):
+        return self._posterior(s)
+
+    def _draw(self, params, rng, size):
+        mean, sd = params
+        return rng.normal(mean, sd) if size is None else rng.normal(mean, sd, size=(size, self.K))
 
     def _means(self, s):
         return np.where(np.asarray(s["pulls"]) > 0, self._posterior(s)[0], np.nan)
@@ -484,11 +561,14 @@ class UCB1(BanditStrategy):
     name = "ucb1"
     Config = UCB1Config
 
-    def _choose(self, s, context, rng):
-        def index(n):
-            return np.asarray(s["reward_sum"]) / n + np.sqrt(self.config.alpha * math.log(n.sum()) / n)
+    def _ucb_index(self, s, n):
+        return np.asarray(s["reward_sum"]) / n + np.sqrt(self.config.alpha * math.log(n.sum()) / n)
 
-        return self._ucb_choose(s, rng, index)
+    def _choose(self, s, context, rng):
+        return self._ucb_choose(s, rng, lambda n: self._ucb_index(s, n))
+
+    def _probabilities(self, s, context, rng):
+        return self._ucb_probabilities(s, lambda n: self._ucb_index(s, n))
 
 
 class KLUCB(BanditStrategy):
@@ -497,13 +577,16 @@ class KLUCB(BanditStrategy):
     name = "kl_ucb"
     Config = KLUCBConfig
 
-    def _choose(self, s, context, rng):
-        def index(n):
-            t = n.sum()
-            budget = math.log(t) + (self.config.c * math.log(math.log(t)) if t > math.e else 0.0)
-            return kl_ucb_index(np.asarray(s["reward_sum"]) / n, budget / n)
+    def _ucb_index(self, s, n):
+        t = n.sum()
+        budget = math.log(t) + (self.config.c * math.log(math.log(t)) if t > math.e else 0.0)
+        return kl_ucb_index(np.asarray(s["reward_sum"]) / n, budget / n)
 
-        return self._ucb_choose(s, rng, index)
+    def _choose(self, s, context, rng):
+        return self._ucb_choose(s, rng, lambda n: self._ucb_index(s, n))
+
+    def _probabilities(self, s, context, rng):
+        return self._ucb_probabilities(s, lambda n: self._ucb_index(s, n))
 
 
 class Exp3(BanditStrategy):
@@ -534,11 +617,14 @@ class Exp3(BanditStrategy):
         i = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")), self.K - 1)
         return i, float(p[i]), {}
 
+    def _probabilities(self, s, context, rng):
+        return self.probabilities(s)
+
 
 # --- non-stationary policies ------------------------------------------------------------------------
 
 
-class DiscountedThompson(BanditStrategy):
+class DiscountedThompson(PosteriorSampling):
     """Discounted Thompson sampling (Raj & Kalyani 2017): per event all arms' counts *= gamma, then the
     pulled arm gets r successes and 1-r failures; arms are sampled from Beta(prior + counts)."""
 
@@ -562,8 +648,10 @@ class DiscountedThompson(BanditStrategy):
         a0, b0 = self.config.prior
         return np.asarray(s["successes"]) + a0, np.asarray(s["failures"]) + b0
 
-    def _choose(self, s, context, rng):
-        return int(np.argmax(rng.beta(*self._ab(s)))), None, {}
+    def _posterior_params(self, s, context):
+        return self._ab(s)
+
+    _draw = ThompsonSampling._draw
 
     def _means(self, s):
         a, b = self._ab(s)
@@ -620,12 +708,15 @@ class SlidingWindowUCB(BanditStrategy):
             ws[j] = ws[j] - r if wn[j] else 0.0
         return True
 
-    def _choose(self, s, context, rng):
-        def index(n):
-            t = max(min(s["t"], self.config.window), 1)
-            return np.asarray(s["w_reward_sum"]) / n + np.sqrt(self.config.xi * math.log(t) / n)
+    def _ucb_index(self, s, n):
+        t = max(min(s["t"], self.config.window), 1)
+        return np.asarray(s["w_reward_sum"]) / n + np.sqrt(self.config.xi * math.log(t) / n)
 
-        return self._ucb_choose(s, rng, index, counts="w_pulls")
+    def _choose(self, s, context, rng):
+        return self._ucb_choose(s, rng, lambda n: self._ucb_index(s, n), counts="w_pulls")
+
+    def _probabilities(self, s, context, rng):
+        return self._ucb_probabilities(s, lambda n: self._ucb_index(s, n), counts="w_pulls")
 
     def _means(self, s):
         n = np.asarray(s["w_pulls"], float)
@@ -836,8 +927,12 @@ class LinUCB(_LinearBandit):
         i, p, _ = self._ucb_choose(s, rng, lambda n: mean + self.config.alpha * width)
         return i, p, {"x": x}
 
+    def _probabilities(self, s, context, rng):
+        mean, width = self._model(s, np.asarray(self.context_vector(context)))
+        return self._ucb_probabilities(s, lambda n: mean + self.config.alpha * width)
 
-class LinThompson(_LinearBandit):
+
+class LinThompson(_LinearBandit, PosteriorSampling):
     """Linear Thompson sampling (Agrawal & Goyal 2013), one model per arm.
 
     Only x.theta matters for the choice, so the scalar x.theta ~ N(x.A^-1 b, v^2 x'A^-1 x) is drawn
@@ -847,10 +942,16 @@ class LinThompson(_LinearBandit):
     name = "lin_thompson"
     Config = LinThompsonConfig
 
-    def _choose(self, s, context, rng):
-        x = self.context_vector(context)
-        mean, width = self._model(s, np.asarray(x))
-        return int(np.argmax(rng.normal(mean, self.config.v * width))), None, {"x": x}
+    def _posterior_params(self, s, context):
+        mean, width = self._model(s, np.asarray(self.context_vector(context)))
+        return mean, self.config.v * width
+
+    def _draw(self, params, rng, size):
+        mean, sd = params
+        return rng.normal(mean, sd) if size is None else rng.normal(mean, sd, size=(size, self.K))
+
+    def _info(self, context):
+        return {"x": self.context_vector(context)}
 
 
 BANDITS = (ThompsonSampling, GaussianThompsonSampling, KLUCB, UCB1, Exp3, DiscountedThompson, SlidingWindowUCB,
@@ -877,6 +978,8 @@ def _run(strategy: BanditStrategy, mu: np.ndarray, contexts: list[dict[str, Any]
     """Run decide -> reward -> apply from ``start`` (default: the initial state); ``mu[t]`` holds the arm
     means at step t."""
     horizon = len(mu)
+    if getattr(strategy.config, "propensity_draws", 0):  # the regret does not depend on them: skip their cost
+        strategy = type(strategy)(strategy.key, strategy.config.model_copy(update={"propensity_draws": 0}))
     rng_policy, rng_env = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     # rewards of every arm drawn up front: common random numbers across policies with the same seed
     draws = rng_env.random(mu.shape) < mu if bernoulli else mu + noise_sd * rng_env.standard_normal(mu.shape)

@@ -82,12 +82,14 @@ def score_tools(what: str) -> list[FeedbackTool]:
         "properties": {
             "conversation_id": {"type": "string", "description": "conversation the score is about"},
             "value": {"type": "number", "description": "the conversation's score; higher is better"},
-            "event_id": {"type": ["string", "null"], "description": "idempotency key; repeats are ignored"},
+            "event_id": {"type": "string", "description": "idempotency key; repeats are ignored"},
         },
         "required": ["conversation_id", "value"],
         "additionalProperties": False,
     }
-    batch = {"type": "object", "properties": {"events": {"type": "array", "items": item, "maxItems": 10000}},
+    events = {"type": "array", "items": item, "maxItems": 10000,
+              "description": "the events, each as the one-event tool takes it"}
+    batch = {"type": "object", "properties": {"events": events},
              "required": ["events"], "additionalProperties": False}
     return [
         FeedbackTool(name="score", description=f"Report the score of one conversation (higher is better); {what}.",

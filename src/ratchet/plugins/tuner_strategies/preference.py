@@ -29,7 +29,7 @@ from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyCon
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
-_EVENT_ID = {"type": ["string", "null"], "description": "idempotency key; repeats are ignored"}
+_EVENT_ID = {"type": "string", "description": "idempotency key; repeats are ignored"}
 _GH = np.polynomial.hermite.hermgauss(48)  # nodes and weights for E[f(X)], X ~ N(mu, s^2)
 
 
@@ -158,7 +158,9 @@ class Preference(Strategy):
                     "required": list(props), "additionalProperties": False}
 
         def batch(item: dict[str, Any]) -> dict[str, Any]:
-            return {"type": "object", "properties": {"events": {"type": "array", "items": item, "maxItems": 10000}},
+            events = {"type": "array", "items": item, "maxItems": 10000,
+                      "description": "the events, each as the one-event tool takes it"}
+            return {"type": "object", "properties": {"events": events},
                     "required": ["events"], "additionalProperties": False}
 
         cid = {"type": "string", "minLength": 1}

@@ -212,9 +212,10 @@ class Rules(Strategy):
                 "properties": {
                     "conversation_id": {"type": "string", "minLength": 1, "description": "the labelled conversation"},
                     "outcome": {"enum": list(self.config.outcomes), "description": "what happened"},
-                    "event_id": {"type": ["string", "null"], "description": "idempotency key; repeats are ignored"}}}
+                    "event_id": {"type": "string", "description": "idempotency key; repeats are ignored"}}}
         batch = {"type": "object", "additionalProperties": False, "required": ["events"],
-                 "properties": {"events": {"type": "array", "items": item, "maxItems": 10000}}}
+                 "properties": {"events": {"type": "array", "items": item, "maxItems": 10000,
+                                           "description": "the events, each as the one-event tool takes it"}}}
         return [
             FeedbackTool(name="label", description="Report the outcome of a served conversation; its logged "
                          "features become a training example for rule mining.", input_schema=item),

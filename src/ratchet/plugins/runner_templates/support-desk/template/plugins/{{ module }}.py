@@ -43,11 +43,27 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import numpy as np
+from pydantic import Field
 
 from ratchet import RunContext, hookimpl
+
+CONVERSATION_ID = Annotated[str, Field(description="the conversation this turn belongs to: the same id for every turn, "
+                                                 "and the id feedback refers to")]
+
+
+class Answer(TypedDict):
+    """What ``answer`` returns (its MCP output schema)."""
+
+    answer: Annotated[str, Field(description="the reply text")]
+    entry_id: Annotated[str | None, Field(description="the knowledge-base entry the reply is based on; null when "
+                                          "the question is handed off to a human agent")]
+    score: Annotated[float, Field(description="the retrieval score of that entry")]
+    style: Annotated[str, Field(description="the reply style the tuner chose for this conversation")]
+    fallback: Annotated[bool, Field(description="whether the reply hands the question off to a human agent")]
+
 
 STYLES = ("concise", "friendly", "detailed", "formal")
 STYLE_DIR = "data/styles"  # more styles, one YAML file each (see the module docstring)
@@ -368,7 +384,8 @@ class SupportDesk:
 
     # ------------------------------------------------------------------ the tool
 
-    def answer(self, question: str, conversation_id: str, run: RunContext) -> dict:
+    def answer(self, question: Annotated[str, Field(description="the customer's question, as they wrote it")],
+               conversation_id: CONVERSATION_ID, run: RunContext) -> Answer:
         """Answer a customer-support question about Acme orders, shipping, returns, billing, accounts,
         subscriptions, privacy, warranty or technical problems from the knowledge base.
 

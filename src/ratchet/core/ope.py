@@ -1,0 +1,217 @@
+"""Off-policy evaluation: how a candidate policy would have done on the calls the active one logged.
+
+Every logged call of a strategy carries the context, the choice and its propensity (the logging policy's
+probability of that choice); joined with its reward it is one sample. A candidate (another strategy,
+other parameters, a staged state) gives, through :meth:`Strategy.choice_probabilities`, its own
+probability of each choice for each logged context. Three estimators of the candidate's mean reward:
+
+- **IPS** (inverse propensity scoring): the mean of w r, with w = candidate probability / propensity.
+  Unbiased when the logging policy gave every choice the candidate makes a positive probability.
+- **SNIPS** (self-normalised IPS): sum w r / sum w. Slightly biased, much less variance.
+- **DR** (doubly robust): a reward model's prediction under the candidate plus the IPS correction of its
+  error on the logged choice. The model is per-(context, choice) means, falling back to per-choice means,
+  fitted with 2-fold cross-fitting (each half is scored by the model of the other), so its errors do
+  not bias the correction.
+
+Each comes with a 95% confidence interval by the normal approximation (the delta method for SNIPS),
+the effective sample size (sum w)^2 / sum w^2 and the number of logged calls used.
+
+A deterministic logging policy (UCB family: propensity 1 for its choice, 0 for every other) never shows
+what another choice would have earned, so no estimator can evaluate a candidate that chooses otherwise;
+they refuse with :class:`OPEError` instead of dividing by zero. Log with a policy that explores
+(Thompson sampling, EXP3, epsilon-greedy) to evaluate candidates off-policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ratchet.core.errors import UserError
+
+ESTIMATORS = ("ips", "snips", "dr")
+Z95 = 1.959963984540054
+
+
+class OPEError(UserError):
+    """The logged calls cannot answer the question (too few, no propensities, no exploration)."""
+
+
+@dataclass(frozen=True)
+class LoggedCall:
+    """One logged decision joined with one reward of its conversation."""
+
+    choice: Any
+    propensity: float | None
+    reward: float
+    features: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator's answer: the candidate's mean reward per call and its 95% interval."""
+
+    estimator: str
+    value: float
+    low: float
+    high: float
+    ess: float  # effective sample size of the importance weights
+    n: int  # logged calls used
+    ci: str = "normal"  # how the interval was made
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The candidate's estimates beside what the logging policy earned on the same calls."""
+
+    estimates: dict[str, Estimate]
+    observed: Estimate  # the logged rewards' mean (the logging policy, on policy)
+    n: int
+    skipped: int  # logged calls without a propensity (e.g. from versions that did not log one)
+    unsupported: float  # candidate probability, per call, on choices the logging policy could not make
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "skipped": self.skipped, "unsupported": self.unsupported,
+                "observed": self.observed.to_dict(), "warnings": list(self.warnings),
+                "estimates": {k: e.to_dict() for k, e in self.estimates.items()}}
+
+
+def context_key(features: dict[str, Any]) -> str:
+    """Calls with equal features share a context (for the reward model and for caching probabilities)."""
+    return json.dumps(features or {}, sort_keys=True, default=str)
+
+
+def _normal(name: str, values: np.ndarray, ess: float) -> Estimate:
+    n = len(values)
+    mean = float(values.mean())
+    se = float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+    return Estimate(name, mean, mean - Z95 * se, mean + Z95 * se, ess, n)
+
+
+def _ess(w: np.ndarray) -> float:
+    sq = float((w * w).sum())
+    return float(w.sum()) ** 2 / sq if sq > 0 else 0.0
+
+
+def ips(w: np.ndarray, r: np.ndarray) -> Estimate:
+    """Inverse propensity scoring: mean(w r), normal interval."""
+    return _normal("ips", w * r, _ess(w))
+
+
+def snips(w: np.ndarray, r: np.ndarray) -> Estimate:
+    """Self-normalised IPS: sum(w r) / sum(w); interval by the delta method."""
+    total = float(w.sum())
+    if total <= 0:
+        raise OPEError("snips: the candidate gives probability 0 to every logged choice",
+                       fix="evaluate on a window where the logging policy made choices the candidate also makes")
+    value = float((w * r).sum()) / total
+    se = math.sqrt(float((w * w * (r - value) ** 2).sum())) / total
+    return Estimate("snips", value, value - Z95 * se, value + Z95 * se, _ess(w), len(w))
+
+
+def reward_model(contexts: Sequence[str], choices: np.ndarray, r: np.ndarray, k: int,
+                 min_cell: int = 5) -> Callable[[str], np.ndarray]:
+    """Predicted reward of each of ``k`` choices in a context: the (context, choice) mean when that cell has
+    ``min_cell`` rewards, else the choice's mean over all contexts, else the overall mean."""
+    overall = float(r.mean()) if len(r) else 0.0
+    arm_n, arm_sum = np.zeros(k), np.zeros(k)
+    np.add.at(arm_n, choices, 1.0)
+    np.add.at(arm_sum, choices, r)
+    arm_mean = np.where(arm_n > 0, arm_sum / np.maximum(arm_n, 1), overall)
+    cells: dict[str, tuple[np.ndarray, np.ndarray]] = defaultdict(lambda: (np.zeros(k), np.zeros(k)))
+    for c, a, v in zip(contexts, choices, r):
+        n, s = cells[c]
+        n[a] += 1
+        s[a] += v
+
+    def predict(context: str) -> np.ndarray:
+        if context not in cells:
+            return arm_mean
+        n, s = cells[context]
+        return np.where(n >= min_cell, s / np.maximum(n, 1), arm_mean)
+
+    return predict
+
+
+def doubly_robust(w: np.ndarray, r: np.ndarray, choices: np.ndarray, target: np.ndarray,
+                  contexts: Sequence[str]) -> Estimate:
+    """DR with a cross-fitted per-(context, choice) mean reward model; normal interval.
+
+    ``target[i]`` is the candidate's probability of every choice in call i's context.
+    """
+    n, k = target.shape
+    fold = np.arange(n) % 2
+    values = np.empty(n)
+    for f in (0, 1):
+        fit, score = fold != f, np.flatnonzero(fold == f)
+        model = reward_model([contexts[i] for i in np.flatnonzero(fit)], choices[fit], r[fit], k)
+        for i in score:
+            q = model(contexts[i])
+            values[i] = float(target[i] @ q) + w[i] * (r[i] - q[choices[i]])
+    return _normal("dr", values, _ess(w))
+
+
+def evaluate(calls: Sequence[LoggedCall], choices: Sequence[Any],
+             probabilities: Callable[[dict[str, Any]], dict[Any, float]], *, min_samples: int = 2) -> Evaluation:
+    """Estimate the candidate's mean reward per call from ``calls``.
+
+    ``choices`` lists the possible choices (e.g. the arms); ``probabilities(features)`` is the candidate's
+    ``{choice: probability}`` for a logged context (called once per distinct context).
+    Raises :class:`OPEError` when the calls cannot answer (too few, no propensity, no exploration).
+    """
+    index = {c: i for i, c in enumerate(choices)}
+    usable = [c for c in calls if c.propensity is not None and c.choice in index]
+    skipped = len(calls) - len(usable)
+    if len(usable) < max(min_samples, 2):
+        raise OPEError(f"window: {len(usable)} logged calls with a reward and a propensity "
+                       f"({skipped} without a propensity); at least {max(min_samples, 2)} are needed",
+                       field="window", fix="widen the window (--last N, --since VERSION) or wait for more feedback")
+    mu = np.array([c.propensity for c in usable], float)
+    if (mu <= 0).any() or (mu > 1 + 1e-9).any():
+        raise OPEError("propensity: logged propensities must lie in (0, 1]", field="propensity",
+                       fix="fix the strategy that logged them; its decide() must return the probability of its choice")
+    r = np.array([c.reward for c in usable], float)
+    a = np.array([index[c.choice] for c in usable])
+    keys = [context_key(c.features) for c in usable]
+    cache: dict[str, np.ndarray] = {}
+    target = np.empty((len(usable), len(choices)))
+    for i, (key, call) in enumerate(zip(keys, usable)):
+        if key not in cache:
+            p = probabilities(call.features)
+            cache[key] = np.array([float(p.get(c, 0.0)) for c in choices])
+        target[i] = cache[key]
+    w = target[np.arange(len(usable)), a] / mu
+
+    # Where the logging policy was deterministic (propensity 1), it could not have made another choice: the
+    # candidate's probability of other choices there is invisible to every estimator but DR's model.
+    certain = mu >= 1 - 1e-12
+    unsupported = float(np.where(certain, 1.0 - target[np.arange(len(usable)), a], 0.0).mean())
+    if certain.all() and unsupported > 1e-9:
+        raise OPEError(
+            "propensity: the logging policy did not explore (every logged propensity is 1), so what the "
+            f"candidate's other choices would have earned was never observed ({unsupported:.0%} of its "
+            "probability)", field="propensity",
+            fix="log with a policy that explores (thompson, exp3, an epsilon-greedy strategy) before evaluating "
+                "a different policy off-policy; an index policy (UCB family) can only be compared with itself")
+    warnings = []
+    if unsupported > 0.01:
+        warnings.append(f"{unsupported:.1%} of the candidate's probability is on choices the logging policy could "
+                        "not make (its propensity was 1): IPS and SNIPS underestimate, DR relies on its reward model")
+    ess = _ess(w)
+    if ess < 0.1 * len(w):
+        warnings.append(f"effective sample size {ess:.0f} of {len(w)}: the candidate differs much from the "
+                        "logging policy; intervals are wide and the normal approximation is rough")
+    estimates = {"ips": ips(w, r), "snips": snips(w, r), "dr": doubly_robust(w, r, a, target, keys)}
+    observed = _normal("observed", r, float(len(r)))
+    return Evaluation(estimates, observed, len(usable), skipped, unsupported, warnings)

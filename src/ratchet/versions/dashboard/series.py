@@ -1,0 +1,108 @@
+"""The overview's time series, aggregated in the store (SQL) into time buckets, never in the browser.
+
+A bucket of ``width`` seconds holds the rows with ``floor(ts / width) * width`` as its start. Whole minutes
+come from the per-minute rollup (:mod:`ratchet.versions.dashboard.rollup`), the rest (the last minutes, or
+every row when a bucket is under a minute) from the logs, by ``ts`` index range; each answer has one row
+per non-empty bucket, so its size depends on the number of buckets, not on the rows behind them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ratchet.core.stores.schema import events, feedback, turns
+from ratchet.versions.dashboard import rollup
+
+if TYPE_CHECKING:
+    from ratchet.core.stores.sql import Store
+
+REWARD_TOOL = "reward"  # as the Triggerer reads the reward rate: the mean `value` of `reward` feedback
+WAKE_EVENT = "trigger.wake"
+# bucket widths in seconds, from a second to a week: the smallest that gives at most `buckets` points
+WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800,
+          604800)
+
+
+def bucket_width(span: float, buckets: int) -> int:
+    """The smallest width of :data:`WIDTHS` that covers ``span`` seconds in at most ``buckets`` buckets."""
+    for width in WIDTHS:
+        if span / width <= buckets:
+            return width
+    return WIDTHS[-1]
+
+
+def first_activity(store: Store) -> float | None:
+    """The time of the first feedback event or call (two index reads), or None on an empty store."""
+    with store.reader.connect() as conn:
+        found = [conn.execute(sa.select(sa.func.min(t.c.ts))).scalar() for t in (feedback, turns)]
+    found = [t for t in found if t is not None]
+    return min(found) if found else None
+
+
+def _split(store: Store, start: float, end: float, width: int) -> float:
+    """Where the logs take over from the rollup: ``start`` when ``width`` is under a minute (or not a
+    multiple of one), else the end of what is rolled up (refreshed first)."""
+    if width % rollup.BASE:
+        return start
+    mark = rollup.refresh(store)
+    # whole rolled-up minutes only: a minute that ends after `end` holds rows past it
+    return start if mark is None else max(min(mark, end // rollup.BASE * rollup.BASE), start)
+
+
+def _merge(rows: list[tuple]) -> list[list]:
+    """Sum rows of the same bucket (the rollup's and the logs' halves of one bucket), in time order."""
+    merged: dict[float, list] = {}
+    for t, *values in rows:
+        have = merged.setdefault(t, [t] + [None] * len(values))
+        for k, v in enumerate(values, 1):
+            if v is not None:
+                have[k] = v if have[k] is None else have[k] + v
+    return [merged[t] for t in sorted(merged)]
+
+
+def reward_series(store: Store, start: float, end: float, width: int) -> list[dict[str, Any]]:
+    """``[{t, count, mean}]`` of ``reward`` feedback per bucket of ``width`` seconds in ``[start, end]``;
+    ``t`` is the bucket's start (Unix seconds); ``start`` is taken down to a bucket's start. Whole minutes
+    come from the rollup, the rest from the log."""
+    start = start // width * width
+    split = _split(store, start, end, width)
+    rows = [(t, n, total) for t, n, total, *_ in rollup.rolled_series(store, "reward", start, split, width)]
+    f = feedback.c
+    value = f.payload[("args", "value")].as_float()
+    bucket = rollup.bucket_of(store, f.ts, width).label("b")
+    q = (sa.select(bucket, sa.func.count(value), sa.func.sum(value))
+         .where(f.tool == REWARD_TOOL, f.ts >= split, f.ts <= end).group_by(bucket))
+    with store.reader.connect() as conn:
+        rows += [(b * width, n, total) for b, n, total in conn.execute(q)]
+    return [{"t": t, "count": n, "mean": float(total) / n if n else None} for t, n, total in _merge(rows) if n]
+
+
+def call_series(store: Store, start: float, end: float, width: int) -> list[dict[str, Any]]:
+    """``[{t, calls, errors, error_rate, latency_mean_ms}]`` of the runner's calls per bucket (as
+    :func:`reward_series`)."""
+    start = start // width * width
+    split = _split(store, start, end, width)
+    rows = [(t, n, errors, lat, lat_n) for t, n, _, errors, lat, lat_n
+            in rollup.rolled_series(store, "calls", start, split, width)]
+    t = turns.c
+    bucket = rollup.bucket_of(store, t.ts, width).label("b")
+    q = (sa.select(bucket, sa.func.count(), sa.func.count(t.error), sa.func.sum(t.latency_ms),
+                   sa.func.count(t.latency_ms))
+         .where(t.ts >= split, t.ts <= end).group_by(bucket))
+    with store.reader.connect() as conn:
+        rows += [(b * width, *rest) for b, *rest in conn.execute(q)]
+    return [{"t": ts, "calls": n, "errors": e, "error_rate": e / n if n else None,
+             "latency_mean_ms": float(lat) / lat_n if lat_n else None} for ts, n, e, lat, lat_n in _merge(rows) if n]
+
+
+def wakeups(store: Store, start: float, end: float, limit: int = 500) -> list[dict[str, Any]]:
+    """The Triggerer's wake-ups in ``[start, end]``, newest last: when, and which KPIs breached."""
+    e = events.c
+    q = (sa.select(e.ts, e.payload).where(e.kind == WAKE_EVENT, e.ts >= start, e.ts <= end)
+         .order_by(e.seq.desc()).limit(limit))
+    with store.reader.connect() as conn:
+        rows = conn.execute(q).all()
+    return [{"t": payload.get("at", ts), "breaches": [b.get("kpi") for b in payload.get("breaches", [])]}
+            for ts, payload in reversed(rows)]

@@ -1,0 +1,271 @@
+"""The dashboard in process (FastAPI TestClient): each page renders the workspace's data, the overview's
+series are aggregated in the store, reading and acting need what the token says. The browser tests are in
+``test_dashboard_browser.py``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from helpers import with_style
+from ratchet.architect.jobs import JobStore, new_job
+from ratchet.core import auth
+from ratchet.versions.app import create_app
+from ratchet.versions.dashboard import series, views
+
+TOKEN = "dashboard-token-0123456789abcdef"
+
+
+def make_versions(ws):
+    """v0.1.1 manual (style formal), v0.1.2 rollback to v0.1.0, v0.2.0 architect (no file change)."""
+    ws.state.update("staging", with_style("formal"))
+    ws.state.promote(reason="formal replies", author="test", kind="manual")
+    ws.state.rollback("v0.1.0", author="test")
+    ws.versions.make_version("minor", paths=[], reason="a planned change", kind="architect", author="architect",
+                             allow_empty=True)
+
+
+def rewards(ws, values_at: list[tuple[float, float]]) -> None:
+    """``reward`` events at given times in the log's shape (joined to no decision, so the tuner skips them)."""
+    ws.store.append_feedback([{"tool": "reward", "ts": ts, "conversation_id": f"r{i}",
+                               "payload": {"args": {"conversation_id": f"r{i}", "value": v}, "decisions": {}}}
+                              for i, (ts, v) in enumerate(values_at)])
+
+
+def waiting_job(ws) -> str:
+    job = new_job("feedback", {"text": "answer refunds in one line"}, 600, state="needs_approval")
+    job.bump = "minor"
+    JobStore(ws.store).save(job)
+    return job.id
+
+
+@pytest.fixture
+def client(ws):
+    return TestClient(create_app(ws))
+
+
+def test_dashboard_reward_series_is_aggregated_in_sql(ws):
+    rewards(ws, [(1000.0, 1.0), (1005.0, 0.0), (1079.9, 1.0), (1020.0, 0.0), (1200.0, 0.5), (2000.0, 1.0)])
+    ws.store.append_feedback([{"tool": "prefer", "ts": 1001.0, "payload": {"args": {"winner": "a"}}}])  # not a reward
+    got = series.reward_series(ws.store, 1000.0, 1999.0, 60)
+    # buckets [960, 1020), [1020, 1080), [1200, 1260): the start is taken down to 960; 2000 is after the end
+    assert got == [{"t": 960, "count": 2, "mean": 0.5}, {"t": 1020, "count": 2, "mean": 0.5},
+                   {"t": 1200, "count": 1, "mean": 0.5}]
+
+
+def test_dashboard_series_join_the_rollup_and_the_log_tail(ws):
+    """Whole minutes come from the rollup, the minutes since from the log: the same numbers either way,
+    a bucket split between the two included, and a minute is rolled up once."""
+    import time
+
+    from ratchet.versions.dashboard import rollup
+
+    now = time.time()
+    hour = now // 3600 * 3600
+    rewards(ws, [(hour - 7200 + 5, 1.0), (hour - 7200 + 65, 0.0), (hour - 30, 1.0)])
+    before = series.reward_series(ws.store, hour - 7200, now, 3600)
+    mark = rollup.rolled_until(ws.store)
+    assert mark is not None and hour - 60 <= mark <= now  # refreshed by the read
+    rewards(ws, [(now - 1, 0.0)])  # after the mark: from the log
+    after = series.reward_series(ws.store, hour - 7200, now, 3600)
+    assert before[0] == after[0] == {"t": hour - 7200, "count": 2, "mean": 0.5}
+    assert after[-1] == {"t": hour - 3600, "count": 1, "mean": 1.0} if len(after) == 2 else True
+    assert sum(b["count"] for b in after) == 4 and sum(b["count"] * b["mean"] for b in after) == 2.0
+    assert rollup.refresh(ws.store) == rollup.rolled_until(ws.store)
+    with ws.store.reader.connect() as conn:
+        rolled = conn.execute(rollup.rollup.select().where(rollup.rollup.c.series == "reward")).all()
+    assert sorted(r.bucket for r in rolled) == [hour - 7200, hour - 7140] + ([hour - 60] if mark > hour - 30 else [])
+
+
+def test_dashboard_call_series_counts_errors_per_bucket(ws):
+    from ratchet.core.stores.schema import turns
+
+    rows = [{"conversation_id": "c", "ts": ts, "tool": "answer", "arguments": {}, "error": err, "latency_ms": lat}
+            for ts, err, lat in [(10.0, None, 4.0), (12.0, "boom", 6.0), (25.0, None, None)]]
+    with ws.store.engine.begin() as conn:
+        conn.execute(turns.insert(), rows)
+    got = series.call_series(ws.store, 0.0, 30.0, 10)
+    assert got == [{"t": 10, "calls": 2, "errors": 1, "error_rate": 0.5, "latency_mean_ms": 5.0},
+                   {"t": 20, "calls": 1, "errors": 0, "error_rate": 0.0, "latency_mean_ms": None}]
+
+
+def test_dashboard_bucket_width_keeps_the_points_few():
+    assert series.bucket_width(60, 120) == 1
+    assert series.bucket_width(3600, 120) == 30
+    assert series.bucket_width(10 * 365 * 86400, 120) == series.WIDTHS[-1]
+
+
+def test_dashboard_overview_data_marks_versions_wakeups_and_slo(ws, client):
+    import time
+
+    make_versions(ws)
+    now = time.time()
+    rewards(ws, [(now - 30, 1.0), (now - 20, 0.0)])
+    ws.emit(series.WAKE_EVENT, {"at": now - 10, "breaches": [{"kpi": "reward_rate"}]})
+    body = client.get("/ui/data/overview").json()
+    assert body["active"]["version"] == "v0.1.2"  # the version whose state is served (v0.2.0 changed no state)
+    assert [(v["version"], v["kind"], v["bump"]) for v in body["versions"]] == [
+        ("v0.1.0", "init", "initial"), ("v0.1.1", "manual", "patch"), ("v0.1.2", "rollback", "patch"),
+        ("v0.2.0", "architect", "minor")]
+    assert sum(b["count"] for b in body["reward"]) == 2
+    assert sum(b["mean"] * b["count"] for b in body["reward"]) == pytest.approx(1.0)
+    assert body["wakeups"] == [{"t": pytest.approx(now - 10), "breaches": ["reward_rate"]}]
+    assert set(body["slo"]) == {"window_seconds", "reward_rate_min", "error_rate_max", "latency_p95_ms"}
+    assert all(body["start"] <= v["t"] <= body["now"] for v in body["versions"])
+
+
+def test_dashboard_pages_show_the_workspace(ws, client):
+    make_versions(ws)
+    job_id = waiting_job(ws)
+    overview = client.get("/")
+    assert overview.status_code == 200 and "v0.1.2" in overview.text and "/ui/static/dashboard.js" in overview.text
+    listed = client.get("/ui/versions").text
+    assert re.findall(r'href="/ui/versions/(v[0-9.]+)"', listed) == ["v0.2.0", "v0.1.2", "v0.1.1", "v0.1.0"]
+    assert re.findall(r'href="/ui/versions/(v[0-9.]+)"', client.get("/ui/versions?kind=architect").text) == ["v0.2.0"]
+    page = client.get("/ui/versions?limit=2&offset=2").text
+    assert re.findall(r'href="/ui/versions/(v[0-9.]+)"', page) == ["v0.1.1", "v0.1.0"] and 'rel="prev"' in page
+    version = client.get("/ui/versions/v0.1.1").text
+    assert "formal replies" in version and "/style" in version and 'href="/ui/versions/v0.1.0"' in version
+    jobs = client.get("/ui/jobs").text
+    assert job_id in jobs and "needs_approval" in jobs
+    job = client.get(f"/ui/jobs/{job_id}").text
+    assert "answer refunds in one line" in job and f"/ui/actions/jobs/{job_id}/approve" in job
+    assert client.get("/ui/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
+    external = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.I)
+    for path in ("/", "/ui/versions", "/ui/versions/v0.1.1", "/ui/jobs", f"/ui/jobs/{job_id}", "/ui/conversations"):
+        assert not external.search(client.get(path).text), f"{path} loads an asset from the network"
+    assert client.get("/docs").status_code == 200 and client.get("/versions").status_code == 200  # the API stays
+
+
+def test_dashboard_version_page_shows_evals_against_budgets(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    made = promote_through_tuner(ws)
+    page = client.get(f"/ui/versions/{made}").text
+    assert 'id="evals"' in page and "micro" in page and "(≥ " in page  # the tier's budget beside its result
+
+
+def test_dashboard_tools_diff_comes_from_the_versions_api_diff(ws, client):
+    make_versions(ws)
+    body = client.get("/ui/data/versions/v0.1.1/tools-diff").json()
+    assert body["parent"] == "v0.1.0" and body["tools_error"] is None
+    assert body["tools"] == client.get("/versions/v0.1.0/diff/v0.1.1").json()["tools"]
+    assert body["tools"]["breaking"] is False
+    assert client.get("/ui/data/versions/v0.1.0/tools-diff").json() == {"parent": None, "tools": None,
+                                                                        "tools_error": None}
+
+
+def test_dashboard_conversation_tells_the_story(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    made = promote_through_tuner(ws)  # conversation c1: a call, its decisions, a reward, promoted
+    page = client.get("/ui/conversations?id=c1").text
+    assert "answer" in page and "reward" in page and f'href="/ui/versions/{made}"' in page
+    missing = client.get("/ui/conversations?id=nobody").text
+    assert "no conversation &#39;nobody&#39;" in missing and "Fix:" in missing
+
+
+def test_dashboard_strategies_show_what_the_active_state_believes(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    promote_through_tuner(ws)  # one reward of 1.0 for the arm the runner chose
+    [style] = [s for s in views.strategies(ws) if s["family"] == "bandit"]
+    arms = style["tables"]["per_arm"]["rows"]
+    assert sum(row["pulls"] for row in arms.values()) == 1 and style["scalars"]["pulls"] == 1
+    page = client.get("/ui/strategies").text
+    assert f'id="strategy-{style["key"]}"' in page and style["strategy"] in page
+    assert all(f"<b>{arm}</b>" in page for arm in arms)
+
+
+def test_dashboard_unknown_pages_answer_404_with_the_field(ws, client):
+    assert client.get("/ui/versions/v9.9.9").json()["field"] == "version"
+    assert client.get("/ui/jobs/nope").json()["field"] == "job_id"
+    bad = client.get("/ui/jobs?state=sleeping")
+    assert bad.status_code == 422 and bad.json()["field"] == "state"
+
+
+def test_dashboard_with_a_token_reads_after_login_and_acts_only_with_the_bearer(ws):
+    make_versions(ws)
+    client = TestClient(create_app(ws, token=TOKEN), follow_redirects=False)
+    assert client.get("/", headers={"Accept": "text/html"}).headers["location"] == "/login?next=/"
+    assert client.get("/ui/data/overview").status_code == 401
+    assert client.get("/ui/static/dashboard.css").status_code == 200 and client.get("/login").status_code == 200
+    wrong = client.post("/login", data={"token": "nope", "next": "/ui/versions"})
+    assert wrong.status_code == 200 and "not this workspace" in wrong.text and "ratchet_session" not in client.cookies
+    ok = client.post("/login", data={"token": TOKEN, "next": "/ui/versions"})
+    assert ok.status_code == 303 and ok.headers["location"] == "/ui/versions"
+    assert TOKEN not in ok.headers["set-cookie"] and "HttpOnly" in ok.headers["set-cookie"]
+    assert client.get("/ui/versions").status_code == 200 and client.get("/ui/data/overview").status_code == 200
+    assert client.post("/login", data={"token": TOKEN, "next": "//elsewhere.example"}).headers["location"] == "/"
+
+    refused = client.post("/ui/actions/rollback/v0.1.0")  # the cookie reads; it does not act
+    assert refused.status_code == 401 and refused.json()["field"] == "Authorization"
+    assert [v.name for v in ws.versions.list()][-1] == "v0.2.0"
+    done = client.post("/ui/actions/rollback/v0.1.1", headers=auth.header(TOKEN))
+    assert done.status_code == 200 and done.json() == {"version": "v0.2.1", "commit": done.json()["commit"],
+                                                       "rolled_back_to": "v0.1.1"}
+    made = ws.versions.get("v0.2.1")
+    assert made.kind == "rollback" and made.metadata["author"] == f"dashboard ({auth.token_id(TOKEN)})"
+
+
+def test_dashboard_job_action_goes_to_the_architect_api(ws, monkeypatch):
+    """Approve goes through the Architect's REST API with the caller's token: the Architect owns its jobs."""
+    import httpx
+
+    from ratchet.architect.app import create_app as architect_app
+    from ratchet.architect.service import Architect
+
+    job_id = waiting_job(ws)
+    arch = Architect(ws)
+    app = architect_app(ws, architect=arch, run_jobs=False, token=TOKEN)
+    monkeypatch.setattr(httpx, "Client", lambda **kw: TestClient(app, base_url=kw["base_url"], headers=kw["headers"]))
+    client = TestClient(create_app(ws, token=TOKEN, architect_url="http://architect.test"))
+    assert client.post(f"/ui/actions/jobs/{job_id}/approve").status_code == 401
+    assert arch.get(job_id).state == "needs_approval"
+    approved = client.post(f"/ui/actions/jobs/{job_id}/approve", headers=auth.header(TOKEN))
+    assert approved.status_code == 202 and approved.json()["state"] == "testing"
+    entry = arch.get(job_id).log[-1]
+    assert (entry.step, entry.by) == ("approve", auth.token_id(TOKEN))
+    again = client.post(f"/ui/actions/jobs/{job_id}/approve", headers=auth.header(TOKEN))
+    assert again.status_code == 409 and "not waiting for approval" in again.json()["detail"]
+
+
+def test_dashboard_job_action_names_an_architect_it_cannot_reach(ws):
+    from ratchet.serving import free_port
+
+    job_id = waiting_job(ws)
+    nobody = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    r = TestClient(create_app(ws, architect_url=nobody)).post(f"/ui/actions/jobs/{job_id}/approve")
+    assert r.status_code == 422 and r.json()["field"] == "url" and nobody in r.json()["detail"]
+    assert JobStore(ws.store).get(job_id).state == "needs_approval"
+
+
+def test_dashboard_job_action_without_an_architect_port_says_how_to_give_one(ws):
+    toml = ws.root / "ratchet.toml"
+    toml.write_text(toml.read_text().replace("port = 8703", "port = 0"))
+    from ratchet.core.workspace import Workspace
+
+    ws = Workspace.open(ws.root)
+    job_id = waiting_job(ws)
+    r = TestClient(create_app(ws)).post(f"/ui/actions/jobs/{job_id}/approve")
+    assert r.status_code == 422 and r.json()["field"] == "architect_url" and "--architect-url" in r.json()["fix"]
+
+
+def test_dashboard_assets_are_package_data():
+    """Every template and asset matches pyproject's package-data, so the wheel ships them (nothing is
+    fetched at run time): a new file type under static/ must be added there."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import ratchet.versions.dashboard as dashboard
+
+    root = Path(dashboard.__file__).parent
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["ratchet.versions.dashboard"]
+    files = [p.relative_to(root).as_posix() for p in root.rglob("*")
+             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert "static/vendor/uplot/uPlot.iife.min.js" in files and "static/vendor/uplot/LICENSE" in files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
