@@ -1005,19 +1005,22 @@ def trace_conversation(conversation_id: str, workspace_dir: Path | None, as_json
               help="Conversations a second.")
 @click.option("--drift-at", type=click.FloatRange(min=5), default=20.0, show_default=True,
               help="Seconds after the users start when their preferences drift.")
+@click.option("--ask-after", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Seconds after the drift when a user asks the architect for a new reply style.")
 @click.option("--recover", type=click.FloatRange(min=5), default=15.0, show_default=True,
-              help="Seconds the users go on (at least) once the runner serves the architect's version.")
-@click.option("--max-seconds", type=click.FloatRange(min=10), default=105.0, show_default=True,
+              help="Seconds the users go on (at least) once the runner replies in the new style.")
+@click.option("--max-seconds", type=click.FloatRange(min=10), default=150.0, show_default=True,
               help="The users stop by then, whatever happened.")
-def demo(out: Path | None, keep: bool, seed: int, rate: float, drift_at: float, recover: float,
+def demo(out: Path | None, keep: bool, seed: int, rate: float, drift_at: float, ask_after: float, recover: float,
          max_seconds: float) -> None:
-    """Serve the default workspace with real processes and simulated users: the tuner converges, the users'
-    preferences drift, the triggerer wakes the architect, a minor version recovers the reward."""
+    """Serve the default workspace with real processes and simulated users: the tuner converges, absorbs a drift
+    of the users' preferences by itself (patch versions), and the architect adds the reply style users ask
+    for (a minor version), which the tuner then learns."""
     from ratchet.demo import DemoOptions, run_demo
 
     try:
-        run_demo(DemoOptions(out=out, keep=keep, seed=seed, rate=rate, drift_at=drift_at, recover=recover,
-                             max_seconds=max_seconds))
+        run_demo(DemoOptions(out=out, keep=keep, seed=seed, rate=rate, drift_at=drift_at, ask_after=ask_after,
+                             recover=recover, max_seconds=max_seconds))
     except KeyboardInterrupt:
         click.secho("ratchet demo: interrupted" + ("" if keep else "; the servers were stopped"), fg="red", err=True)
         sys.exit(130)

@@ -71,6 +71,42 @@ def test_drift_feedback_becomes_a_tested_minor_version_listed_by_the_versions_ap
     assert type(build_strategies(fresh, fresh.plugins)["style"]).name == "drift_style"
 
 
+def test_a_style_users_ask_for_becomes_a_new_arm_in_a_minor_version(ws, arch):
+    """What state cannot do: a reply style the runner cannot render yet. The playbook adds it from the
+    template library (data, its tests, the bandit's arm, the schemas' enums); the tiers pass; then the
+    runner can serve it and the style bandit has it as a fresh arm, the old arms' statistics kept."""
+    from ratchet.core.strategy import build_strategies
+    from ratchet.core.workspace import Workspace
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.service import Tuner
+
+    runner, tuner = Runner(ws, seed=0), Tuner(ws)
+    for i in range(6):
+        runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"before-{i}"})
+        tuner.feedback("reward", {"conversation_id": f"before-{i}", "value": 1.0})
+    tuner.apply_pending()
+    ws.state.promote(reason="learned before the new style", author="test")
+    job = run(arch, arch.submit_feedback("Could you answer with bullet points? Paragraphs are hard to scan."))
+    assert job.state == "succeeded", job.error
+    assert (job.version, job.bump, job.plan.rule) == ("v0.2.0", "minor", "new-reply-style")
+    assert set(job.changed) == {".copier-answers.style-bullets.yml", "data/styles/bullets.yaml",
+                                "tests/fast/style_bullets.yaml", "ratchet.toml", "state/schema.json",
+                                "tests/micro/answer.yaml"}
+    assert all(t["ok"] for t in job.tiers) and "users asked: Could you answer with bullet points" in (
+        ws.root / "data/styles/bullets.yaml").read_text()
+
+    fresh = Workspace.open(ws.root)
+    bandit = build_strategies(fresh, fresh.plugins)["style"]
+    assert bandit.arms == ["concise", "friendly", "detailed", "formal", "bullets"]
+    section = bandit._view(fresh.state.read("active").document["strategies"]["style"])
+    assert sum(section["pulls"][:4]) == 6 and section["pulls"][4] == 0  # what was learned is kept
+    reply = Runner(fresh, seed=0, allow_overrides=True).call(
+        "answer", {"question": "How do I reset my password?", "conversation_id": "after-1"},
+        overrides={"params": {"style": "bullets"}})
+    assert reply["style"] == "bullets" and "\n- " in reply["answer"]
+    assert arch.process(arch.submit_feedback("bullet points please")).plan.actions == []  # done once
+
+
 def test_length_complaint_is_a_patch_and_staging_keeps_it(ws, arch):
     ws.state.read("staging")  # staging exists, as under a running tuner
     job = run(arch, arch.submit_feedback("answers are too long"))

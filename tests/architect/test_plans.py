@@ -145,6 +145,16 @@ def test_playbook_wake_up_with_falling_rewards_renders_the_drift_bandit(ws):
     assert plan.actions[0].template == "drift-bandit"
 
 
+@pytest.mark.parametrize("text", ["Could you answer with bullet points?", "I'd rather get the steps as a list",
+                                  "a bulleted answer would be easier to read"])
+def test_playbook_asks_for_a_new_style_render_the_reply_style_template(ws, text):
+    plan = _plan(ws, text=text)
+    assert plan.rule == "new-reply-style"
+    assert [a.kind for a in plan.actions] == ["render_template", "edit_config", "replace_text", "replace_text"]
+    assert plan.actions[0].template == "reply-style" and plan.actions[0].data["style"] == "bullets"
+    assert plan.actions[1].append == {"tuner.strategies[key=style].arms": "bullets"}
+
+
 def test_playbook_rule_with_absent_paths_applies_once(ws):
     (ws.root / "plugins/drift_style.py").write_text("# already rendered\n")
     plan = _plan(ws, text="preferences have drifted")

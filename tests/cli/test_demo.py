@@ -1,5 +1,6 @@
 """``ratchet demo``: the simulation's arithmetic (fast), and the whole story with real processes (slow):
-patch versions, the drift, the wake-up, the architect's minor version, recovery, and no process left."""
+patch versions, the drift absorbed by the tuner alone, the users' request, the architect's minor version
+with the new style, the tuner learning it, and no process left."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from ratchet.cli import cli
-from ratchet.demo.simulation import AFTER, BEFORE, Oracle, Preferences, Users
+from ratchet.demo.report import recovery
+from ratchet.demo.simulation import AFTER, BEFORE, NEW_STYLE, STYLES, Oracle, Preferences, Users
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
@@ -45,11 +47,36 @@ def test_demo_preferences_drift_and_oracle_regret():
     prefs = Preferences(drift_at=10.0)
     oracle = Oracle(prefs)
     assert prefs.best(0) == "concise" and prefs.best(10.0) == "detailed"
-    assert oracle.expected(9.9) == max(BEFORE.values()) and oracle.expected(10.0) == max(AFTER.values())
+    assert oracle.expected(9.9) == BEFORE["concise"] and oracle.expected(10.0) == AFTER["detailed"]
     assert oracle.regret(5.0, "concise") == 0.0
     assert oracle.regret(15.0, "concise") == pytest.approx(AFTER["detailed"] - AFTER["concise"])
     # learning alone must not breach the demo's SLO (0.5); the old favourite after the drift must
-    assert sum(BEFORE.values()) / len(BEFORE) > 0.55 and AFTER["concise"] < 0.45
+    assert sum(BEFORE[s] for s in STYLES) / len(STYLES) > 0.55 and AFTER["concise"] < 0.45
+
+
+def test_demo_oracle_counts_the_new_style_from_its_first_reply():
+    """The users like bullet points best after the drift, but the oracle can serve only what the runner
+    renders: the new style counts from the moment the runner first replies in it."""
+    prefs = Preferences(drift_at=10.0, ask_at=20.0)
+    oracle = Oracle(prefs)
+    assert prefs.best(15.0, (*STYLES, NEW_STYLE)) == NEW_STYLE and AFTER[NEW_STYLE] - AFTER["detailed"] >= 0.05
+    assert oracle.expected(30.0) == AFTER["detailed"] and oracle.regret(30.0, "detailed") == 0.0
+    oracle.available(NEW_STYLE, 40.0)
+    assert oracle.expected(39.9) == AFTER["detailed"] and oracle.expected(40.0) == AFTER[NEW_STYLE]
+    assert oracle.regret(41.0, "detailed") == pytest.approx(AFTER[NEW_STYLE] - AFTER["detailed"])
+
+
+def test_demo_recovery_is_the_end_of_the_first_span_near_the_oracle():
+    from ratchet.demo.driver import Turn
+
+    def turn(t, expected):
+        return Turn(0, t, "x", 1.0, expected, 0.8, 0.8 - expected, 1.0)
+
+    # 10 conversations a second: the old favourite (0.4) for 3 s, then exploring (0.5), then the best (0.8)
+    turns = [turn(10 + i / 10, 0.4 if i < 30 else 0.5 if i < 50 else 0.8) for i in range(100)]
+    # the first 2 s at 90% of the oracle (0.72) hold at most 5 exploring turns: 14.5 to 16.4
+    assert recovery(turns, 10.0) == pytest.approx(16.4)
+    assert recovery(turns[:60], 10.0) is None  # never near the oracle for a whole span
 
 
 def test_demo_users_are_reproducible(ws_path):
@@ -61,6 +88,7 @@ def test_demo_users_are_reproducible(ws_path):
     assert 0.8 < sum(rewards) / len(rewards) < 0.97  # Bernoulli(0.9)
     assert sum(a.reward(n, 0.0, "detailed") for n in range(400)) < 50  # Bernoulli(0.05) before the drift
     assert sum(a.reward(n, 10.0, "detailed") for n in range(400)) > 320  # Bernoulli(0.9) after it
+    assert sum(a.reward(n, 10.0, NEW_STYLE) for n in range(400)) > 380  # Bernoulli(0.98): the style users ask for
 
 
 def test_demo_out_must_be_new_or_empty(tmp_path):
@@ -78,32 +106,43 @@ def test_demo_out_must_be_new_or_empty(tmp_path):
 def test_demo_runs_the_whole_story(tmp_path):
     out = tmp_path / "demo"
     ratchet = str(Path(sys.executable).with_name("ratchet"))
-    proc = subprocess.run([ratchet, "demo", "--out", str(out), "--seed", "3", "--drift-at", "15", "--recover", "10",
-                           "--max-seconds", "110"], capture_output=True, text=True, timeout=400)
+    proc = subprocess.run([ratchet, "demo", "--out", str(out), "--seed", "3", "--drift-at", "15", "--ask-after", "8",
+                           "--recover", "10", "--max-seconds", "170"], capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     try:
         summary = json.loads((out / "summary.json").read_text())
         made = summary["versions_made"]
-        assert made["tuner_patches"] >= 3 and all(v.startswith("v0.") for v in made["tuner"])
+        assert summary["settings"]["strategy"] == "glr_thompson"
+        assert made["tuner_patches"] >= 3 and all(v.startswith(("v0.1.", "v0.2.")) for v in made["tuner"])
         assert [v["bump"] for v in made["architect"]] == ["minor"], summary["versions"]
-        arch = summary["architect"]
-        assert arch["state"] == "succeeded" and arch["planner"] == "playbook" and arch["version"] == "v0.2.0"
-        assert arch["plan"]["rule"] == "drifting-preferences"
-        assert [a["kind"] for a in arch["plan"]["actions"]] == ["render_template", "edit_config"]
-        assert arch["request"]["report"]["breaches"][0]["kpi"] == "reward_rate"
-        assert summary["preferences"]["drift_at_seconds"] <= arch["woken_at_seconds"] <= arch["tagged_at_seconds"]
-        assert arch["tagged_at_seconds"] <= arch["served_at_seconds"]  # the runner serves the new code
+
+        # loop 1: the tuner absorbs the drift by itself, in patch versions, before anyone asks for anything
+        drift = summary["drift"]
+        assert drift["woke_the_architect"] is False and summary["recovered"] is True
+        assert drift["at_seconds"] < drift["recovered_at_seconds"] < summary["new_style"]["asked_at_seconds"]
+        assert drift["patch_versions_to_recovery"] and all(v.startswith("v0.1.") for v in drift["patch_versions_to_recovery"])
         reward = summary["reward"]
-        assert reward["after_recovery"]["mean_reward"] > reward["after_drift"]["mean_reward"], reward
-        assert reward["before_drift"]["mean_reward"] > reward["after_drift"]["mean_reward"], reward
-        assert summary["recovered"] is True
-        regret = summary["regret"]
-        assert regret["cumulative"] > 0 and regret["per_conversation"] > 0
-        assert regret["drift_to_new_version"] > 0 and regret["after_new_version"] is not None
+        assert reward["after_recovery"]["mean_reward"] > reward["drift_to_recovery"]["mean_reward"], reward
+        assert reward["before_drift"]["mean_reward"] > reward["drift_to_recovery"]["mean_reward"], reward
+        assert summary["regret"]["drift_to_recovery"] == drift["regret_to_recovery"] > 0
+
+        # loop 2: the users' free text becomes a new style, a minor version, that the tuner then learns
+        arch = summary["architect"]
+        assert arch["source"] == "feedback" and arch["state"] == "succeeded" and arch["planner"] == "playbook"
+        assert arch["version"] == "v0.2.0" and arch["plan"]["rule"] == "new-reply-style"
+        assert [a["kind"] for a in arch["plan"]["actions"]] == ["render_template", "edit_config", "replace_text",
+                                                               "replace_text"]
+        assert arch["request"]["text"].startswith("Could you answer with bullet points?")
+        assert summary["new_style"]["asked_at_seconds"] <= arch["tagged_at_seconds"] <= arch["served_at_seconds"]
+        new = summary["new_style"]
+        assert arch["served_at_seconds"] <= new["first_reply_at_seconds"] and new["share_last_window"] > 0
+        assert reward["with_new_style"]["conversations"] > 0 and summary["regret"]["after_new_style"] is not None
+        assert (out / "support-desk" / "data" / "styles" / "bullets.yaml").exists()  # the architect's style, merged
+        assert "bullets" in (out / "support-desk" / "ratchet.toml").read_text()
+
         assert summary["failed_conversations"] == 0, summary["failures"]
         assert (out / "reward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (out / "support-desk" / "plugins" / "drift_style.py").exists()  # the architect's plugin, merged
-        assert "v0.2.0" in proc.stdout and "regret" in proc.stdout
+        assert "v0.2.0" in proc.stdout and "from the drift to recovery" in proc.stdout
     finally:
         assert wait_until_gone(str(out)) == []
 

@@ -17,7 +17,7 @@ from template_helpers import SRC, render, tree
 
 FAMILIES = {
     "workspace": "scaffold", "strategy-plugin": "scaffold", "runner-plugin": "scaffold", "test-tier": "scaffold",
-    "support-desk": "runner", "llm-chat": "runner", "tool-router": "runner",
+    "support-desk": "runner", "llm-chat": "runner", "tool-router": "runner", "reply-style": "runner",
     "bandit": "strategy", "drift-bandit": "strategy", "cmaes": "strategy", "optuna": "strategy",
     "preference": "strategy", "rules": "strategy",
 }
@@ -38,6 +38,7 @@ RENDERS = {
     "llm-chat": ({}, {".copier-answers.llm_chat.yml", "plugins/llm_chat.py", "data/llm_chat_prompts.yaml",
                       "tests/micro/llm_chat.yaml"}),
     "tool-router": ({}, {".copier-answers.tool_router.yml", "plugins/tool_router.py", "tests/micro/tool_router.yaml"}),
+    "reply-style": ({}, {".copier-answers.style-bullets.yml", "data/styles/bullets.yaml", "tests/fast/style_bullets.yaml"}),
     "bandit": ({}, {".copier-answers.style_thompson.yml", "plugins/style_thompson.py"}),
     "drift-bandit": ({}, {".copier-answers.drift-bandit.yml", "plugins/drift_bandit.py"}),
     "cmaes": ({}, {".copier-answers.params_cmaes.yml", "plugins/params_cmaes.py"}),
@@ -54,6 +55,8 @@ VARIANTS = [
     ("tool-router", {"smoke_cases": False}, {".copier-answers.tool_router.yml", "plugins/tool_router.py"}),
     ("test-tier", {"dataset": "routing", "tier": "fast", "sample": False},
      {".copier-answers.routing_cases.yml", "plugins/routing_cases.py", "tests/fast/routing.jsonl"}),
+    ("reply-style", {"style": "steps", "layout": "numbered", "tier": "micro"},
+     {".copier-answers.style-steps.yml", "data/styles/steps.yaml", "tests/micro/style_steps.yaml"}),
     ("bandit", {"policy": "kl_ucb", "param": "tone", "arms": "plain, formal"},
      {".copier-answers.tone_kl_ucb.yml", "plugins/tone_kl_ucb.py"}),
 ]
@@ -143,8 +146,11 @@ BAD = [
     ("tool-router", {"routes": "faq"}, "at least two routes"),
     ("tool-router", {"default_route": "elsewhere"}, "must be one of the routes"),
     ("test-tier", {"min_accuracy": 1.5}, "between 0 and 1"),
+    ("reply-style", {"style": "concise"}, "built-in style"),
+    ("reply-style", {"greeting": "x" * 121}, "one line of at most 120 characters"),
     ("strategy-plugin", {"name": "Bad_Name"}, "single dashes"),
     ("strategy-plugin", {"author_email": "nobody"}, "not an email address"),
+    ("strategy-plugin", {"strategy_name": "glr_thompson"}, "first-party strategy's name"),
     ("runner-plugin", {"version": "one"}, "PEP 440"),
 ]
 
@@ -182,3 +188,23 @@ def test_support_desk_template_is_the_workspace_scaffolds_runner(library, tmp_pa
         assert (tmp_path / "out" / rel).read_bytes() == (scaffold / rel).read_bytes(), (
             f"{rel} differs between the workspace scaffold and src/ratchet/plugins/runner_templates/support-desk: "
             "make the scaffold's file a link to the template's again")
+
+
+def test_workspace_offers_every_context_free_bandit(library):
+    """`ratchet init --data tuner_policy=...` accepts each first-party bandit that needs no features,
+    glr_thompson (change detection) included."""
+    from ratchet.plugins.tuner_strategies.bandits import BANDITS
+
+    choices = next(q for q in tl.get(library, "workspace").questions if q.name == "tuner_policy").choices
+    names = {cls.name for cls in BANDITS if not cls.name.startswith("lin_")}
+    assert "glr_thompson" in names and set(choices) == names
+
+
+def test_workspace_with_glr_thompson(library, tmp_path):
+    from ratchet.core.create import create_workspace
+    from ratchet.core.plugins import load_plugins
+
+    create_workspace(tmp_path / "desk", data=["tuner_policy=glr_thompson"], plugins=load_plugins())
+    assert 'strategy = "glr_thompson"' in (tmp_path / "desk" / "ratchet.toml").read_text()
+    section = json.loads((tmp_path / "desk" / "state" / "active.state.json").read_text())["strategies"]["style"]
+    assert section["policy"] == "glr_thompson" and section["alarms"] == [0, 0, 0, 0]

@@ -213,6 +213,38 @@ def test_unknown_style_names_it_and_lists_the_valid_ones(desk):
         assert style in message
 
 
+def test_styles_from_data_files(tmp_path):
+    """A style of data/styles/ (what the reply-style template writes): greeting, the answer's sentences
+    as a list, closing; it counts as a valid style, and the built-ins keep working."""
+    (tmp_path / "bullets.yaml").write_text("name: bullets\nlayout: bullets\ngreeting: 'In short:'\nclosing: ''\n")
+    (tmp_path / "steps.yaml").write_text("name: steps\nlayout: numbered\nclosing: Anything else?\n")
+    desk = sd.SupportDesk(KB, styles=sd.load_styles(tmp_path)).build()
+    result, _ = ask(desk, "How do I reset my password?", style="bullets")
+    lines = result["answer"].split("\n")
+    assert result["style"] == "bullets" and lines[0] == "In short:" and len(lines) >= 3
+    assert all(line.startswith("- ") for line in lines[1:])
+    numbered = ask(desk, "How do I reset my password?", style="steps")[0]["answer"].split("\n")
+    assert numbered[0].startswith("1. ") and numbered[1].startswith("2. ") and numbered[-1] == "Anything else?"
+    assert ask(desk, "write me a poem about the sea", style="bullets")[0]["fallback"] is True
+    assert ask(desk, "How do I reset my password?", style="concise")[0]["style"] == "concise"
+    with pytest.raises(ValueError, match="'pirate'.*bullets"):
+        ask(desk, "How do I delete my account?", style="pirate")
+    assert sd.load_styles(tmp_path / "none") == {}
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: other\nlayout: bullets\n", "name must be the file's name"),
+    ("name: bad\nlayout: table\n", "layout must be one of bullets, numbered"),
+    ("name: bad\nlayout: bullets\ncolour: red\n", "unknown key 'colour'"),
+    ("- a list\n", "a style is a mapping"),
+])
+def test_bad_style_files_name_the_file(tmp_path, text, fragment):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ValueError, match="bad.yaml") as info:
+        sd.load_styles(tmp_path)
+    assert fragment in str(info.value)
+
+
 @pytest.mark.parametrize(
     "params",
     [{"max_sentences": 0}, {"max_sentences": "2"}, {"top_k": 0}, {"w_question": -1}, {"w_question": 0, "w_answer": 0}],

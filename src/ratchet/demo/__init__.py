@@ -1,23 +1,29 @@
 """``ratchet demo``: the whole story on this machine, with real processes and simulated users.
 
-1. **Set up**: a workspace from the default scaffold (in a temporary folder, or ``--out DIR``), set to
-   demo timescales (:mod:`ratchet.demo.servers`), and its servers started as separate processes on
-   127.0.0.1 under a supervisor: runner, tuner, architect, versions and triggerer.
+1. **Set up**: a workspace from the default scaffold with the ``glr_thompson`` style bandit (in a
+   temporary folder, or ``--out DIR``), set to demo timescales (:mod:`ratchet.demo.servers`), and its
+   servers started as separate processes on 127.0.0.1 under a supervisor: runner, tuner, architect,
+   versions and triggerer.
 2. **Tune**: simulated users (:mod:`ratchet.demo.simulation`) with hidden preferences over the reply
    styles ask questions through the runner's MCP ``answer`` tool and send rewards to the tuner's MCP
-   ``reward`` tool (:mod:`ratchet.demo.driver`). The tuner's Thompson bandit converges; every
-   ``promote_every`` events it promotes staging as a patch version.
-3. **Drift**: at ``drift_at`` seconds the preferences change. The stationary bandit keeps serving the
-   old favourite, the reward rate falls below the SLO in ``ci/budgets.json``, and the triggerer wakes
-   the Architect, whose offline planner (the workspace's playbook) renders the ``drift-bandit`` template
-   (discounted Thompson sampling) and switches the style strategy to it. The micro, fast and full tiers
-   pass, and the Architect tags a minor version; the supervisor restarts the runner and the tuner for the
-   new code while the users' clients retry.
-4. **Recover**: the new strategy forgets the old rewards and finds the new favourite; rewards recover.
+   ``reward`` tool (:mod:`ratchet.demo.driver`). The bandit converges; every ``promote_every`` events the
+   tuner promotes staging as a patch version.
+3. **Drift, absorbed by the tuner**: at ``drift_at`` seconds the preferences change. The bandit's change
+   detector sees the old favourite's rewards fall, restarts, and finds the new favourite: patch versions
+   only, no one woken (the triggerer watches the SLO in ``ci/budgets.json`` all along, and would wake
+   the Architect if the reward stayed low).
+4. **A new style, by the Architect**: at ``ask_at`` seconds a user asks in free text for answers as
+   bullet points, a style the runner cannot render: no state can fix that. The Architect's offline
+   planner (the workspace's playbook, rule ``new-reply-style``) renders the ``reply-style`` template
+   and adds the style as a new arm of the bandit; the micro, fast and full tiers pass (the place of an
+   off-policy-evaluation gate, issue 15: an ``ope`` case in the full tier, see the playbook rule) and
+   it tags a minor version; the supervisor restarts the runner and the tuner for the new code while the
+   users' clients retry.
+5. **Learn the new arm**: the bandit tries the new style, the users reward it, it wins.
 
-The report (:mod:`ratchet.demo.report`) prints the versions made, the reward before and after the
-drift and after recovery, and the regret against an oracle that knows the hidden preferences, and
-writes ``reward.png`` and ``summary.json`` into the output folder.
+The report (:mod:`ratchet.demo.report`) prints the versions made, the reward and regret before the
+drift, from the drift to recovery, after it and with the new style, against an oracle that knows the
+hidden preferences, and writes ``reward.png`` and ``summary.json`` into the output folder.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from ratchet.core import auth
 from ratchet.core.errors import UserError
 
 WORKSPACE_NAME = "support-desk"
-MIN_PROMOTIONS_AFTER = 3  # tuner promotions with the Architect's strategy before the run may end
+MIN_PROMOTIONS_AFTER = 3  # tuner promotions with the new style before the run may end
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,9 @@ class DemoOptions:
     seed: int = 1
     rate: float = 15.0  # conversations a second
     drift_at: float = 20.0  # seconds after the users start
-    recover: float = 15.0  # seconds the run goes on (at least) once the runner serves the Architect's version
-    max_seconds: float = 105.0  # the users stop by then, whatever happened
+    ask_after: float = 10.0  # seconds after the drift when a user asks for the new style
+    recover: float = 15.0  # seconds the run goes on (at least) once the runner serves the new style
+    max_seconds: float = 150.0  # the users stop by then, whatever happened
 
 
 def output_folder(out: Path | None) -> Path:
@@ -65,11 +72,11 @@ def run_demo(options: DemoOptions, console=None) -> dict[str, Any]:
     from ratchet.demo.report import (
         WINDOW,
         LiveReport,
-        architect_moments,
+        architect_job,
+        new_style_at,
         plot,
         print_summary,
         summarize,
-        wake_job,
         write_summary,
     )
     from ratchet.demo.servers import Timescales, prepare_workspace, start_servers
@@ -85,22 +92,23 @@ def run_demo(options: DemoOptions, console=None) -> dict[str, Any]:
         prepare_workspace(root, scales)
         servers = start_servers(root, scales, keep=options.keep)
     try:
-        prefs = Preferences(drift_at=options.drift_at)
+        prefs = Preferences(drift_at=options.drift_at, ask_at=options.drift_at + options.ask_after)
         users = Users.from_workspace(root, prefs, options.seed)
         with console.status("warming up: one conversation through the runner and the tuner ..."):
             _warm_up(servers.addresses, users)
         setup_seconds = time.monotonic() - started
         _print_servers(console, servers, setup_seconds)
         console.print(f"{options.rate:g} simulated users a second ask questions and reward the replies; their hidden "
-                      f"preferences drift at {options.drift_at:g} s.")
+                      f"preferences drift at {options.drift_at:g} s, and at {prefs.ask_at:g} s one asks for a "
+                      "style that does not exist yet.")
 
         def done(driver: Driver, t: float) -> bool:
-            _, _, served = architect_moments(driver)
-            if served is not None:  # and the tuner has promoted what the new strategy learned, however slow the machine
-                learned = [v["seen_at"] for v in driver.seen.versions if v.get("kind") == "tuner" and v["seen_at"] > served]
-                return (t >= served + options.recover and len(learned) >= MIN_PROMOTIONS_AFTER
+            first = new_style_at(driver)
+            if first is not None:  # and the tuner has promoted what it learned of the new arm, however slow the machine
+                learned = [v["seen_at"] for v in driver.seen.versions if v.get("kind") == "tuner" and v["seen_at"] > first]
+                return (t >= first + options.recover and len(learned) >= MIN_PROMOTIONS_AFTER
                         and t >= learned[0] + WINDOW)
-            job = wake_job(driver)
+            job = architect_job(driver)
             return job is not None and job["state"] == "failed" and t >= driver.seen.job_states[-1][0] + 5
 
         live = LiveReport(console, prefs)
@@ -117,7 +125,7 @@ def run_demo(options: DemoOptions, console=None) -> dict[str, Any]:
     if options.keep:
         servers.refresh()
     summary = summarize(driver, prefs, scales, seed=options.seed, rate=options.rate, setup_seconds=setup_seconds,
-                        workspace=root, out=out, servers=servers if options.keep else None)
+                        workspace=root, out=out, servers=servers if options.keep else None, strategy=scales.strategy)
     plot(summary, driver.turns, out / "reward.png")
     summary["seconds"]["after_setup"] = round(time.monotonic() - started - setup_seconds, 2)
     write_summary(summary, driver.turns, out / "summary.json")

@@ -3,9 +3,11 @@
 Users call the runner's ``answer`` tool and the tuner's ``reward`` tool over MCP (streamable HTTP), at
 a steady ``rate`` of conversations a second. The monitor polls the Versions API (``GET /versions``),
 the Architect's jobs (``GET /jobs``) and the runner's ``version://current`` resource, and reports what
-it sees through ``on_note``. When the Architect tags a minor version the supervisor restarts the runner
-and the tuner (new code), so every call retries, bounded, across that gap: a reward is resent with the
-same ``event_id``, which the tuner treats as a repeat.
+it sees through ``on_note``. At the preferences' ``ask_at`` one user writes free-text feedback to the
+Architect (``POST /feedback``), asking for a style that does not exist yet. When the Architect tags a
+minor version the supervisor restarts the runner and the tuner (new code), so every call retries,
+bounded, across that gap: a reward is resent with the same ``event_id``, which the tuner treats as a
+repeat.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import httpx
 from mcp import Client
 
 from ratchet.core import auth
-from ratchet.demo.simulation import Oracle, Users
+from ratchet.demo.simulation import REQUEST, Oracle, Users
 
 RETRY_SECONDS = 60.0  # the longest a conversation keeps retrying (runner and tuner restart in seconds)
 CALL_TIMEOUT = 20.0
@@ -125,6 +127,7 @@ class Driver:
         self.failures: list[str] = []
         self.seen = Seen()
         self.retries = 0
+        self.asked: dict[str, Any] | None = None  # {"at": seconds, "job": the Architect's job id, "text"}
         self.t0 = self.t0_wall = 0.0
         self.elapsed = 0.0
         self._next_n = 0
@@ -147,6 +150,8 @@ class Driver:
                 tg.start_soon(self._user)
             tg.start_soon(self._monitor)
             tg.start_soon(self._watch_served)
+            if self.users.prefs.ask_at is not None:
+                tg.start_soon(self._ask)
             while not self._stop.is_set():
                 t = self.now()
                 if t >= self.max_seconds or self.done(self, t):
@@ -212,10 +217,30 @@ class Driver:
         with anyio.fail_after(CALL_TIMEOUT):  # resent after a failure: the event id makes it a repeat
             await call(tuner, "reward", {"conversation_id": p.cid, "value": p.reward, "event_id": p.cid})
         style = p.answer["style"]
+        if style not in self.oracle.since:  # the runner renders a style it could not before
+            self.oracle.available(style, p.t)
+            self.on_note(self.now(), "new_style", {"style": style, "at": p.t})
         turn = Turn(p.n, p.t, style, p.reward, self.users.prefs.at(p.t).get(style, 0.0), self.oracle.expected(p.t),
                     self.oracle.regret(p.t, style), p.latency_ms)
         self.turns.append(turn)
         self.on_turn(turn)
+
+    async def _ask(self) -> None:
+        """One user asks the Architect in free text for the style they miss (retried while it restarts)."""
+        await self._wait(max(0.0, self.users.prefs.ask_at - self.now()))
+        async with httpx.AsyncClient(timeout=10, headers=auth.header(self.token)) as http:
+            while not self._stop.is_set():
+                at = self.now()
+                try:
+                    job = (await http.post(f"{self.urls['architect']}/feedback", json={"text": REQUEST}))
+                    job = job.raise_for_status().json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    self.on_note(at, "failure", {"error": f"feedback to the architect: {exc!r}"})
+                    await self._wait(1.0)
+                    continue
+                self.asked = {"at": at, "job": job["id"], "text": REQUEST}
+                self.on_note(at, "asked", self.asked)
+                return
 
     # --- monitor ---
 

@@ -1,7 +1,8 @@
 """The demo's workspace and its servers.
 
-:func:`prepare_workspace` renders the default scaffold and sets it to demo timescales, committed so
-that the Architect's worktrees see the same settings: every port 0 (the supervisor picks free ones on
+:func:`prepare_workspace` renders the default scaffold with the bandit ``glr_thompson`` (drift is
+expected: it detects a change and restarts) and sets it to demo timescales, committed so that the
+Architect's worktrees see the same settings: every port 0 (the supervisor picks free ones on
 127.0.0.1), a promotion every ``promote_every`` feedback events, and an SLO over a window of seconds.
 The SLO watches the reward rate; its error and latency ceilings are loose, so that a busy 2-core
 machine does not wake the Architect about latency instead.
@@ -36,8 +37,10 @@ COMPONENTS = ("runner", "tuner", "architect", "versions", "triggerer")
 class Timescales:
     """What the demo changes in the workspace and passes to the triggerer."""
 
-    promote_every: int = 40  # feedback events per tuner promotion (a patch version)
-    slo_window: float = 6.0  # seconds of feedback the reward rate is measured over
+    strategy: str = "glr_thompson"  # the style bandit (the scaffold's tuner_policy)
+    promote_every: int = 10  # feedback events per tuner promotion (a patch version): the bandit's batch
+    slo_window: float = 12.0  # seconds of feedback the reward rate is measured over: longer than the bandit
+    # takes to absorb the drift (a few seconds), so only what it cannot absorb breaches the SLO
     reward_rate_min: float = 0.5
     check_interval: float = 1.0  # seconds between the triggerer's checks
     min_samples: int = 60  # rewards in the window before the reward rate is judged
@@ -52,7 +55,7 @@ def prepare_workspace(root: Path, scales: Timescales) -> str:
     from ratchet.core.plugins import load_plugins
     from ratchet.core.versions import VersionStore
 
-    v0 = create_workspace(root, plugins=load_plugins(), author="demo")
+    v0 = create_workspace(root, data=[f"tuner_policy={scales.strategy}"], plugins=load_plugins(), author="demo")
     toml_path = root / "ratchet.toml"
     config = tomlkit.parse(toml_path.read_text(encoding="utf-8"))
     for name in ("runner", "tuner", "architect", "versions"):

@@ -11,7 +11,8 @@ fallback), ``score``, ``question_length`` (in words) and ``has_order_number`` fo
 
 Parameters (read from the state's ``params``, with every strategy's decision applied):
 
-* ``style``: ``concise`` | ``friendly`` | ``detailed`` | ``formal`` (default ``friendly``)
+* ``style``: ``concise`` | ``friendly`` | ``detailed`` | ``formal`` (default ``friendly``), or a style of
+  ``data/styles/`` (below)
 * ``top_k``: how many entries to retrieve; ``detailed`` picks its "Related:" entry among them (3)
 * ``min_score``: below this best score the reply is a hand-off to a human agent (0.12)
 * ``w_question`` / ``w_answer``: weights of the question+keywords and answer similarities (0.7 / 0.3)
@@ -26,7 +27,11 @@ Three places to edit:
    ``topic``, ``question``, ``answer`` and ``keywords`` (other ways customers phrase it). Add entries or
    keywords when a question is answered wrongly; then add a case to ``tests/``.
 2. The styles: ``STYLES`` and the ``_style_*`` methods of ``SupportDesk`` below (greetings, sign-offs,
-   the "Related:" line, the formal register). Add a style by adding a method and its name to ``STYLES``.
+   the "Related:" line, the formal register). Add a style by adding a method and its name to ``STYLES``,
+   or without code as a file ``data/styles/<name>.yaml`` (the ``reply-style`` template writes one):
+   ``layout`` (``bullets``: the answer's sentences as "- " lines; ``numbered``: as "1. " lines), an
+   optional ``greeting`` line before them and ``closing`` line after them. The files are read when the
+   runner starts (a new style is a new minor version, which restarts it).
 3. The retrieval weights: ``DEFAULT_PARAMS`` (``w_question``, ``w_answer``, ``min_score``, ``top_k``;
    the state's ``params`` override them) and the index constants below them: ``WORD_WEIGHT`` /
    ``CHAR_WEIGHT`` (word vs character n-grams), ``PHRASE_MAX_WEIGHT`` (whole question+keywords
@@ -61,6 +66,9 @@ class Answer(TypedDict):
 
 
 STYLES = ("concise", "friendly", "detailed", "formal")
+STYLE_DIR = "data/styles"  # more styles, one YAML file each (see the module docstring)
+LAYOUTS = ("bullets", "numbered")
+_STYLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "style": "friendly",
@@ -240,6 +248,36 @@ def load_kb(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def load_styles(folder: Path) -> dict[str, dict[str, Any]]:
+    """The styles of ``folder/*.yaml`` by name (none if the folder does not exist); errors name the file."""
+    import yaml
+
+    styles: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(folder).glob("*.yaml")) if Path(folder).is_dir() else ():
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: invalid YAML ({exc})") from exc
+        if not isinstance(spec, dict):
+            raise ValueError(f"{path}: a style is a mapping with name, layout, greeting and closing")
+        unknown = sorted(set(spec) - {"name", "layout", "greeting", "closing", "description"})
+        if unknown:
+            raise ValueError(f"{path}: unknown key {unknown[0]!r}; a style has name, layout, greeting, closing")
+        name = spec.get("name")
+        if not isinstance(name, str) or not _STYLE_NAME_RE.match(name) or name != path.stem:
+            raise ValueError(f"{path}: name must be the file's name ({path.stem!r}) in lowercase letters, digits, _")
+        if name in STYLES:
+            raise ValueError(f"{path}: {name!r} is a built-in style; give the new style another name")
+        if spec.get("layout") not in LAYOUTS:
+            raise ValueError(f"{path}: layout must be one of {', '.join(LAYOUTS)}, got {spec.get('layout')!r}")
+        for key in ("greeting", "closing"):
+            if not isinstance(spec.get(key, ""), str):
+                raise ValueError(f"{path}: {key} must be a string")
+        styles[name] = {"layout": spec["layout"], "greeting": spec.get("greeting", "").strip(),
+                        "closing": spec.get("closing", "").strip()}
+    return styles
+
+
 class SupportDesk:
     """Retrieval over the knowledge base plus styled, deterministic replies.
 
@@ -247,10 +285,12 @@ class SupportDesk:
     so one instance can serve concurrent calls.
     """
 
-    def __init__(self, kb_path: Path | str, defaults: dict[str, Any] | None = None):
+    def __init__(self, kb_path: Path | str, defaults: dict[str, Any] | None = None,
+                 styles: dict[str, dict[str, Any]] | None = None):
         self.kb_path = Path(kb_path)
         if not self.kb_path.is_file():
             raise FileNotFoundError(f"knowledge base not found: {self.kb_path}")
+        self.styles = dict(styles or {})  # from data/styles/ (load_styles)
         self.defaults = {**DEFAULT_PARAMS, **(defaults or {})}
         self._lock = threading.Lock()
         self._index: dict[str, Any] | None = None
@@ -389,8 +429,8 @@ class SupportDesk:
             if overrides and key in overrides:
                 params[key] = overrides[key]
         style = params["style"]
-        if style not in STYLES:
-            raise ValueError(f"unknown style {style!r}; valid styles are: {', '.join(STYLES)}")
+        if style not in STYLES and style not in self.styles:
+            raise ValueError(f"unknown style {style!r}; valid styles are: {', '.join([*STYLES, *self.styles])}")
         top_k = params["top_k"]
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -420,7 +460,10 @@ class SupportDesk:
         body = FALLBACK_TEXT if entry is None else entry["answer"]
         if tone == "formal" and style == "friendly":
             return self._friendly_formal(body, entry, max_sentences)
-        text = getattr(self, f"_style_{style}")(body, entry, others, max_sentences)
+        if style in self.styles:
+            text = self._layout(self.styles[style], body, max_sentences)
+        else:
+            text = getattr(self, f"_style_{style}")(body, entry, others, max_sentences)
         return formalize(text) if tone == "formal" else text
 
     @staticmethod
@@ -473,6 +516,13 @@ class SupportDesk:
             "assistance, please do not hesitate to contact us. Kind regards, Acme Customer Support."
         )
 
+    def _layout(self, spec: dict[str, Any], body: str, max_sentences: int | None) -> str:
+        """A style of ``data/styles/``: its greeting, the answer's sentences as a list, its closing."""
+        sentences = split_sentences(self._cap(body, max_sentences))
+        marks = ["-"] * len(sentences) if spec["layout"] == "bullets" else [f"{i}." for i in range(1, len(sentences) + 1)]
+        lines = [f"{mark} {s}" for mark, s in zip(marks, sentences)]
+        return "\n".join(x for x in (spec["greeting"], *lines, spec["closing"]) if x)
+
     def _related(self, entry: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any] | None:
         """A related entry: the best other hit of the same topic, else the next entry of that topic in
         the knowledge base, else the best other hit."""
@@ -509,6 +559,6 @@ def ratchet_extract_features(tool, arguments):
 
 @hookimpl
 def ratchet_register_runner_tools(register, workspace):
-    desk = SupportDesk(workspace.root / "data" / "kb.jsonl")
+    desk = SupportDesk(workspace.root / "data" / "kb.jsonl", styles=load_styles(workspace.root / STYLE_DIR))
     desk._ensure_index()  # build it while the server starts, not during the first user's call
     register(desk.answer)
