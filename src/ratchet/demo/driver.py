@@ -2,9 +2,10 @@
 
 Users call the runner's ``answer`` tool and the tuner's ``reward`` tool over MCP (streamable HTTP), at
 a steady ``rate`` of conversations a second. The monitor polls the Versions API (``GET /versions``),
-the Architect's jobs (``GET /jobs``) and the runner's ``version://current`` resource, and reports what
-it sees through ``on_note``. At the preferences' ``ask_at`` one user writes free-text feedback to the
-Architect (``POST /feedback``), asking for a style that does not exist yet. When the Architect tags a
+the Architect's jobs (``GET /jobs``, then the record of each job whose state changed) and the runner's
+``version://current`` resource, and reports what it sees through ``on_note``. At the preferences'
+``ask_at`` one user writes free-text feedback to the Architect (``POST /feedback``), asking for a style
+that does not exist yet. When the Architect tags a
 minor version the supervisor restarts the runner and the tuner (new code), so every call retries,
 bounded, across that gap: a reward is resent with the same ``event_id``, which the tuner treats as a
 repeat.
@@ -264,9 +265,13 @@ class Driver:
                 self._latest = item["version"]
                 self.on_note(t, "version", item)
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            jobs = (await http.get(f"{self.urls['architect']}/jobs")).raise_for_status().json()["items"]
-            for job in reversed(jobs):
-                old = self.seen.jobs.get(job["id"])
+            listed = (await http.get(f"{self.urls['architect']}/jobs")).raise_for_status().json()["items"]
+            for summary in reversed(listed):
+                old = self.seen.jobs.get(summary["id"])
+                if old is not None and old["state"] == summary["state"]:
+                    continue
+                # the list has summaries; the report needs the record (plan, request, tiers)
+                job = (await http.get(f"{self.urls['architect']}/jobs/{summary['id']}")).raise_for_status().json()
                 self.seen.jobs[job["id"]] = job
                 if old is None or old["state"] != job["state"]:
                     self.seen.job_states.append((t, job["id"], job["state"]))
