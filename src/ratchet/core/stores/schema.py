@@ -1,7 +1,8 @@
 """The store's tables (SQLAlchemy Core): one schema for SQLite and PostgreSQL.
 
 The logs (sessions, turns, decisions, feedback, events, jobs) are written by :mod:`ratchet.core.stores.sql`;
-the shared documents, pins, leases and intents by :mod:`ratchet.core.stores.coordination`.
+the shared documents, pins, leases and intents by :mod:`ratchet.core.stores.coordination`; the
+dashboard's per-minute rollups of the logs by :mod:`ratchet.versions.dashboard.rollup`.
 """
 
 from __future__ import annotations
@@ -114,4 +115,21 @@ intents = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# the dashboard's per-minute rollups of the feedback and call logs (ratchet.versions.dashboard.rollup)
+dashboard_rollup = sa.Table(
+    "dashboard_rollup", metadata,
+    sa.Column("series", sa.String(16), primary_key=True),  # reward | calls
+    sa.Column("bucket", sa.BigInteger, primary_key=True),  # the minute's start, Unix seconds
+    sa.Column("n", sa.Integer, nullable=False),  # rewards with a value, or calls
+    sa.Column("total", sa.Float),  # sum of the reward values
+    sa.Column("errors", sa.Integer),
+    sa.Column("latency_sum", sa.Float),
+    sa.Column("latency_n", sa.Integer),
+)
+dashboard_rollup_mark = sa.Table(
+    "dashboard_rollup_mark", metadata,
+    sa.Column("name", sa.String(16), primary_key=True),
+    sa.Column("rolled_until", sa.Float, nullable=False),
 )

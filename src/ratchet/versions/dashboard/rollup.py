@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from ratchet.core.stores.schema import dashboard_rollup as rollup
+from ratchet.core.stores.schema import dashboard_rollup_mark as marks
 from ratchet.core.stores.schema import feedback, turns
 
 if TYPE_CHECKING:
@@ -26,22 +28,6 @@ BASE = 60  # seconds per rolled-up bucket; every chart width from a minute up is
 SETTLE = 30  # seconds a minute must have ended before it is rolled up
 CHUNK = 6 * 3600  # seconds of log per transaction
 
-metadata = sa.MetaData()
-rollup = sa.Table(
-    "dashboard_rollup", metadata,
-    sa.Column("series", sa.String(16), primary_key=True),  # reward | calls
-    sa.Column("bucket", sa.BigInteger, primary_key=True),  # the minute's start, Unix seconds
-    sa.Column("n", sa.Integer, nullable=False),  # rewards with a value, or calls
-    sa.Column("total", sa.Float),  # sum of the reward values
-    sa.Column("errors", sa.Integer),
-    sa.Column("latency_sum", sa.Float),
-    sa.Column("latency_n", sa.Integer),
-)
-marks = sa.Table(
-    "dashboard_rollup_mark", metadata,
-    sa.Column("name", sa.String(16), primary_key=True),
-    sa.Column("rolled_until", sa.Float, nullable=False),
-)
 
 
 def bucket_of(store: Store, ts, width: int):
@@ -52,24 +38,13 @@ def bucket_of(store: Store, ts, width: int):
     return sa.cast(ts / width, sa.Integer)
 
 
-def _ensure(store: Store) -> None:
-    if getattr(store, "_dashboard_rollup_ready", False):
-        return
-    with store.engine.begin() as conn:
-        store._lock(conn, "schema")
-        metadata.create_all(conn)
-    store._dashboard_rollup_ready = True
-
-
 def rolled_until(store: Store) -> float | None:
-    _ensure(store)
     with store.reader.connect() as conn:
         return conn.execute(sa.select(marks.c.rolled_until).where(marks.c.name == "all")).scalar()
 
 
 def refresh(store: Store, now: float | None = None) -> float | None:
     """Roll up what has settled; returns how far the rollup goes (None: nothing logged yet)."""
-    _ensure(store)
     now = time.time() if now is None else now
     target = (now - SETTLE) // BASE * BASE
     mark = rolled_until(store)
@@ -128,7 +103,6 @@ def rolled_series(store: Store, name: str, start: float, end: float, width: int)
     :data:`BASE`) from the rollup, for minutes in ``[start, end)``."""
     if end <= start:
         return []
-    _ensure(store)
     r = rollup.c
     b = bucket_of(store, r.bucket, width).label("b")
     q = (sa.select(b, sa.func.sum(r.n), sa.func.sum(r.total), sa.func.sum(r.errors), sa.func.sum(r.latency_sum),
