@@ -56,16 +56,30 @@ class ToolCallError(UserError):
 
 
 def server_url(workspace: Workspace, component: str) -> str:
-    """The MCP endpoint of the workspace's ``runner`` or ``tuner``, from ``ratchet.toml``."""
+    """The MCP endpoint of the workspace's ``runner`` or ``tuner``: where it listens now (recorded in
+    ``.ratchet/run/`` by ``ratchet serve``, so a port of 0 is no obstacle), else the port in ``ratchet.toml``."""
+    from ratchet.ops import addresses
+
     cfg = getattr(workspace.config, component)
+    recorded = addresses.url(workspace.root, component)
+    if recorded:
+        return loopback(recorded)
     if not cfg.port:
-        raise ConfigError(f"{component}.port: ratchet.toml gives no port for the {component} (0 picks one at start)",
-                          field=f"{component}.port",
-                          fix=f"pass its address (e.g. {component}_url='http://127.0.0.1:PORT/mcp', or "
-                          f"--{component}-url on the command line), or set [{component}] port in ratchet.toml")
+        raise ConfigError(f"{component}.port: no {component} is running for this workspace and ratchet.toml "
+                          f"gives no port for it (0 picks one at start)", field=f"{component}.port",
+                          fix=f"start it (`ratchet up`, or `ratchet serve {component}`), pass its address (e.g. "
+                          f"{component}_url='http://127.0.0.1:PORT/mcp', or --{component}-url on the command "
+                          f"line), or set [{component}] port in ratchet.toml")
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
     host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{cfg.port}/mcp"
+
+
+def loopback(url: str) -> str:
+    """``url`` with a wildcard bind address (``0.0.0.0``, ``[::]``) replaced by loopback, which reaches it."""
+    for wildcard in ("//0.0.0.0:", "//[::]:"):
+        url = url.replace(wildcard, "//127.0.0.1:", 1)
+    return url
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -71,3 +71,13 @@ def test_up_logs_follow_prints_new_lines_as_they_come(tmp_path):
     upctl.show_logs(tmp_path, ["runner", "tuner"], lines=1, follow=True, out=out, stop=stop, interval=0)
     assert out.getvalue().splitlines() == ["runner | two", "tuner  | first", "runner | three",
                                            "runner | half done"]
+
+
+def test_the_client_prefers_the_recorded_address_and_reaches_a_wildcard_bind_on_loopback(ws):
+    from ratchet.client import server_url
+
+    assert server_url(ws, "runner") == f"http://127.0.0.1:{ws.config.runner.port}/mcp"  # nothing recorded
+    with addresses.recorded(ws.root, "runner", "http://0.0.0.0:5555/mcp"), \
+            addresses.recorded(ws.root, "tuner", "http://[::]:5556/mcp"):
+        assert server_url(ws, "runner") == "http://127.0.0.1:5555/mcp"
+        assert server_url(ws, "tuner") == "http://127.0.0.1:5556/mcp"

@@ -1,9 +1,13 @@
 """ratchet.client against real servers: `ratchet serve runner|tuner` processes over streamable HTTP."""
 
+import json
+
 import anyio
 import pytest
+from click.testing import CliRunner
 
 from helpers import ServerProcess, point_workspace_at
+from ratchet.cli import cli
 from ratchet.client import AsyncRatchet, Ratchet, ToolCallError
 from ratchet.core import auth
 from ratchet.core.errors import AuthError, ConfigError, NotFoundError, UnavailableError
@@ -98,3 +102,19 @@ def test_client_sends_the_token(ws, monkeypatch):
         monkeypatch.setenv(auth.TOKEN_ENV, TOKEN)
         with Ratchet(runner.url) as rt:  # the configured token, by default
             assert rt.version() == "v0.1.0"
+
+
+def test_client_finds_servers_that_picked_their_port(ws):
+    """Issue 14: with ``port = 0`` (what the port-clash error recommends) the client reads where each server
+    listens from ``.ratchet/run/``, as ``ratchet feedback`` does, instead of asking for a URL."""
+    toml = ws.root / "ratchet.toml"
+    toml.write_text(toml.read_text().replace("[runner]\nport = 8701", "[runner]\nport = 0")
+                    .replace("[tuner]\nport = 8702", "[tuner]\nport = 0"))
+    with ServerProcess("runner", ws.root) as runner, ServerProcess("tuner", ws.root) as tuner:
+        with Ratchet.from_workspace(ws.root) as rt:
+            assert rt.call("answer", question=Q, conversation_id="p0")["style"]
+            assert rt.send("reward", conversation_id="p0", value=1.0)["accepted"] == 1
+            assert rt._async.urls == {"runner": runner.url, "tuner": tuner.url}
+        sent = CliRunner().invoke(cli, ["send", "reward", "conversation_id=p0", "value=0", "--json",
+                                        "-w", str(ws.root)])
+        assert sent.exit_code == 0 and json.loads(sent.output)["accepted"] == 1, sent.output

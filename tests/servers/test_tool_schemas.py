@@ -98,3 +98,27 @@ async def test_tuner_null_arguments_in_the_project_style(ws):
         is_error, ack = await call_tool(c, "reward_batch", {"events": [{"conversation_id": "c0", "value": 0,
                                                                         "event_id": None}]})
         assert not is_error and ack["accepted"] == 1, ack
+
+
+async def test_tuner_tools_declare_what_they_return_and_return_all_of_it(ws):
+    """Every tuner tool has an output schema with described fields, and its structured result carries
+    everything its text result does (a TypedDict that misses a key would drop it silently)."""
+    import json
+
+    import jsonschema
+
+    Runner(ws, seed=1).call("answer", {"question": "where is my parcel?", "conversation_id": "c0"})
+    async with Client(tuner_server(Tuner(ws))) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        for name, tool in tools.items():
+            assert (tool.output_schema or {}).get("properties"), f"{name}: no output schema"
+            assert problems(tool.output_schema, f"{name} output") == []
+        calls = [("reward", {"conversation_id": "c0", "value": 1}),
+                 ("reward_batch", {"events": [{"conversation_id": "c0", "value": 0}]}),
+                 ("status", {}), ("promote", {"reason": "test"}), ("promote", {"reason": "again"}),
+                 ("rebuild_staging", {}), ("status", {})]
+        for name, args in calls:
+            r = await c.call_tool(name, args)
+            assert not r.is_error, (name, r.content[0].text)
+            jsonschema.validate(r.structured_content, tools[name].output_schema)
+            assert r.structured_content == json.loads(r.content[0].text), name

@@ -23,6 +23,7 @@ from pydantic import Field
 from ratchet import __version__
 from ratchet.core.errors import RatchetError
 from ratchet.runner.server import infrastructure_error, tool_error
+from ratchet.tuner.results import FeedbackAck, PromoteResult, RebuildResult, TunerStatus
 from ratchet.serving import RatchetMCPServer, mcp_auth, refuse_unknown_arguments
 from ratchet.tuner.service import Route, Tuner
 
@@ -97,7 +98,7 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
     schema = route.tool.input_schema
     name = route.tool.name
 
-    async def call(ctx: Context, **arguments: Any) -> dict[str, Any]:
+    async def call(ctx: Context, **arguments: Any) -> FeedbackAck:
         given = without_optional_nulls(schema, arguments)  # an optional argument sent as null is left out
         try:
             ack = await anyio.to_thread.run_sync(lambda: tuner.feedback(name, given))  # trace id: its span's
@@ -112,8 +113,8 @@ def _feedback_tool(tuner: Tuner, route: Route, worker: _Worker | None):
     params = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=Any, default=None)
               for p in schema.get("properties", {})]
     params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
-    call.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])
-    call.__annotations__ = {**{p.name: p.annotation for p in params}, "return": dict[str, Any]}
+    call.__signature__ = inspect.Signature(params, return_annotation=FeedbackAck)
+    call.__annotations__ = {**{p.name: p.annotation for p in params}, "return": FeedbackAck}
     call.__name__ = name
     return call
 
@@ -155,7 +156,7 @@ def build_server(tuner: Tuner, *, worker: str = "thread", token: str | None = No
     @server.tool(description=PROMOTE_DESCRIPTION)
     async def promote(reason: Annotated[str, Field(description="why, recorded in the version's tag and the "
                                                    "promotion log")] = "requested through the tuner's promote tool"
-                      ) -> dict[str, Any]:
+                      ) -> PromoteResult:
         if not tuner.workspace.config.tuner.promotion.on_request:
             raise tool_error(RatchetError("promotion on request is off for this workspace",
                                           fix="set [tuner.promotion] on_request = true in ratchet.toml"))
@@ -166,7 +167,7 @@ def build_server(tuner: Tuner, *, worker: str = "thread", token: str | None = No
             raise tool_error(exc) from exc
 
     @server.tool()
-    async def status() -> dict[str, Any]:
+    async def status() -> TunerStatus:
         """Staging vs active, pending events, the last promotion, and each strategy's KPIs."""
         try:
             return await anyio.to_thread.run_sync(tuner.status)
@@ -174,7 +175,7 @@ def build_server(tuner: Tuner, *, worker: str = "thread", token: str | None = No
             raise tool_error(exc) from exc
 
     @server.tool()
-    async def rebuild_staging() -> dict[str, Any]:
+    async def rebuild_staging() -> RebuildResult:
         """Rebuild staging from active plus every logged feedback event after it."""
         try:
             return await anyio.to_thread.run_sync(tuner.rebuild_staging)
