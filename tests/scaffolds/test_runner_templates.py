@@ -88,6 +88,8 @@ async def test_llm_chat_serves_variants_learns_from_rewards_and_keeps_history(ch
         assert set(tools) == {"answer", "chat"}
         assert tools["chat"].input_schema["required"] == ["message", "conversation_id"]
         assert tools["chat"].description.startswith("Chat with the store's support assistant.")
+        assert set(tools["chat"].output_schema["properties"]) == {"reply", "variant", "model"}  # typed result
+        assert all(p.get("description") for p in tools["chat"].output_schema["properties"].values())
         variants = []
         for i in range(12):
             is_error, out = await call_tool(rc, "chat", {"message": f"Hello {i}?", "conversation_id": f"c{i}"})
@@ -200,6 +202,12 @@ async def test_tool_router_learns_to_route_escalations_to_a_human(router_ws):
     assert {r: out["route"] for r, out in routed.items()} == {
         r: ("human" if "refund" in r.lower() else "faq") for r in REQUESTS}
     assert routed[REQUESTS[3]]["handoff"] is True
+    async with Client(runner_server(runner)) as rc:  # over MCP: the typed result keeps what a route adds
+        (tool,) = [t for t in (await rc.list_tools()).tools if t.name == "route"]
+        assert {"route", "reply"} <= set(tool.output_schema["required"])
+        assert tool.output_schema.get("additionalProperties") is True
+        is_error, out = await call_tool(rc, "route", {"request": REQUESTS[3].format(n=1), "conversation_id": "m1"})
+        assert not is_error and out["route"] == "human" and out["handoff"] is True, out
 
 
 async def test_tool_router_micro_tier_and_routes(router_ws):
