@@ -5,6 +5,7 @@ series are aggregated in the store, reading and acting need what the token says.
 from __future__ import annotations
 
 import re
+from unittest.mock import ANY
 
 import pytest
 from fastapi.testclient import TestClient
@@ -65,9 +66,12 @@ def test_dashboard_series_join_the_rollup_and_the_log_tail(ws):
     now = time.time()
     hour = now // 3600 * 3600
     rewards(ws, [(hour - 7200 + 5, 1.0), (hour - 7200 + 65, 0.0), (hour - 30, 1.0)])
+    from_logs = series.reward_series(ws.store, hour - 7200, now, 3600)
+    assert rollup.rolled_until(ws.store) is None  # a read never refreshes (the server's Builder does)
+    mark = rollup.refresh(ws.store, now)
+    assert mark is not None and hour - 60 <= mark <= now
     before = series.reward_series(ws.store, hour - 7200, now, 3600)
-    mark = rollup.rolled_until(ws.store)
-    assert mark is not None and hour - 60 <= mark <= now  # refreshed by the read
+    assert before == from_logs
     rewards(ws, [(now - 1, 0.0)])  # after the mark: from the log
     after = series.reward_series(ws.store, hour - 7200, now, 3600)
     assert before[0] == after[0] == {"t": hour - 7200, "count": 2, "mean": 0.5}
@@ -111,7 +115,7 @@ def test_dashboard_overview_data_marks_versions_wakeups_and_slo(ws, client):
         ("v0.2.0", "architect", "minor")]
     assert sum(b["count"] for b in body["reward"]) == 2
     assert sum(b["mean"] * b["count"] for b in body["reward"]) == pytest.approx(1.0)
-    assert body["wakeups"] == [{"t": pytest.approx(now - 10), "breaches": ["reward_rate"]}]
+    assert body["wakeups"] == [{"t": pytest.approx(now - 10), "breaches": ["reward_rate"], "seq": ANY}]
     assert set(body["slo"]) == {"window_seconds", "reward_rate_min", "error_rate_max", "latency_p95_ms"}
     assert all(body["start"] <= v["t"] <= body["now"] for v in body["versions"])
 

@@ -10,8 +10,8 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ratchet.core.errors import NotFoundError, RatchetError
-from ratchet.versions.dashboard import series
+from ratchet.core.errors import NotFoundError, RatchetError, UserError
+from ratchet.versions.dashboard import rollup, series
 
 if TYPE_CHECKING:
     from ratchet.core.versions import Version
@@ -55,33 +55,61 @@ def slo(workspace) -> dict[str, Any] | None:
         return None
 
 
+def parse_cursor(cursor: str | None) -> tuple[tuple[float, str] | None, int]:
+    """``(newest marker, last wake-up seq)`` from a cursor of :func:`overview` (None: from the start)."""
+    if not cursor:
+        return None, 0
+    t, sep, rest = cursor.partition("|")
+    name, sep2, seq = rest.rpartition("|")
+    try:
+        if not (sep and sep2):
+            raise ValueError(cursor)
+        return ((float(t), name) if name else None), int(seq)
+    except ValueError:
+        raise UserError(f"cursor: {cursor!r} is not a cursor of /ui/data/overview", field="cursor",
+                        fix="pass the `cursor` of the previous answer, or none for everything") from None
+
+
 def overview(workspace, catalog: Catalog, markers: Markers, *, window: float | None = None,
-             now: float | None = None, buckets: int = BUCKETS) -> dict[str, Any]:
+             now: float | None = None, buckets: int = BUCKETS, cursor: str | None = None) -> dict[str, Any]:
     """The overview's data: what is served, the reward and call series per bucket, the versions and the
-    wake-ups on the same time axis, and the SLO to draw as lines."""
+    wake-ups on the same time axis, the SLO to draw as lines, and how far the rollup is built.
+
+    With ``cursor`` (the ``cursor`` of a previous answer) ``versions`` and ``wakeups`` hold only what came
+    since: a page that polls keeps what it has, and only drops what leaves the range on the left."""
     store = workspace.store
     now = time.time() if now is None else now
     marks = markers.all()
+    after, wake_seq = parse_cursor(cursor)
+    first = series.first_activity(store)
     if window is None:
-        first = series.first_activity(store)
         starts = [t for t in (first, marks[0][0] if marks else None) if t is not None]
         start = min(starts) if starts else now - 3600
     else:
         start = now - window
     width = series.bucket_width(max(now - start, 1.0), buckets)
     start = start // width * width
+    built = rollup.status(store, now, first)
+    # while the rollup is built, the logs are read for the last minutes only: what is ready, at once
+    logs_from = now - rollup.BEHIND if built["building"] else None
     in_range = [m for m in marks if start <= m[0] <= now]
-    shown = in_range[-MARKERS:]
+    shown = [m for m in in_range[-MARKERS:] if after is None or (m[0], m[1]) > after]
+    newest = (in_range[-1][0], in_range[-1][1]) if in_range else after
+    wakes = series.wakeups(store, start, now, after_seq=wake_seq)
+    last_seq = wakes[-1]["seq"] if wakes else wake_seq
     return {
         "now": now, "start": start, "width": width,
         "active": catalog.active(),
-        "reward": series.reward_series(store, start, now, width),
-        "calls": series.call_series(store, start, now, width),
+        "reward": series.reward_series(store, start, now, width, rolled=built["rolled_until"], logs_from=logs_from),
+        "calls": series.call_series(store, start, now, width, rolled=built["rolled_until"], logs_from=logs_from),
         "versions": [{"t": t, "version": name, "kind": kind, "bump": bump} for t, name, kind, bump in shown],
         "versions_in_range": len(in_range),
         "versions_total": len(marks),
-        "wakeups": series.wakeups(store, start, now),
+        "wakeups": wakes,
         "slo": slo(workspace),
+        "rollup": {"building": built["building"], "percent": built["percent"], "rolled_until": built["rolled_until"],
+                   "logs_from": logs_from},
+        "cursor": f"{newest[0] if newest else ''}|{newest[1] if newest else ''}|{last_seq}",
     }
 
 
