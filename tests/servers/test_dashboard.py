@@ -392,5 +392,18 @@ def test_dashboard_polls_send_only_the_versions_and_wakeups_since_their_cursor(w
     assert [v["version"] for v in new["versions"]] == ["v0.2.1"] and new["versions_total"] == 5
     assert [w["breaches"] for w in new["wakeups"]] == [["error_rate"]]
     assert client.get("/ui/data/overview", params={"cursor": new["cursor"]}).json()["versions"] == []
-    bad = client.get("/ui/data/overview", params={"cursor": "nonsense"})
-    assert bad.status_code in (400, 422) and "cursor" in bad.text
+    for nonsense in ("nonsense", "v1.2|x", "1.2.3.4|0"):
+        bad = client.get("/ui/data/overview", params={"cursor": nonsense})
+        assert bad.status_code in (400, 422) and "cursor" in bad.text, nonsense
+
+
+def test_dashboard_polls_find_versions_in_semver_order_whatever_their_time(ws, client):
+    """The tuner can tag v0.1.9 and v0.1.10 in the same second (the demo promotes 1.5 times a second):
+    the poll after v0.1.9 gets v0.1.10, though its name sorts before and its time is not later."""
+    for _ in range(9):
+        ws.versions.make_version("patch", paths=[], reason="tick", kind="manual", author="test", allow_empty=True)
+    first = client.get("/ui/data/overview").json()
+    assert first["versions"][-1]["version"] == "v0.1.9" and first["cursor"].startswith("v0.1.9|")
+    ws.versions.make_version("patch", paths=[], reason="tick", kind="manual", author="test", allow_empty=True)
+    new = client.get("/ui/data/overview", params={"cursor": first["cursor"]}).json()
+    assert [v["version"] for v in new["versions"]] == ["v0.1.10"] and new["cursor"].startswith("v0.1.10|")

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ratchet.core.errors import NotFoundError, RatchetError, UserError
+from ratchet.core.versions import precedence
 from ratchet.versions.dashboard import rollup, series
 
 if TYPE_CHECKING:
@@ -31,17 +32,18 @@ def epoch(iso: str | None) -> float | None:
 
 
 class Markers:
-    """Every version as ``(t, name, kind, bump)``, oldest first, parsed once per change of the tags."""
+    """Every version as ``(t, name, kind, bump, key)`` (``key``: its semver precedence), oldest first,
+    parsed once per change of the tags."""
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self._for: list[Version] | None = None
-        self._markers: list[tuple[float, str, str | None, str | None]] = []
+        self._markers: list[tuple[float, str, str | None, str | None, tuple]] = []
 
-    def all(self) -> list[tuple[float, str, str | None, str | None]]:
+    def all(self) -> list[tuple[float, str, str | None, str | None, tuple]]:
         listed = self.catalog.versions()
         if listed is not self._for:
-            marks = [(epoch(v.created), v.name, v.kind, v.metadata.get("bump")) for v in listed]
+            marks = [(epoch(v.created), v.name, v.kind, v.metadata.get("bump"), v.key) for v in listed]
             self._markers, self._for = sorted((m for m in marks if m[0] is not None), key=lambda m: m[0]), listed
         return self._markers
 
@@ -55,19 +57,17 @@ def slo(workspace) -> dict[str, Any] | None:
         return None
 
 
-def parse_cursor(cursor: str | None) -> tuple[tuple[float, str] | None, int]:
-    """``(newest marker, last wake-up seq)`` from a cursor of :func:`overview` (None: from the start)."""
+def parse_cursor(cursor: str | None) -> tuple[tuple | None, int]:
+    """``(precedence of the newest version sent, seq of the last wake-up sent)`` from a cursor of
+    :func:`overview`, ``VERSION|SEQ`` (None: from the start)."""
     if not cursor:
         return None, 0
-    t, sep, rest = cursor.partition("|")
-    name, sep2, seq = rest.rpartition("|")
-    try:
-        if not (sep and sep2):
-            raise ValueError(cursor)
-        return ((float(t), name) if name else None), int(seq)
-    except ValueError:
+    name, sep, seq = cursor.rpartition("|")
+    key = precedence(name) if name else None
+    if not sep or (name and key is None) or not seq.isdigit():
         raise UserError(f"cursor: {cursor!r} is not a cursor of /ui/data/overview", field="cursor",
-                        fix="pass the `cursor` of the previous answer, or none for everything") from None
+                        fix="pass the `cursor` of the previous answer, or none for everything")
+    return key, int(seq)
 
 
 def overview(workspace, catalog: Catalog, markers: Markers, *, window: float | None = None,
@@ -76,7 +76,9 @@ def overview(workspace, catalog: Catalog, markers: Markers, *, window: float | N
     wake-ups on the same time axis, the SLO to draw as lines, and how far the rollup is built.
 
     With ``cursor`` (the ``cursor`` of a previous answer) ``versions`` and ``wakeups`` hold only what came
-    since: a page that polls keeps what it has, and only drops what leaves the range on the left."""
+    since: a page that polls keeps what it has, and only drops what leaves the range on the left. New
+    versions are those after the newest one sent in semver order (versions are made in that order, so
+    a host's clock does not matter); new wake-ups are those logged after the last one sent."""
     store = workspace.store
     now = time.time() if now is None else now
     marks = markers.all()
@@ -93,8 +95,8 @@ def overview(workspace, catalog: Catalog, markers: Markers, *, window: float | N
     # while the rollup is built, the logs are read for the last minutes only: what is ready, at once
     logs_from = now - rollup.BEHIND if built["building"] else None
     in_range = [m for m in marks if start <= m[0] <= now]
-    shown = [m for m in in_range[-MARKERS:] if after is None or (m[0], m[1]) > after]
-    newest = (in_range[-1][0], in_range[-1][1]) if in_range else after
+    shown = [m for m in in_range[-MARKERS:] if after is None or m[4] > after]
+    newest = max(shown, key=lambda m: m[4])[1] if shown else cursor.rpartition("|")[0] if cursor else ""
     wakes = series.wakeups(store, start, now, after_seq=wake_seq)
     last_seq = wakes[-1]["seq"] if wakes else wake_seq
     return {
@@ -102,14 +104,14 @@ def overview(workspace, catalog: Catalog, markers: Markers, *, window: float | N
         "active": catalog.active(),
         "reward": series.reward_series(store, start, now, width, rolled=built["rolled_until"], logs_from=logs_from),
         "calls": series.call_series(store, start, now, width, rolled=built["rolled_until"], logs_from=logs_from),
-        "versions": [{"t": t, "version": name, "kind": kind, "bump": bump} for t, name, kind, bump in shown],
+        "versions": [{"t": t, "version": name, "kind": kind, "bump": bump} for t, name, kind, bump, _ in shown],
         "versions_in_range": len(in_range),
         "versions_total": len(marks),
         "wakeups": wakes,
         "slo": slo(workspace),
         "rollup": {"building": built["building"], "percent": built["percent"], "rolled_until": built["rolled_until"],
                    "logs_from": logs_from},
-        "cursor": f"{newest[0] if newest else ''}|{newest[1] if newest else ''}|{last_seq}",
+        "cursor": f"{newest}|{last_seq}",
     }
 
 
