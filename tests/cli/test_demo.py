@@ -187,3 +187,30 @@ def test_demo_prints_the_dashboard_address():
     servers = SimpleNamespace(pids={"versions": 42}, addresses={"versions": "http://127.0.0.1:8704"})
     _print_servers(console, servers, 1.0)
     assert "dashboard: http://127.0.0.1:8704/" in console.export_text()
+
+
+@pytest.mark.slow
+def test_demo_keep_leaves_the_dashboard_up(tmp_path):
+    """The keep path of ``ratchet demo --keep``: a process starts the demo's servers with ``keep`` and
+    exits; the dashboard at the versions address it reported still answers, until the supervisor is
+    stopped (the command it prints: ``kill PID``)."""
+    import httpx
+
+    root = tmp_path / "demo" / "support-desk"
+    script = ("import json, sys; from pathlib import Path; "
+              "from ratchet.demo.servers import Timescales, prepare_workspace, start_servers; "
+              "root = Path(sys.argv[1]); prepare_workspace(root, Timescales()); "
+              "s = start_servers(root, Timescales(), keep=True); print(json.dumps([s.pid, s.addresses]))")
+    proc = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pid, addresses = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        page = httpx.get(addresses["versions"].rstrip("/") + "/", timeout=30)
+        assert page.status_code == 200 and 'id="overview"' in page.text  # after its starter exited
+        data = httpx.get(addresses["versions"].rstrip("/") + "/ui/data/overview", timeout=30).json()
+        assert data["active"]["version"] == "v0.1.0" and data["versions_total"] == 1
+    finally:
+        import os
+
+        os.kill(pid, signal.SIGTERM)
+        assert wait_until_gone(str(root), timeout=30) == []

@@ -296,3 +296,65 @@ def test_object_store_on_s3_keeps_every_line_of_concurrent_telemetry_writers(s3,
     from ratchet.core.workspace import Workspace
 
     assert Workspace.open(ws_path).objects.get_json("evals/abc/summary.json") == {"passed": 3}
+
+
+# --- the store's lock API (Store.lock, Store.locked) ---
+
+
+def _waits_for(store: Store, held: str, wanted: str, timeout: float = 1.5) -> bool:
+    """Whether a second store (another process's, as far as the database knows) waits for ``wanted``
+    while this one holds ``held``; the holder lets go after ``timeout`` seconds at most."""
+    other = Store(store.url)
+    got = threading.Event()
+    try:
+        with store.locked(held):
+            def take():
+                with other.locked(wanted):
+                    got.set()
+
+            taker = threading.Thread(target=take)
+            taker.start()
+            waited = not got.wait(timeout)
+        taker.join(20)
+        assert got.is_set()  # it gets the lock once the holder lets go
+        return waited
+    finally:
+        other.close()
+
+
+def test_store_lock_makes_a_second_holder_of_the_name_wait(store):
+    assert _waits_for(store, "job-7", "job-7")
+
+
+def test_store_lock_of_another_name(store):
+    """On PostgreSQL names are separate advisory locks; on SQLite every write transaction holds the one
+    write lock, so any two exclude each other (as the docstring says)."""
+    assert _waits_for(store, "job-7", "job-8") is (store.engine.dialect.name == "sqlite")
+
+
+def test_store_lock_ends_with_a_failed_transaction(store):
+    with pytest.raises(RuntimeError), store.locked("job-7") as conn:
+        conn.execute(sessions.insert().values(conversation_id="gone", created_at=1.0, updated_at=1.0))
+        raise RuntimeError("boom")
+    with store.reader.connect() as conn:  # rolled back
+        assert conn.execute(sa.select(sessions.c.conversation_id)).all() == []
+    other, got = Store(store.url), threading.Event()
+
+    def take():
+        with other.locked("job-7"):
+            got.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        assert got.wait(10)  # released with the transaction: another process takes it at once
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("name", ["", "two words", "x" * 65, "semi;colon", None])
+def test_store_lock_refuses_a_bad_name(store, name):
+    from ratchet.core.errors import UserError
+
+    with pytest.raises(UserError) as err, store.locked(name):
+        pass
+    assert err.value.field == "name" and "dashboard-rollup" in err.value.fix

@@ -5,6 +5,7 @@ series are aggregated in the store, reading and acting need what the token says.
 from __future__ import annotations
 
 import re
+from unittest.mock import ANY
 
 import pytest
 from fastapi.testclient import TestClient
@@ -65,9 +66,12 @@ def test_dashboard_series_join_the_rollup_and_the_log_tail(ws):
     now = time.time()
     hour = now // 3600 * 3600
     rewards(ws, [(hour - 7200 + 5, 1.0), (hour - 7200 + 65, 0.0), (hour - 30, 1.0)])
+    from_logs = series.reward_series(ws.store, hour - 7200, now, 3600)
+    assert rollup.rolled_until(ws.store) is None  # a read never refreshes (the server's Builder does)
+    mark = rollup.refresh(ws.store, now)
+    assert mark is not None and hour - 60 <= mark <= now
     before = series.reward_series(ws.store, hour - 7200, now, 3600)
-    mark = rollup.rolled_until(ws.store)
-    assert mark is not None and hour - 60 <= mark <= now  # refreshed by the read
+    assert before == from_logs
     rewards(ws, [(now - 1, 0.0)])  # after the mark: from the log
     after = series.reward_series(ws.store, hour - 7200, now, 3600)
     assert before[0] == after[0] == {"t": hour - 7200, "count": 2, "mean": 0.5}
@@ -111,7 +115,7 @@ def test_dashboard_overview_data_marks_versions_wakeups_and_slo(ws, client):
         ("v0.2.0", "architect", "minor")]
     assert sum(b["count"] for b in body["reward"]) == 2
     assert sum(b["mean"] * b["count"] for b in body["reward"]) == pytest.approx(1.0)
-    assert body["wakeups"] == [{"t": pytest.approx(now - 10), "breaches": ["reward_rate"]}]
+    assert body["wakeups"] == [{"t": pytest.approx(now - 10), "breaches": ["reward_rate"], "seq": ANY}]
     assert set(body["slo"]) == {"window_seconds", "reward_rate_min", "error_rate_max", "latency_p95_ms"}
     assert all(body["start"] <= v["t"] <= body["now"] for v in body["versions"])
 
@@ -269,3 +273,137 @@ def test_dashboard_assets_are_package_data():
              if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
     assert "static/vendor/uplot/uPlot.iife.min.js" in files and "static/vendor/uplot/LICENSE" in files
     assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
+
+
+# --- the rollup: built in the background, never by a request; late rows; polls send what is new ---------
+
+
+def spread_rewards(ws, n: int, span: float, end: float) -> None:
+    rewards(ws, [(end - span + i * span / n, float(i % 2)) for i in range(n)])
+
+
+def test_dashboard_answers_at_once_while_the_rollup_is_built(ws, client):
+    """A request during the build reads what is ready and says how far the build is; it neither writes
+    nor waits for the builder (who holds the rollup's lock: on SQLite the write lock itself)."""
+    import threading
+    import time
+
+    from ratchet.versions.dashboard import rollup
+
+    now = time.time()
+    spread_rewards(ws, 2000, 2 * 86400, now)
+    rollup.refresh(ws.store, now - 86400)  # the first day is rolled up, the second is not yet
+    client.get("/active")  # a fresh workspace's first read seeds the active state: a write, once
+    holding, release = threading.Event(), threading.Event()
+
+    def builder():
+        with ws.store.locked(rollup.LOCK):
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=builder)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        t0 = time.monotonic()
+        body = client.get("/ui/data/overview").json()
+        page = client.get("/").text
+        assert time.monotonic() - t0 < 10  # the builder holds the lock for 30 s
+    finally:
+        release.set()
+        thread.join()
+    state = body["rollup"]
+    assert state["building"] is True and 40 <= state["percent"] <= 60, state
+    assert 'id="rollup-state"' in page
+    # what is ready: the rolled-up first day, and the last minutes from the log; not the hours between
+    counted = sum(b["count"] for b in body["reward"])
+    assert 990 <= counted <= 1000 + 2000 * rollup.BEHIND / (2 * 86400) + 2, counted
+    rollup.refresh(ws.store)
+    done = client.get("/ui/data/overview").json()
+    assert done["rollup"]["building"] is False and sum(b["count"] for b in done["reward"]) == 2000
+
+
+def test_dashboard_server_builds_the_rollup_in_the_background(ws):
+    """The Versions app's lifespan starts the Builder: without any request, the rollup catches up."""
+    import time
+
+    from ratchet.versions.dashboard import rollup
+
+    now = time.time()
+    spread_rewards(ws, 500, 86400, now)
+    with TestClient(create_app(ws)) as c:
+        deadline = time.monotonic() + 60
+        while rollup.rolled_until(ws.store) is None or rollup.rolled_until(ws.store) < now - rollup.BEHIND:
+            assert time.monotonic() < deadline, "the Builder did not catch up"
+            time.sleep(0.1)
+        body = c.get("/ui/data/overview").json()
+    assert body["rollup"]["building"] is False and sum(b["count"] for b in body["reward"]) == 500
+
+
+def test_dashboard_rollup_status_says_how_far_the_build_is(ws):
+    from ratchet.versions.dashboard import rollup
+
+    first = 1_000_020.0
+    rewards(ws, [(first, 1.0), (first + 86400, 1.0)])
+    now = first + 86400 + 100
+    assert rollup.status(ws.store, now, first) == {"building": True, "percent": 0, "rolled_until": None}
+    rollup.refresh(ws.store, first + 43200 + rollup.SETTLE)
+    assert rollup.status(ws.store, now, first)["percent"] == 49  # half the minutes up to the last settled one
+    rollup.refresh(ws.store, now)
+    assert rollup.status(ws.store, now, first)["building"] is False
+    assert rollup.status(ws.store, now, None)["building"] is False  # nothing logged: nothing to build
+
+
+def test_dashboard_rollup_sums_again_a_minute_a_late_row_falls_in(ws):
+    """A row committed after its minute was rolled up (its ts stamped long before) is found by its seq at
+    the next refresh; summing a minute again does not count its rows twice."""
+    import time
+
+    from ratchet.core.stores.schema import turns
+    from ratchet.versions.dashboard import rollup
+
+    now = time.time()
+    minute = (now - 3600) // 60 * 60
+    rewards(ws, [(minute + 10, 1.0)])
+    rollup.refresh(ws.store, now)
+    ws.store.append_feedback([{"tool": "reward", "ts": minute + 20, "event_id": "late",
+                               "payload": {"args": {"conversation_id": "x", "value": 0.0}, "decisions": {}}}])
+    with ws.store.engine.begin() as conn:
+        conn.execute(turns.insert(), [{"conversation_id": "c", "ts": minute + 30, "tool": "answer", "arguments": {},
+                                       "error": "boom", "latency_ms": 8.0}])
+    for _ in range(3):  # the late rows are looked at by two refreshes: each sums the minute again
+        rollup.refresh(ws.store, now)
+        assert rollup.rolled_series(ws.store, "reward", minute, minute + 60, 60) == [(minute, 2, 1.0, None, None, None)]
+        assert rollup.rolled_series(ws.store, "calls", minute, minute + 60, 60) == [(minute, 1, None, 1, 8.0, 1)]
+
+
+def test_dashboard_polls_send_only_the_versions_and_wakeups_since_their_cursor(ws, client):
+    import time
+
+    make_versions(ws)
+    ws.emit(series.WAKE_EVENT, {"at": time.time() - 5, "breaches": [{"kpi": "reward_rate"}]})
+    first = client.get("/ui/data/overview").json()
+    assert len(first["versions"]) == 4 and len(first["wakeups"]) == 1 and first["versions_total"] == 4
+    again = client.get("/ui/data/overview", params={"cursor": first["cursor"]}).json()
+    assert again["versions"] == [] and again["wakeups"] == [] and again["versions_total"] == 4
+    ws.state.rollback("v0.1.1", author="test")
+    ws.emit(series.WAKE_EVENT, {"at": time.time(), "breaches": [{"kpi": "error_rate"}]})
+    new = client.get("/ui/data/overview", params={"cursor": again["cursor"]}).json()
+    assert [v["version"] for v in new["versions"]] == ["v0.2.1"] and new["versions_total"] == 5
+    assert [w["breaches"] for w in new["wakeups"]] == [["error_rate"]]
+    assert client.get("/ui/data/overview", params={"cursor": new["cursor"]}).json()["versions"] == []
+    for nonsense in ("nonsense", "v1.2|x", "1.2.3.4|0"):
+        bad = client.get("/ui/data/overview", params={"cursor": nonsense})
+        assert bad.status_code in (400, 422) and "cursor" in bad.text, nonsense
+
+
+def test_dashboard_polls_find_versions_in_semver_order_whatever_their_time(ws, client):
+    """The tuner can tag v0.1.9 and v0.1.10 in the same second (the demo promotes 1.5 times a second):
+    the poll after v0.1.9 gets v0.1.10, though its name sorts before and its time is not later."""
+    for _ in range(9):
+        ws.versions.make_version("patch", paths=[], reason="tick", kind="manual", author="test", allow_empty=True)
+    first = client.get("/ui/data/overview").json()
+    assert first["versions"][-1]["version"] == "v0.1.9" and first["cursor"].startswith("v0.1.9|")
+    ws.versions.make_version("patch", paths=[], reason="tick", kind="manual", author="test", allow_empty=True)
+    new = client.get("/ui/data/overview", params={"cursor": first["cursor"]}).json()
+    assert [v["version"] for v in new["versions"]] == ["v0.1.10"] and new["cursor"].startswith("v0.1.10|")

@@ -215,6 +215,7 @@ def create_app(workspace, *, token: str | None = None, architect_url: str | None
     from ratchet.versions import dashboard
 
     app = FastAPI(title=f"Ratchet versions: {workspace.name}", version=__version__,
+                  lifespan=dashboard.lifespan(workspace),  # keeps the dashboard's rollup current
                   description="Read-only view of a Ratchet workspace's versions: metadata, state, tool "
                   "schemas, eval summaries and diffs. The dashboard is at /.", docs_url=None, redoc_url=None)
     install_docs(app)  # Swagger UI and ReDoc served from the package, not a CDN

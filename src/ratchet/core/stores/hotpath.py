@@ -147,7 +147,7 @@ class HotPath:
                     conn.close()
 
 
-# "commit in seq order" (see sql.py): the same lock key as Store._lock(conn, "feedback")
+# "commit in seq order" (see sql.py): the same lock key as Store.lock(conn, "feedback")
 _FEEDBACK_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':ratchet.feedback'))"
 _FEEDBACK_INSERT = (
     "INSERT INTO feedback (event_id, ts, tool, conversation_id, payload, trace_id) "

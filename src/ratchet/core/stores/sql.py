@@ -16,9 +16,11 @@ same way (readers are not blocked).
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
+from ratchet.core.errors import UserError
 from ratchet.core.stores.batching import Batcher
 from ratchet.core.stores.hotpath import HotPath, compact_json
 from ratchet.core.stores.schema import decisions, events, feedback, jobs, metadata, sessions, turns
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 # Connections kept open: a server runs sync tools on up to 40 threads (anyio's default), each of which may
 # read at once; a smaller pool opens and closes a connection for every call beyond it.
 POOL_SIZE = 40
+LOCK_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # Store.lock's names
 COPY_FROM = 64  # PostgreSQL: batches of at least this many events are appended with COPY
 
 
@@ -100,7 +104,7 @@ class Store:
         self.reader = self.engine.execution_options(ratchet_read=True)
         with self.engine.begin() as conn:
             # processes opening a fresh PostgreSQL database together would race on CREATE TABLE
-            self._lock(conn, "schema")
+            self.lock(conn, "schema")
             metadata.create_all(conn)
 
     @cached_property
@@ -117,12 +121,28 @@ class Store:
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         return cls(url, sync=workspace.config.store.sync)
 
-    def _lock(self, conn, name: str) -> None:
-        """On PostgreSQL, take the advisory lock ``name`` of this schema until the transaction ends (on
-        SQLite every write transaction already holds the database's one write lock)."""
+    def lock(self, conn, name: str) -> None:
+        """Hold the store-wide lock ``name`` until ``conn``'s write transaction ends (commit or rollback).
+
+        Processes that share the store serialise work on ``name`` with it: who comes second waits. On
+        PostgreSQL it is a transaction-scoped advisory lock of this schema (``pg_advisory_xact_lock``): only
+        holders of the same name wait for each other, readers never do. On SQLite every write transaction
+        (``BEGIN IMMEDIATE``) already holds the database's one write lock, so any two write transactions
+        exclude each other, whatever their names. ``name``: letters, digits, ``.``, ``-`` and ``_``."""
+        if not isinstance(name, str) or not LOCK_NAME.fullmatch(name):
+            raise UserError(f"lock name {name!r} is not a name", field="name",
+                            fix="use 1 to 64 letters, digits, '.', '-' or '_', e.g. 'dashboard-rollup'")
         if self.engine.dialect.name == "postgresql":
             key = sa.func.hashtext(sa.func.current_schema() + f":ratchet.{name}")
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[sa.Connection]:
+        """A write transaction holding the lock ``name`` (see :meth:`lock`); it commits when the block ends,
+        rolls back if it raises."""
+        with self.engine.begin() as conn:
+            self.lock(conn, name)
+            yield conn
 
     def _insert(self, table: sa.Table):
         """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL share the syntax)."""
@@ -156,7 +176,7 @@ class Store:
                 if self.engine.dialect.name == "sqlite":
                     inserted, existing = self._append_sqlite(conn, rows)
                 else:
-                    self._lock(conn, "feedback")  # commit in seq order (see the module docstring)
+                    self.lock(conn, "feedback")  # commit in seq order (see the module docstring)
                     inserted = self._append_copy(conn, rows)
                     existing = self._seqs(conn, [r["event_id"] for r in rows if r["event_id"] not in inserted])
         out, seen = [], set()

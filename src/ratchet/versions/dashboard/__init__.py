@@ -6,6 +6,7 @@ vanilla JavaScript, and uPlot for the charts, all shipped in this package (nothi
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -31,6 +32,23 @@ def architect_url(workspace, given: str | None):
         return f"http://{cfg.host}:{cfg.port}"
 
     return url
+
+
+def lifespan(workspace):
+    """The Versions app's lifespan: the rollup's :class:`~ratchet.versions.dashboard.rollup.Builder` runs
+    while the server does, so no request pays for a catch-up."""
+    from ratchet.versions.dashboard.rollup import Builder
+
+    @asynccontextmanager
+    async def run(app: FastAPI):
+        builder = app.state.dashboard_builder = Builder(workspace.store)
+        builder.start()
+        try:
+            yield
+        finally:
+            builder.stop()
+
+    return run
 
 
 def install(app: FastAPI, workspace, *, token: str | None, architect: str | None = None,

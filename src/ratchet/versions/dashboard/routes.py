@@ -133,9 +133,11 @@ def _local(target: str) -> str:
 
 
 @data.get("/overview")
-def overview_data(request: Request, window: float | None = Query(None, gt=0, description="seconds back from now")):
+def overview_data(request: Request, window: float | None = Query(None, gt=0, description="seconds back from now"),
+                  cursor: str | None = Query(None, max_length=400, description="the previous answer's cursor: "
+                                             "send only the versions and wake-ups since")):
     st = request.app.state
-    return views.overview(st.catalog.workspace, st.catalog, st.dashboard_markers, window=window)
+    return views.overview(st.catalog.workspace, st.catalog, st.dashboard_markers, window=window, cursor=cursor)
 
 
 @data.get("/versions/{version}/tools-diff")

@@ -3,7 +3,10 @@
 A bucket of ``width`` seconds holds the rows with ``floor(ts / width) * width`` as its start. Whole minutes
 come from the per-minute rollup (:mod:`ratchet.versions.dashboard.rollup`), the rest (the last minutes, or
 every row when a bucket is under a minute) from the logs, by ``ts`` index range; each answer has one row
-per non-empty bucket, so its size depends on the number of buckets, not on the rows behind them.
+per non-empty bucket, so its size depends on the number of buckets, not on the rows behind them. Reading
+never refreshes the rollup (the Versions server's :class:`~ratchet.versions.dashboard.rollup.Builder` does);
+while it is being built, the caller passes ``logs_from`` so that the logs are read for the last minutes
+only, not for everything the rollup does not cover yet.
 """
 
 from __future__ import annotations
@@ -41,14 +44,16 @@ def first_activity(store: Store) -> float | None:
     return min(found) if found else None
 
 
-def _split(store: Store, start: float, end: float, width: int) -> float:
+def _split(store: Store, start: float, end: float, width: int, rolled: float | None) -> float:
     """Where the logs take over from the rollup: ``start`` when ``width`` is under a minute (or not a
-    multiple of one), else the end of what is rolled up (refreshed first)."""
-    if width % rollup.BASE:
+    multiple of one), else the end of what is rolled up (``rolled``: :func:`rollup.rolled_until`)."""
+    if width % rollup.BASE or rolled is None:
         return start
-    mark = rollup.refresh(store)
     # whole rolled-up minutes only: a minute that ends after `end` holds rows past it
-    return start if mark is None else max(min(mark, end // rollup.BASE * rollup.BASE), start)
+    return max(min(rolled, end // rollup.BASE * rollup.BASE), start)
+
+
+UNSET: Any = object()
 
 
 def _merge(rows: list[tuple]) -> list[list]:
@@ -62,47 +67,53 @@ def _merge(rows: list[tuple]) -> list[list]:
     return [merged[t] for t in sorted(merged)]
 
 
-def reward_series(store: Store, start: float, end: float, width: int) -> list[dict[str, Any]]:
+def reward_series(store: Store, start: float, end: float, width: int, *, rolled: float | None = UNSET,
+                  logs_from: float | None = None) -> list[dict[str, Any]]:
     """``[{t, count, mean}]`` of ``reward`` feedback per bucket of ``width`` seconds in ``[start, end]``;
     ``t`` is the bucket's start (Unix seconds); ``start`` is taken down to a bucket's start. Whole minutes
-    come from the rollup, the rest from the log."""
+    come from the rollup (up to ``rolled``, read from the store unless given), the rest from the log, from
+    ``logs_from`` on if given."""
     start = start // width * width
-    split = _split(store, start, end, width)
+    split = _split(store, start, end, width, rollup.rolled_until(store) if rolled is UNSET else rolled)
+    logs = split if logs_from is None else max(split, logs_from)
     rows = [(t, n, total) for t, n, total, *_ in rollup.rolled_series(store, "reward", start, split, width)]
     f = feedback.c
     value = f.payload[("args", "value")].as_float()
     bucket = rollup.bucket_of(store, f.ts, width).label("b")
     q = (sa.select(bucket, sa.func.count(value), sa.func.sum(value))
-         .where(f.tool == REWARD_TOOL, f.ts >= split, f.ts <= end).group_by(bucket))
+         .where(f.tool == REWARD_TOOL, f.ts >= logs, f.ts <= end).group_by(bucket))
     with store.reader.connect() as conn:
         rows += [(b * width, n, total) for b, n, total in conn.execute(q)]
     return [{"t": t, "count": n, "mean": float(total) / n if n else None} for t, n, total in _merge(rows) if n]
 
 
-def call_series(store: Store, start: float, end: float, width: int) -> list[dict[str, Any]]:
+def call_series(store: Store, start: float, end: float, width: int, *, rolled: float | None = UNSET,
+                logs_from: float | None = None) -> list[dict[str, Any]]:
     """``[{t, calls, errors, error_rate, latency_mean_ms}]`` of the runner's calls per bucket (as
     :func:`reward_series`)."""
     start = start // width * width
-    split = _split(store, start, end, width)
+    split = _split(store, start, end, width, rollup.rolled_until(store) if rolled is UNSET else rolled)
+    logs = split if logs_from is None else max(split, logs_from)
     rows = [(t, n, errors, lat, lat_n) for t, n, _, errors, lat, lat_n
             in rollup.rolled_series(store, "calls", start, split, width)]
     t = turns.c
     bucket = rollup.bucket_of(store, t.ts, width).label("b")
     q = (sa.select(bucket, sa.func.count(), sa.func.count(t.error), sa.func.sum(t.latency_ms),
                    sa.func.count(t.latency_ms))
-         .where(t.ts >= split, t.ts <= end).group_by(bucket))
+         .where(t.ts >= logs, t.ts <= end).group_by(bucket))
     with store.reader.connect() as conn:
         rows += [(b * width, *rest) for b, *rest in conn.execute(q)]
     return [{"t": ts, "calls": n, "errors": e, "error_rate": e / n if n else None,
              "latency_mean_ms": float(lat) / lat_n if lat_n else None} for ts, n, e, lat, lat_n in _merge(rows) if n]
 
 
-def wakeups(store: Store, start: float, end: float, limit: int = 500) -> list[dict[str, Any]]:
-    """The Triggerer's wake-ups in ``[start, end]``, newest last: when, and which KPIs breached."""
+def wakeups(store: Store, start: float, end: float, limit: int = 500, after_seq: int = 0) -> list[dict[str, Any]]:
+    """The Triggerer's wake-ups in ``[start, end]`` logged after event ``after_seq``, newest last (at most
+    ``limit``, the newest): when, which KPIs breached, and the event's ``seq`` (a poll's cursor)."""
     e = events.c
-    q = (sa.select(e.ts, e.payload).where(e.kind == WAKE_EVENT, e.ts >= start, e.ts <= end)
+    q = (sa.select(e.seq, e.ts, e.payload).where(e.kind == WAKE_EVENT, e.ts >= start, e.ts <= end, e.seq > after_seq)
          .order_by(e.seq.desc()).limit(limit))
     with store.reader.connect() as conn:
         rows = conn.execute(q).all()
-    return [{"t": payload.get("at", ts), "breaches": [b.get("kpi") for b in payload.get("breaches", [])]}
-            for ts, payload in reversed(rows)]
+    return [{"t": payload.get("at", ts), "breaches": [b.get("kpi") for b in payload.get("breaches", [])], "seq": seq}
+            for seq, ts, payload in reversed(rows)]

@@ -10,8 +10,9 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ratchet.core.errors import NotFoundError, RatchetError
-from ratchet.versions.dashboard import series
+from ratchet.core.errors import NotFoundError, RatchetError, UserError
+from ratchet.core.versions import precedence
+from ratchet.versions.dashboard import rollup, series
 
 if TYPE_CHECKING:
     from ratchet.core.versions import Version
@@ -31,17 +32,18 @@ def epoch(iso: str | None) -> float | None:
 
 
 class Markers:
-    """Every version as ``(t, name, kind, bump)``, oldest first, parsed once per change of the tags."""
+    """Every version as ``(t, name, kind, bump, key)`` (``key``: its semver precedence), oldest first,
+    parsed once per change of the tags."""
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self._for: list[Version] | None = None
-        self._markers: list[tuple[float, str, str | None, str | None]] = []
+        self._markers: list[tuple[float, str, str | None, str | None, tuple]] = []
 
-    def all(self) -> list[tuple[float, str, str | None, str | None]]:
+    def all(self) -> list[tuple[float, str, str | None, str | None, tuple]]:
         listed = self.catalog.versions()
         if listed is not self._for:
-            marks = [(epoch(v.created), v.name, v.kind, v.metadata.get("bump")) for v in listed]
+            marks = [(epoch(v.created), v.name, v.kind, v.metadata.get("bump"), v.key) for v in listed]
             self._markers, self._for = sorted((m for m in marks if m[0] is not None), key=lambda m: m[0]), listed
         return self._markers
 
@@ -55,33 +57,61 @@ def slo(workspace) -> dict[str, Any] | None:
         return None
 
 
+def parse_cursor(cursor: str | None) -> tuple[tuple | None, int]:
+    """``(precedence of the newest version sent, seq of the last wake-up sent)`` from a cursor of
+    :func:`overview`, ``VERSION|SEQ`` (None: from the start)."""
+    if not cursor:
+        return None, 0
+    name, sep, seq = cursor.rpartition("|")
+    key = precedence(name) if name else None
+    if not sep or (name and key is None) or not seq.isdigit():
+        raise UserError(f"cursor: {cursor!r} is not a cursor of /ui/data/overview", field="cursor",
+                        fix="pass the `cursor` of the previous answer, or none for everything")
+    return key, int(seq)
+
+
 def overview(workspace, catalog: Catalog, markers: Markers, *, window: float | None = None,
-             now: float | None = None, buckets: int = BUCKETS) -> dict[str, Any]:
+             now: float | None = None, buckets: int = BUCKETS, cursor: str | None = None) -> dict[str, Any]:
     """The overview's data: what is served, the reward and call series per bucket, the versions and the
-    wake-ups on the same time axis, and the SLO to draw as lines."""
+    wake-ups on the same time axis, the SLO to draw as lines, and how far the rollup is built.
+
+    With ``cursor`` (the ``cursor`` of a previous answer) ``versions`` and ``wakeups`` hold only what came
+    since: a page that polls keeps what it has, and only drops what leaves the range on the left. New
+    versions are those after the newest one sent in semver order (versions are made in that order, so
+    a host's clock does not matter); new wake-ups are those logged after the last one sent."""
     store = workspace.store
     now = time.time() if now is None else now
     marks = markers.all()
+    after, wake_seq = parse_cursor(cursor)
+    first = series.first_activity(store)
     if window is None:
-        first = series.first_activity(store)
         starts = [t for t in (first, marks[0][0] if marks else None) if t is not None]
         start = min(starts) if starts else now - 3600
     else:
         start = now - window
     width = series.bucket_width(max(now - start, 1.0), buckets)
     start = start // width * width
+    built = rollup.status(store, now, first)
+    # while the rollup is built, the logs are read for the last minutes only: what is ready, at once
+    logs_from = now - rollup.BEHIND if built["building"] else None
     in_range = [m for m in marks if start <= m[0] <= now]
-    shown = in_range[-MARKERS:]
+    shown = [m for m in in_range[-MARKERS:] if after is None or m[4] > after]
+    newest = max(shown, key=lambda m: m[4])[1] if shown else cursor.rpartition("|")[0] if cursor else ""
+    wakes = series.wakeups(store, start, now, after_seq=wake_seq)
+    last_seq = wakes[-1]["seq"] if wakes else wake_seq
     return {
         "now": now, "start": start, "width": width,
         "active": catalog.active(),
-        "reward": series.reward_series(store, start, now, width),
-        "calls": series.call_series(store, start, now, width),
-        "versions": [{"t": t, "version": name, "kind": kind, "bump": bump} for t, name, kind, bump in shown],
+        "reward": series.reward_series(store, start, now, width, rolled=built["rolled_until"], logs_from=logs_from),
+        "calls": series.call_series(store, start, now, width, rolled=built["rolled_until"], logs_from=logs_from),
+        "versions": [{"t": t, "version": name, "kind": kind, "bump": bump} for t, name, kind, bump, _ in shown],
         "versions_in_range": len(in_range),
         "versions_total": len(marks),
-        "wakeups": series.wakeups(store, start, now),
+        "wakeups": wakes,
         "slo": slo(workspace),
+        "rollup": {"building": built["building"], "percent": built["percent"], "rolled_until": built["rolled_until"],
+                   "logs_from": logs_from},
+        "cursor": f"{newest}|{last_seq}",
     }
 
 

@@ -42,6 +42,7 @@ function setupActions() {
 
 // --- the overview -------------------------------------------------------------------------------------
 
+const MAX_MARKERS = 2000;  // as views.MARKERS: the newest versions drawn
 const COLORS = { patch: "#8a93a6", minor: "#c26a00", major: "#b3261e", rollback: "#7a3fb0", wake: "#b3261e" };
 
 function markerColor(v) {
@@ -141,7 +142,18 @@ function setupOverview() {
     }, callsData(d), callsEl);
   }
 
-  function show(d) {
+  // Versions and wake-ups come once: each answer holds those since the cursor of the one before.
+  let cursor = null, versions = [], wakeups = [];
+  function keep(d) {
+    const inRange = (x) => x.t >= d.start;
+    versions = versions.concat(d.versions).filter(inRange).slice(-MAX_MARKERS);
+    wakeups = wakeups.concat(d.wakeups).filter(inRange);
+    cursor = d.cursor;
+    return { ...d, versions, wakeups };
+  }
+
+  function show(answer) {
+    const d = keep(answer);
     current = d;
     if (!reward) make(d); else { reward.setData(rewardData(d)); calls.setData(callsData(d)); }
     updates += 1;
@@ -156,13 +168,18 @@ function setupOverview() {
     text("wakeups-total", String(d.wakeups.length));
     const shown = d.versions.length < d.versions_in_range ? ` (newest ${d.versions.length} of ${d.versions_in_range} versions drawn)` : "";
     text("bucket", `buckets of ${d.width} s${shown}`);
+    const r = d.rollup;
+    text("rollup-state", r && r.building ? `Summarising the logs: ${r.percent}% done. The charts show what is summarised` +
+      (r.rolled_until ? ` (up to ${when(r.rolled_until)})` : "") + " and the last minutes; the rest follows." : "");
+    rewardEl.dataset.building = r && r.building ? String(r.percent) : "";
     text("updated", "updated " + new Date().toLocaleTimeString());
     fillTables(d);
   }
 
   async function poll() {
     try {
-      const response = await fetch("/ui/data/overview", { headers: { Accept: "application/json" } });
+      const url = "/ui/data/overview" + (cursor ? "?cursor=" + encodeURIComponent(cursor) : "");
+      const response = await fetch(url, { headers: { Accept: "application/json" } });
       if (response.ok) show(await response.json());
       else text("updated", `could not update: HTTP ${response.status}`);
     } catch (err) {
