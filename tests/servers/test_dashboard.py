@@ -269,3 +269,127 @@ def test_dashboard_assets_are_package_data():
              if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
     assert "static/vendor/uplot/uPlot.iife.min.js" in files and "static/vendor/uplot/LICENSE" in files
     assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
+
+
+# --- strategies: beliefs drawn by kind, off-policy estimates ------------------------------------------------
+
+
+def rewarded_calls(ws, n: int, *, start: int = 0) -> None:
+    """``n`` runner calls (conversations b{i}) each rewarded 1 for the arm 'formal', else 0: decisions with
+    propensities (Thompson sampling logs them) joined with their rewards, applied to staging."""
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.service import Tuner
+
+    runner, tuner = Runner(ws, seed=1), Tuner(ws)
+    for i in range(start, start + n):
+        cid = f"b{i}"
+        runner.call("answer", {"question": "Where is my order?", "conversation_id": cid})
+        [d] = ws.store.decisions_for(cid)
+        tuner.feedback("reward", {"conversation_id": cid, "value": 1.0 if d["choice"] == "formal" else 0.0})
+    tuner.apply_pending()
+
+
+def test_dashboard_strategies_draw_each_belief_by_kind(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    promote_through_tuner(ws)
+    [style] = views.strategies(ws)
+    assert style["belief_error"] is None and [b["kind"] for b in style["beliefs"]] == ["intervals"]
+    belief = style["beliefs"][0]
+    arms = {i["label"]: i for i in belief["items"]}
+    assert set(arms) == {"concise", "friendly", "detailed", "formal"} and belief["highlight"] == style["served"]
+    rewarded = [a for a in arms.values() if a["n"] == 1]
+    assert len(rewarded) == 1 and rewarded[0]["value"] == pytest.approx(2 / 3)  # Beta(2, 1) after one reward of 1
+    assert all(a["low"] < a["value"] < a["high"] for a in arms.values())
+    page = client.get("/ui/strategies").text
+    assert page.count('<g class="item"') == 4 and 'data-label="formal"' in page and "95% credible interval" in page
+    assert 'href="/ui/strategies/style/estimates"' in page
+
+
+def test_dashboard_beliefs_of_every_first_party_family_are_valid():
+    """Each first-party family describes its belief in one of the kinds, and each kind draws."""
+    from ratchet.plugins.tuner_strategies import bandits, cmaes, preference, rules
+    from ratchet.versions.dashboard.drawings import draw
+
+    for cls in bandits.BANDITS:
+        strategy = cls("k", cls.Config(arms=["a", "b", "c"]))
+        section = bandits.simulate(strategy, [0.2, 0.5, 0.8], 300, seed=3, full=True).section
+        [b] = strategy.belief(section)
+        best = max(b.items, key=lambda i: i.value if i.value is not None else -1)
+        assert best.label == "c" and b.highlight == "c", cls.name
+        assert all(i.low <= i.value <= i.high for i in b.items if i.low is not None), cls.name
+        assert draw(b).count('<g class="item"') == 3
+    search = cmaes.CMAES("p", cmaes.CMAESConfig(dimensions={"t": {"low": 0, "high": 2}}, popsize=4))
+    [p] = search.belief(search.initial_state())
+    assert p.kind == "points" and p.center == {"t": 1.0} and p.spread == {"t": pytest.approx(0.6)}
+    assert len(p.points) == 4 and p.best is None and 'class="center"' in draw(p)
+    pref = preference.Preference("v", preference.PreferenceConfig(variants=["x", "y"], refit_every=1))
+    from ratchet import FeedbackEvent
+
+    won = pref.apply(pref.initial_state(), [FeedbackEvent(event_id=str(i), tool="prefer_variants",
+                                                          payload={"winner": "y", "loser": "x"}) for i in range(5)])
+    [bt] = pref.belief(won)
+    strengths = {i.label: i for i in bt.items}
+    assert strengths["y"].value > 0 > strengths["x"].value and bt.highlight == "y" and bt.reference == 0.0
+    miner = rules.Rules("r", rules.RulesConfig(features=["vip"], outcomes=["ok", "escalated"],
+                                               actions={"escalated": {"style": "formal"}}))
+    [table] = miner.belief(miner.initial_state())
+    assert table.kind == "rules" and table.rules == [] and "no rules" in draw(table)
+
+
+def test_dashboard_strategy_without_a_belief_keeps_its_tables_and_a_broken_one_says_why(ws):
+    from ratchet.plugins.tuner_strategies.bandits import ThompsonSampling
+
+    class Plain(ThompsonSampling):
+        name = "plain"
+
+        def belief(self, section):
+            return None
+
+    class Broken(ThompsonSampling):
+        name = "broken"
+
+        def belief(self, section):
+            return [{"kind": "intervals", "title": "x"}]  # no items, no interval label
+
+    config = ThompsonSampling.Config(arms=["a", "b"])
+    plain = views.beliefs(Plain("k", config), Plain("k", config).initial_state())
+    assert plain == {"beliefs": [], "belief_error": None}
+    broken = views.beliefs(Broken("k", config), Broken("k", config).initial_state())
+    assert broken["beliefs"] == [] and "broken.belief() returned an invalid description" in broken["belief_error"]
+
+
+def test_dashboard_estimates_refuse_with_too_little_data(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    promote_through_tuner(ws)  # one rewarded call
+    body = client.get("/ui/data/strategies/style/estimates").json()
+    assert body["candidates"] == [] and body["usable"] == 1 and "at least 20 are needed" in body["refused"]
+    page = client.get("/ui/strategies/style/estimates").text
+    assert 'id="estimates-refused"' in page and "Not enough data" in page
+    assert client.get("/ui/data/strategies/nope/estimates").json()["field"] == "key"
+    assert client.get("/ui/data/strategies/style/estimates?last=999999").status_code == 422
+
+
+def test_dashboard_estimates_per_candidate_are_computed_once_per_change(ws, client, monkeypatch):
+    from ratchet.versions.dashboard import estimates
+
+    rewarded_calls(ws, 30)
+    computed = []
+    real = estimates.estimates
+    monkeypatch.setattr(estimates, "estimates", lambda *a, **k: computed.append(a[1:]) or real(*a, **k))
+    body = client.get("/ui/data/strategies/style/estimates?last=25").json()
+    assert body["refused"] is None and body["calls"] == 25 and body["cached"] is False
+    labels = [c["label"] for c in body["candidates"]]
+    assert labels[0] == "active state (thompson)" and len(labels) == 1 + estimates.OTHERS
+    active = body["candidates"][0]
+    assert active["error"] is None and active["n"] == 25
+    dr = active["estimates"]["dr"]
+    assert dr["low"] <= dr["value"] <= dr["high"]
+    assert body["observed"]["n"] == 25 and 0 <= body["observed"]["value"] <= 1
+    assert client.get("/ui/data/strategies/style/estimates?last=25").json()["cached"] is True
+    assert len(computed) == 1
+    rewarded_calls(ws, 1, start=30)  # a new reward: computed again
+    assert client.get("/ui/data/strategies/style/estimates?last=25").json()["cached"] is False
+    page = client.get("/ui/strategies/style/estimates?last=25").text
+    assert 'id="estimates-drawing"' in page and page.count('<g class="item"') >= 2 and 'class="reference"' in page

@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from ratchet import __version__
 from ratchet.core import auth
 from ratchet.core.errors import AuthError, NotFoundError, UserError
-from ratchet.versions.dashboard import views
+from ratchet.versions.dashboard import drawings, estimates, views
 
 HERE = Path(__file__).parent
 COOKIE = "ratchet_session"
@@ -73,6 +73,14 @@ def version_page(request: Request, version: str):
 @pages.get("/ui/strategies", response_class=HTMLResponse)
 def strategies_page(request: Request):
     return render(request, "strategies.html", strategies=views.strategies(request.app.state.catalog.workspace))
+
+
+@pages.get("/ui/strategies/{key}/estimates", response_class=HTMLResponse)
+def estimates_page(request: Request, key: str, last: int = Query(estimates.DEFAULT_LAST, ge=1, le=estimates.MAX_LAST)):
+    result = request.app.state.dashboard_estimates.get(request.app.state.catalog.workspace, key, last)
+    drawn = estimates.drawing(result)
+    return render(request, "estimates.html", result=result, svg=drawings.draw(drawn) if drawn else None,
+                  max_last=estimates.MAX_LAST)
 
 
 @pages.get("/ui/jobs", response_class=HTMLResponse)
@@ -136,6 +144,11 @@ def _local(target: str) -> str:
 def overview_data(request: Request, window: float | None = Query(None, gt=0, description="seconds back from now")):
     st = request.app.state
     return views.overview(st.catalog.workspace, st.catalog, st.dashboard_markers, window=window)
+
+
+@data.get("/strategies/{key}/estimates")
+def estimates_data(request: Request, key: str, last: int = Query(estimates.DEFAULT_LAST, ge=1, le=estimates.MAX_LAST)):
+    return request.app.state.dashboard_estimates.get(request.app.state.catalog.workspace, key, last)
 
 
 @data.get("/versions/{version}/tools-diff")
