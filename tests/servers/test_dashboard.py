@@ -393,3 +393,45 @@ def test_dashboard_estimates_per_candidate_are_computed_once_per_change(ws, clie
     assert client.get("/ui/data/strategies/style/estimates?last=25").json()["cached"] is False
     page = client.get("/ui/strategies/style/estimates?last=25").text
     assert 'id="estimates-drawing"' in page and page.count('<g class="item"') >= 2 and 'class="reference"' in page
+
+
+# --- chart buckets -> conversations ---------------------------------------------------------------------------
+
+
+def test_dashboard_conversations_of_a_time_bucket(ws, client):
+    from ratchet.core.stores.schema import turns
+
+    with ws.store.engine.begin() as conn:
+        conn.execute(turns.insert(), [
+            {"conversation_id": cid, "ts": ts, "tool": "answer", "arguments": {}, "error": err, "latency_ms": 3.0}
+            for cid, ts, err in [("a", 100.0, None), ("a", 130.0, "boom"), ("b", 110.0, None), ("c", 200.0, None),
+                                 ("early", 99.9, None)]])
+    rewards(ws, [(120.0, 1.0), (125.0, 0.0)])  # conversations r0, r1 (feedback only)
+    ws.store.append_feedback([{"tool": "reward", "ts": 140.0, "conversation_id": "a",
+                               "payload": {"args": {"conversation_id": "a", "value": 0.5}, "decisions": {}}}])
+    got = client.get("/ui/data/conversations?start=100&end=200").json()
+    assert [c["conversation_id"] for c in got["items"]] == ["a", "b", "r0", "r1"]  # c at 200: the end is excluded
+    a = got["items"][0]
+    assert (a["first"], a["last"], a["calls"], a["errors"], a["rewards"], a["reward_mean"]) == (
+        100.0, 140.0, 2, 1, 1, 0.5)
+    assert got["next_offset"] is None and got["cut"] is False
+    first = client.get("/ui/data/conversations?start=100&end=200&limit=3").json()
+    assert [c["conversation_id"] for c in first["items"]] == ["a", "b", "r0"] and first["next_offset"] == 3
+    rest = client.get("/ui/data/conversations?start=100&end=200&limit=3&offset=3").json()
+    assert [c["conversation_id"] for c in rest["items"]] == ["r1"] and rest["next_offset"] is None
+    page = client.get("/ui/conversations?start=100&end=200&limit=3").text
+    assert re.findall(r'href="/ui/conversations\?id=(\w+)"', page) == ["a", "b", "r0"] and 'rel="next"' in page
+    bad = client.get("/ui/data/conversations?start=200&end=100")
+    assert bad.status_code == 422 and bad.json()["field"] == "end"
+    assert client.get("/ui/data/conversations?start=100").json()["field"] == "end"
+    assert client.get("/ui/data/conversations?start=0&end=1&limit=100000").status_code == 422
+
+
+def test_dashboard_conversations_of_a_window_read_a_bounded_number_of_rows(ws, monkeypatch):
+    from ratchet.versions.dashboard import activity
+
+    monkeypatch.setattr(activity, "SCAN", 3)
+    rewards(ws, [(float(t), 1.0) for t in range(10, 20)])  # r0..r9, one a second
+    got = activity.conversations(ws.store, 0.0, 100.0)
+    assert got["cut"] is True and got["until"] == 13.0  # the 4th row's ts: rows at 10, 11, 12 are read
+    assert [c["conversation_id"] for c in got["items"]] == ["r0", "r1", "r2"]

@@ -73,6 +73,25 @@ function markersPlugin(current) {
   };
 }
 
+// A click on a chart opens the conversations active in the clicked bucket (the server lists them).
+function bucketLinks(current) {
+  return {
+    hooks: {
+      ready: [(u) => {
+        u.over.style.cursor = "pointer";
+        u.over.title = "click: the conversations of this time bucket";
+        u.over.addEventListener("click", () => {
+          const d = current();
+          if (!d || u.cursor.left == null || u.cursor.left < 0) return;
+          const t = u.posToVal(u.cursor.left, "x");
+          const start = d.start + Math.floor((t - d.start) / d.width) * d.width;
+          window.location.href = `/ui/conversations?start=${start}&end=${start + d.width}`;
+        });
+      }],
+    },
+  };
+}
+
 function chartWidth(el) { return Math.max(el.clientWidth - 12, 300); }
 
 // Every bucket from start to now, so an empty one is a gap in the line rather than a slope across it.
@@ -129,7 +148,7 @@ function setupOverview() {
       width: chartWidth(rewardEl), height: 260, scales: { x, y: { range: [0, 1] } },
       series: [{}, { label: "reward (mean per bucket)", stroke: "#2457c5", width: 2, spanGaps: false, points: { show: true, size: 4 } },
                { label: "SLO: reward rate ≥", stroke: "#1d7a46", dash: [6, 4], width: 1.5, points: { show: false } }],
-      axes: [{}, { label: "reward" }], plugins: [markersPlugin(() => current)],
+      axes: [{}, { label: "reward" }], plugins: [markersPlugin(() => current), bucketLinks(() => current)],
     }, rewardData(d), rewardEl);
     calls = new uPlot({
       width: chartWidth(callsEl), height: 200, scales: { x, y: { range: [0, 1] }, n: { auto: true } },
@@ -137,7 +156,7 @@ function setupOverview() {
                { label: "SLO: error rate ≤", stroke: "#b3261e", dash: [6, 4], width: 1, points: { show: false } },
                { label: "calls", stroke: "#8a93a6", scale: "n", width: 1, points: { show: false } }],
       axes: [{}, { label: "error rate" }, { scale: "n", side: 1, label: "calls", grid: { show: false } }],
-      plugins: [markersPlugin(() => current)],
+      plugins: [markersPlugin(() => current), bucketLinks(() => current)],
     }, callsData(d), callsEl);
   }
 
