@@ -435,3 +435,71 @@ def test_dashboard_conversations_of_a_window_read_a_bounded_number_of_rows(ws, m
     got = activity.conversations(ws.store, 0.0, 100.0)
     assert got["cut"] is True and got["until"] == 13.0  # the 4th row's ts: rows at 10, 11, 12 are read
     assert [c["conversation_id"] for c in got["items"]] == ["r0", "r1", "r2"]
+
+
+# --- strategies over time: reward per choice, latency p95 ----------------------------------------------------
+
+
+def joined_rewards(ws, rows: list[tuple[float, str | None, float]], key: str = "style") -> None:
+    """``reward`` events at given times as the tuner stores them: with the decision of ``key`` it joined
+    (its choice), or with none."""
+    ws.store.append_feedback([{"tool": "reward", "ts": ts, "conversation_id": f"j{i}", "payload": {
+        "args": {"conversation_id": f"j{i}", "value": v},
+        "decisions": {"conversation_id": {key: {"choice": choice, "propensity": 0.5}}} if choice else {}}}
+        for i, (ts, choice, v) in enumerate(rows)])
+
+
+def test_dashboard_reward_per_choice_comes_from_the_joined_decisions(ws):
+    from ratchet.versions.dashboard import kpis
+
+    joined_rewards(ws, [(100.0, "formal", 1.0), (105.0, "formal", 0.0), (110.0, "concise", 1.0),
+                        (115.0, None, 0.0), (130.0, "concise", 0.5)])
+    joined_rewards(ws, [(101.0, "a", 1.0)], key="other")  # another strategy's decision
+    got = kpis.reward_by_choice(ws.store, "style", 100.0, 200.0, 20)
+    assert got["choices"] == ["concise", "formal"]
+    assert got["buckets"] == [
+        {"t": 100, "n": 3, "mean": pytest.approx(2 / 3), "by": {"formal": {"n": 2, "mean": 0.5},
+                                                              "concise": {"n": 1, "mean": 1.0}}},
+        {"t": 120, "n": 1, "mean": 0.5, "by": {"concise": {"n": 1, "mean": 0.5}}}]
+
+
+def test_dashboard_latency_p95_per_bucket_interpolates_like_the_triggerer(ws):
+    from ratchet.core.stores.schema import turns
+    from ratchet.ops.triggerer import kpis as trigger_kpis
+    from ratchet.versions.dashboard import kpis
+
+    latencies = {0: [float(v) for v in range(1, 21)], 100: [5.0], 200: [1.0, 3.0]}
+    with ws.store.engine.begin() as conn:
+        conn.execute(turns.insert(), [{"conversation_id": "c", "ts": b + 1 + k * 0.1, "tool": "answer",
+                                       "arguments": {}, "latency_ms": ms}
+                                      for b, values in latencies.items() for k, ms in enumerate(values)]
+                     + [{"conversation_id": "c", "ts": 50.0, "tool": "answer", "arguments": {}, "latency_ms": None}])
+    got = kpis.latency_p95(ws.store, 0.0, 299.0, 100)["buckets"]
+    assert [(b["t"], b["n"]) for b in got] == [(0, 20), (100, 1), (200, 2)]
+    for b in got:  # the same number the Triggerer computes over that bucket alone
+        expected = trigger_kpis(ws.store, 99.0, b["t"] + 99.0).latency_p95_ms
+        assert b["p95"] == pytest.approx(expected)
+    assert got[0]["p95"] == pytest.approx(19.05) and got[2]["p95"] == pytest.approx(2.9)
+
+
+def test_dashboard_strategy_series_read_a_bounded_number_of_rows(ws, monkeypatch):
+    from ratchet.versions.dashboard import kpis
+
+    monkeypatch.setattr(kpis, "SCAN", 2)
+    joined_rewards(ws, [(100.0, "formal", 1.0), (110.0, "formal", 1.0), (120.0, "formal", 0.0)])
+    got = kpis.reward_by_choice(ws.store, "style", 0.0, 200.0, 10)
+    assert got["since"] == 110.0 and [b["t"] for b in got["buckets"]] == [110, 120]
+
+
+def test_dashboard_strategy_kpis_endpoint(ws, client):
+    import time
+
+    now = time.time()
+    joined_rewards(ws, [(now - 30, "formal", 1.0), (now - 20, "concise", 0.0)])
+    body = client.get("/ui/data/strategies/kpis").json()
+    style = body["strategies"]["style"]
+    assert style["choices"] == ["concise", "formal"] and sum(b["n"] for b in style["buckets"]) == 2
+    assert body["latency"]["buckets"] == [] and body["slo"]["latency_p95_ms"] > 0
+    assert body["start"] <= now - 30 and body["width"] in series.WIDTHS
+    page = client.get("/ui/strategies").text
+    assert 'id="latency-chart"' in page and 'data-strategy="style"' in page

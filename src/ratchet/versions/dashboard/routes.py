@@ -164,6 +164,11 @@ def conversations_data(request: Request, start: float | None = Query(None), end:
     return conversations_in(request, start, end, offset, limit)
 
 
+@data.get("/strategies/kpis")
+def strategy_kpis_data(request: Request, window: float | None = Query(None, gt=0, description="seconds back from now")):
+    return views.strategy_kpis(request.app.state.catalog.workspace, window=window)
+
+
 @data.get("/strategies/{key}/estimates")
 def estimates_data(request: Request, key: str, last: int = Query(estimates.DEFAULT_LAST, ge=1, le=estimates.MAX_LAST)):
     return request.app.state.dashboard_estimates.get(request.app.state.catalog.workspace, key, last)

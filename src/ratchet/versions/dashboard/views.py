@@ -260,3 +260,24 @@ def evaluable(strategy, section: dict[str, Any]) -> bool:
         return strategy.choice_probabilities(section, {"features": {}}, np.random.default_rng(0)) is not None
     except Exception:  # noqa: BLE001 -- judged again, with its error, when the estimates are asked for
         return False
+
+
+def strategy_kpis(workspace, *, window: float | None = None, now: float | None = None,
+                  buckets: int = BUCKETS) -> dict[str, Any]:
+    """The Strategies page's charts: each configured strategy's reward per named choice per bucket, and
+    the runner's latency p95 per bucket with the SLO's ceiling (:mod:`ratchet.versions.dashboard.kpis`)."""
+    from ratchet.versions.dashboard import kpis
+
+    store = workspace.store
+    now = time.time() if now is None else now
+    if window is None:
+        first = series.first_activity(store)
+        start = first if first is not None else now - 3600
+    else:
+        start = now - window
+    width = series.bucket_width(max(now - start, 1.0), buckets)
+    start = start // width * width
+    keys = [e.key for e in workspace.config.tuner.strategies]
+    return {"now": now, "start": start, "width": width, "slo": slo(workspace),
+            "latency": kpis.latency_p95(store, start, now, width),
+            "strategies": {k: kpis.reward_by_choice(store, k, start, now, width) for k in keys}}
