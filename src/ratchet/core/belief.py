@@ -38,6 +38,8 @@ class Interval(_Model):
 
 
 class Intervals(_Model):
+    """A strategy's belief as one estimate and interval per item (arms, variants), drawn as a forest plot."""
+
     kind: Literal["intervals"] = "intervals"
     title: str = Field(description="what the values are, e.g. 'posterior mean reward per arm'")
     interval: str = Field(description="what the bars are, e.g. '95% credible interval (Beta posterior)'")
@@ -46,7 +48,9 @@ class Intervals(_Model):
     reference: float | None = Field(default=None, description="a value drawn as a vertical line (e.g. 0)")
 
 
-class Dimension(_Model):
+class Axis(_Model):
+    """One dimension of a search (:class:`Points`): its name and range."""
+
     name: str
     low: float
     high: float
@@ -61,9 +65,11 @@ class ScoredPoint(_Model):
 
 
 class Points(_Model):
+    """A strategy's belief as a search over named dimensions: its centre, spread and scored points."""
+
     kind: Literal["points"] = "points"
     title: str
-    dimensions: list[Dimension]
+    dimensions: list[Axis]
     center: dict[str, float] | None = Field(default=None, description="e.g. the CMA-ES mean")
     spread: dict[str, float] | None = Field(default=None, description="half-width around ``center`` per "
                                             "dimension, in its units (e.g. sigma times its range)")
@@ -73,6 +79,8 @@ class Points(_Model):
 
 
 class Rule(_Model):
+    """One if-then rule of a :class:`RulesTable`, with the examples it matches and the share it gets right."""
+
     text: str
     support: float
     confidence: float
@@ -80,6 +88,8 @@ class Rule(_Model):
 
 
 class RulesTable(_Model):
+    """A strategy's belief as if-then rules with their support and confidence, drawn as a table."""
+
     kind: Literal["rules"] = "rules"
     title: str
     rules: list[Rule]

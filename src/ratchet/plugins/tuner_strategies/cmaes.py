@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ratchet import (Decision, FeedbackEvent, FeedbackTool, Points, ScoredPoint, Strategy, StrategyConfig,
+from ratchet import (Axis, Decision, FeedbackEvent, FeedbackTool, Points, ScoredPoint, Strategy, StrategyConfig,
                      copy_json, hookimpl)
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
@@ -371,8 +371,6 @@ class CMAES(Strategy):
     def belief(self, section: dict[str, Any]) -> list[Points]:
         """The search now: the mean and sigma (times each range: the step size, the covariance's shape
         left out), this generation's candidates with their mean scores so far, and the best told point."""
-        from ratchet.core.belief import Dimension as Axis
-
         s = self._view(section)
         spread = {n: s["sigma"] * (hi - lo) for n, lo, hi in zip(self.names, self.low, self.high)}
         points = [ScoredPoint(values=p, score=sum(sc) / len(sc) if sc else None, label=f"candidate {i}")

@@ -76,7 +76,8 @@ def intervals(belief: Intervals) -> Markup:
     for k, item in enumerate(belief.items):
         y = 4 + ROW * k + ROW / 2
         served = item.label == belief.highlight
-        label = escape(item.label) + (Markup(" ★") if served else "")
+        short = item.label if len(item.label) <= 24 else item.label[:23] + "…"
+        label = escape(short) + (Markup(" ★") if served else "")
         row = [f'<text class="label{" served" if served else ""}" x="{LABEL - 8}" y="{y + 4:.1f}" '
                f'text-anchor="end">{label}</text>']
         if item.low is not None and item.high is not None:
@@ -89,7 +90,7 @@ def intervals(belief: Intervals) -> Markup:
         if item.note:
             numbers += f" · {item.note}"
         row.append(f'<text class="numbers" x="{WIDTH - TEXT + 8}" y="{y + 4:.1f}">{escape(numbers)}</text>')
-        title = escape(item.note or "")
+        title = escape(item.label + (f": {item.note}" if item.note else ""))
         parts.append(f'<g class="item" data-label="{escape(item.label)}" data-value="{item.value}" '
                      f'data-low="{item.low}" data-high="{item.high}"><title>{title}</title>{"".join(row)}</g>')
     return Markup(f'<svg class="belief intervals" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '

@@ -36,11 +36,11 @@ def candidates(workspace, key: str) -> list[tuple[str, Any]]:
                             fix=f"use one of: {', '.join(strategies) or '(none configured)'}")
     current = strategies[key]
     found = [(f"active state ({current.name})", lambda: ev.state_candidate(workspace, "active"))]
+    # the others start from what the active state learned (their ``adopt``): the page says so once
     family = [name for name, (_, cls) in registered_strategies(workspace.plugins, workspace).items()
               if cls.family == current.family and name != current.name]
     for name in family[:OTHERS]:
-        found.append((f"{name} from what active learned",
-                      lambda name=name: ev.strategy_candidate(workspace, name, {}, key)))
+        found.append((name, lambda name=name: ev.strategy_candidate(workspace, name, {}, key)))
     return found
 
 
