@@ -275,8 +275,9 @@ def test_dashboard_assets_are_package_data():
 
 
 def rewarded_calls(ws, n: int, *, start: int = 0) -> None:
-    """``n`` runner calls (conversations b{i}) each rewarded 1 for the arm 'formal', else 0: decisions with
-    propensities (Thompson sampling logs them) joined with their rewards, applied to staging."""
+    """``n`` runner calls (conversations b{i}), rewarded 1 three times in four for the arm 'formal' and one
+    time in three for the others, else 0: decisions with propensities (Thompson sampling logs them) joined
+    with their rewards, applied to staging."""
     from ratchet.runner.service import Runner
     from ratchet.tuner.service import Tuner
 
@@ -285,7 +286,8 @@ def rewarded_calls(ws, n: int, *, start: int = 0) -> None:
         cid = f"b{i}"
         runner.call("answer", {"question": "Where is my order?", "conversation_id": cid})
         [d] = ws.store.decisions_for(cid)
-        tuner.feedback("reward", {"conversation_id": cid, "value": 1.0 if d["choice"] == "formal" else 0.0})
+        won = i % 4 != 0 if d["choice"] == "formal" else i % 3 == 0
+        tuner.feedback("reward", {"conversation_id": cid, "value": 1.0 if won else 0.0})
     tuner.apply_pending()
 
 
@@ -427,7 +429,7 @@ def test_dashboard_conversations_of_a_time_bucket(ws, client):
     assert client.get("/ui/data/conversations?start=0&end=1&limit=100000").status_code == 422
 
 
-def test_dashboard_conversations_of_a_window_read_a_bounded_number_of_rows(ws, monkeypatch):
+def test_dashboard_conversations_of_a_window_read_a_bounded_number_of_rows(ws, client, monkeypatch):
     from ratchet.versions.dashboard import activity
 
     monkeypatch.setattr(activity, "SCAN", 3)
@@ -435,6 +437,8 @@ def test_dashboard_conversations_of_a_window_read_a_bounded_number_of_rows(ws, m
     got = activity.conversations(ws.store, 0.0, 100.0)
     assert got["cut"] is True and got["until"] == 13.0  # the 4th row's ts: rows at 10, 11, 12 are read
     assert [c["conversation_id"] for c in got["items"]] == ["r0", "r1", "r2"]
+    assert "the list stops at" in client.get("/ui/conversations?start=0&end=100").text
+    assert "the list stops at" not in client.get("/ui/conversations?start=0&end=12").text
 
 
 # --- strategies over time: reward per choice, latency p95 ----------------------------------------------------
