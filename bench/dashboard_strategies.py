@@ -1,14 +1,14 @@
 """The dashboard's Strategies page and a chart bucket's conversations on a big store.
 
-    .venv/bin/python bench/dashboard_strategies.py [--calls 1000000] [--repeat 5] [--store-url URL]
+    .venv/bin/python bench/dashboard_strategies.py [--calls 1000000] [--repeat 5] [--store-url URL] [--reuse DIR]
 
 Makes a default workspace (strategy ``style``: Thompson sampling over 4 arms) and writes ``--calls``
 runner calls (turns with a latency), as many decisions (with propensities) and as many ``reward`` events
 carrying the joined decision, spread over the last 24 hours, straight into the store (SQLite by default,
-or ``--store-url``). Then times, in process, cold (first) and warm (median of ``--repeat``):
+or ``--store-url``; ``--reuse DIR`` times a workspace an earlier run filled, printed on stderr). Then times, in process, cold (first) and warm (median of ``--repeat``):
 
 - the Strategies page's series (``views.strategy_kpis``: reward per choice and latency p95 per bucket,
-  each reading at most the newest 200,000 rows of its log),
+  each reading at most the newest 50,000 rows of its log),
 - the page's beliefs and KPI tables (``views.strategies``),
 - the conversations of a 1-minute, a 1-hour and a 24-hour bucket (``activity.conversations``: at most
   50,000 rows read per log),
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--store-url", default=None)
+    parser.add_argument("--reuse", type=Path, default=None, help="a workspace an earlier run filled")
     args = parser.parse_args()
 
     from ratchet.core.create import create_workspace
@@ -86,16 +87,21 @@ def main() -> None:
     from ratchet.core.workspace import Workspace
     from ratchet.versions.dashboard import activity, estimates, views
 
-    root = Path(tempfile.mkdtemp(prefix="ratchet-bench-strategies-")) / "ws"
     if args.store_url:
         os.environ["RATCHET_STORE_URL"] = args.store_url
-    create_workspace(root, plugins=load_plugins(), author="bench")
-    ws = Workspace.open(root)
-    now = time.time()
-    t0 = time.perf_counter()
-    fill_store(ws.store, args.calls, now - DAY)
-    filled = time.perf_counter() - t0
-    print(f"filled {args.calls} calls, decisions and rewards in {filled:.0f} s", file=sys.stderr)
+    if args.reuse:
+        ws, filled = Workspace.open(args.reuse), None
+        first = ws.store.engine.connect().exec_driver_sql("SELECT min(ts), count(*) FROM turns").one()
+        now, args.calls = first[0] + DAY, first[1]
+    else:
+        root = Path(tempfile.mkdtemp(prefix="ratchet-bench-strategies-")) / "ws"
+        create_workspace(root, plugins=load_plugins(), author="bench")
+        ws = Workspace.open(root)
+        now = time.time()
+        t0 = time.perf_counter()
+        fill_store(ws.store, args.calls, now - DAY)
+        filled = round(time.perf_counter() - t0, 1)
+        print(f"filled {args.calls} calls, decisions and rewards in {filled:.0f} s into {root}", file=sys.stderr)
 
     mid = now - DAY / 2
     cache = estimates.Cache()
@@ -119,7 +125,7 @@ def main() -> None:
         print(f"| {name} | {r['cold_s']} | {r['warm_median_s'] if r['warm_median_s'] is not None else ''} |")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dashboard_strategies.json").write_text(json.dumps(
-        {"calls": args.calls, "store": ws.store.engine.dialect.name, "fill_seconds": round(filled, 1),
+        {"calls": args.calls, "store": ws.store.engine.dialect.name, "fill_seconds": filled,
          "timings": rows, "machine": {"cpus": os.cpu_count()}}, indent=2) + "\n")
 
 
