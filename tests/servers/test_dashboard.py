@@ -308,9 +308,11 @@ def test_dashboard_strategies_draw_each_belief_by_kind(ws, client):
     assert 'href="/ui/strategies/style/estimates"' in page
 
 
-def test_dashboard_beliefs_of_every_first_party_family_are_valid():
+def test_dashboard_beliefs_of_every_first_party_family_are_valid(tmp_path):
     """Each first-party family describes its belief in one of the kinds, and each kind draws."""
-    from ratchet.plugins.tuner_strategies import bandits, cmaes, preference, rules
+    import numpy as np
+
+    from ratchet.plugins.tuner_strategies import bandits, cmaes, optuna_tpe, preference, rules
     from ratchet.versions.dashboard.drawings import draw
 
     for cls in bandits.BANDITS:
@@ -337,6 +339,20 @@ def test_dashboard_beliefs_of_every_first_party_family_are_valid():
                                                actions={"escalated": {"style": "formal"}}))
     [table] = miner.belief(miner.initial_state())
     assert table.kind == "rules" and table.rules == [] and "no rules" in draw(table)
+    space = {"variant": {"type": "categorical", "choices": ["A", "B"]}, "temperature": {"type": "float", "low": 0,
+                                                                                      "high": 2}}
+    tpe = optuna_tpe.OptunaTPE("o", optuna_tpe.OptunaConfig(storage=f"sqlite:///{tmp_path}/o.db", space=space))
+    section, rng, told = tpe.initial_state(), np.random.default_rng(0), []
+    for i in range(8):
+        told.append(FeedbackEvent(event_id=str(i), tool="score", payload={"value": float(i % 3)}, ts=float(i),
+                                  decision=tpe.decide(section, {}, rng)))
+        if i % 4 == 3:
+            section, told = tpe.apply(section, told), []
+    [trials] = tpe.belief(section)
+    assert [d.name for d in trials.dimensions] == ["temperature"] and "categorical variant" in trials.title
+    assert trials.best is not None and trials.best.score == 2.0 and trials.best.label.startswith("best, trial")
+    assert trials.points and all("variant=" in p.label for p in trials.points)
+    assert 'class="best"' in draw(trials) and "centre ±" not in draw(trials)
 
 
 def test_dashboard_strategy_without_a_belief_keeps_its_tables_and_a_broken_one_says_why(ws):

@@ -143,8 +143,10 @@ def points(belief: Points) -> Markup:
                          f'<title>{escape(f"best: {fmt(belief.best.values[d.name])}, score {fmt(belief.best.score)}")}'
                          f'</title></path>')
     height = 6 + strip * len(belief.dimensions)
-    legend = (f'<p class="legend muted"><span class="swatch spread"></span> centre ± {escape(belief.spread_label or "spread")}'
-              f' · <span class="swatch point"></span> points (darker: higher score; grey: none yet)'
+    legend = ('<p class="legend muted">'
+              + (f'<span class="swatch spread"></span> centre ± {escape(belief.spread_label or "spread")} · '
+                 if belief.center else "")
+              + '<span class="swatch point"></span> points (darker: higher score; grey: none yet)'
               + (f' · <span class="swatch best"></span> best, score {escape(fmt(belief.best.score))}' if belief.best else "")
               + "</p>")
     return Markup(f'<svg class="belief points" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
