@@ -80,9 +80,12 @@ function bucketLinks(current) {
       ready: [(u) => {
         u.over.style.cursor = "pointer";
         u.over.title = "click: the conversations of this time bucket";
-        u.over.addEventListener("click", () => {
+        let down = null;  // a drag (uPlot's selection) is not a click on a bucket
+        u.over.addEventListener("mousedown", (e) => { down = [e.clientX, e.clientY]; });
+        u.over.addEventListener("click", (e) => {
           const d = current();
-          if (!d || u.cursor.left == null || u.cursor.left < 0) return;
+          const moved = down && Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4;
+          if (moved || !d || u.cursor.left == null || u.cursor.left < 0) return;
           const t = u.posToVal(u.cursor.left, "x");
           const start = d.start + Math.floor((t - d.start) / d.width) * d.width;
           window.location.href = `/ui/conversations?start=${start}&end=${start + d.width}`;
