@@ -35,6 +35,13 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "FeedbackTool": "ratchet.core.strategy",
         "copy_json": "ratchet.core.strategy",
         "registered_strategies": "ratchet.core.strategy",
+        "Intervals": "ratchet.core.belief",
+        "Axis": "ratchet.core.belief",
+        "Interval": "ratchet.core.belief",
+        "Points": "ratchet.core.belief",
+        "ScoredPoint": "ratchet.core.belief",
+        "RulesTable": "ratchet.core.belief",
+        "Rule": "ratchet.core.belief",
     },
     "Planners and the Architect's actions": {
         "Planner": "ratchet.architect.planners",
@@ -115,6 +122,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from ratchet.architect.planners import JobSession, Planner, PlanRequest
     from ratchet.architect.plans import ACTION_KINDS, Plan, parse_action
+    from ratchet.core.belief import Axis, Interval, Intervals, Points, Rule, RulesTable, ScoredPoint
     from ratchet.core.create import create_workspace
     from ratchet.core.errors import ConfigError, NotFoundError, PluginError, RatchetError, UserError, config_error
     from ratchet.core.plugins import load_plugins

@@ -131,6 +131,32 @@ def test_store_turns_decisions_sessions(store):
     assert store.session("nope") is None
 
 
+def test_store_rewarded_decisions_join_each_reward_to_the_latest_decision_of_the_strategy(store):
+    """Off-policy evaluation's rows: each reward with its conversation's latest decision of that strategy
+    (not another strategy's, not an older one), newest reward first; ``limit`` counts rewards, and
+    ``versions`` keeps the decisions served by those versions."""
+
+    def call(cid: str, strategy: str, choice: str, version: str) -> None:
+        store.record_turn(conversation_id=cid, tool="answer", arguments={}, result={}, version=version,
+                          decisions_=[{"strategy": strategy, "choice": choice, "propensity": 0.5, "sticky": False,
+                                       "info": {}}])
+
+    call("a", "style", "concise", "v1")
+    call("a", "style", "formal", "v2")  # the latest of style in a
+    call("a", "tone", "warm", "v2")  # another strategy, later
+    call("b", "style", "friendly", "v1")
+    call("c", "tone", "cold", "v1")  # no decision of style: its reward is not style's
+    store.append_feedback([{"tool": "reward", "conversation_id": cid, "payload": {"args": {"value": v}}}
+                           for cid, v in [("a", 1.0), ("b", 0.0), ("c", 1.0), ("a", 0.5)]])
+    store.append_feedback([{"tool": "score", "conversation_id": "a", "payload": {"args": {"value": 9}}}])
+    rows = store.rewarded_decisions("style")
+    assert [(r["choice"], r["value"], r["version"]) for r in rows] == [
+        ("formal", 0.5, "v2"), ("friendly", 0.0, "v1"), ("formal", 1.0, "v2")]
+    assert [r["value"] for r in store.rewarded_decisions("style", limit=2)] == [0.5, 0.0]
+    assert [r["choice"] for r in store.rewarded_decisions("style", versions=["v1"])] == ["friendly"]
+    assert [r["choice"] for r in store.rewarded_decisions("tone")] == ["warm", "cold", "warm"]
+
+
 def test_concurrent_turns_share_transactions_and_lose_nothing(store):
     """32 threads at once (a runner under load): every turn and decision is there when its call returns,
     sessions count every turn, and JSON values come back as they went in."""

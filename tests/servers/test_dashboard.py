@@ -407,3 +407,257 @@ def test_dashboard_polls_find_versions_in_semver_order_whatever_their_time(ws, c
     ws.versions.make_version("patch", paths=[], reason="tick", kind="manual", author="test", allow_empty=True)
     new = client.get("/ui/data/overview", params={"cursor": first["cursor"]}).json()
     assert [v["version"] for v in new["versions"]] == ["v0.1.10"] and new["cursor"].startswith("v0.1.10|")
+
+
+# --- strategies: beliefs drawn by kind, off-policy estimates ------------------------------------------------
+
+
+def rewarded_calls(ws, n: int, *, start: int = 0) -> None:
+    """``n`` runner calls (conversations b{i}), rewarded 1 three times in four for the arm 'formal' and one
+    time in three for the others, else 0: decisions with propensities (Thompson sampling logs them) joined
+    with their rewards, applied to staging."""
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.service import Tuner
+
+    runner, tuner = Runner(ws, seed=1), Tuner(ws)
+    for i in range(start, start + n):
+        cid = f"b{i}"
+        runner.call("answer", {"question": "Where is my order?", "conversation_id": cid})
+        [d] = ws.store.decisions_for(cid)
+        won = i % 4 != 0 if d["choice"] == "formal" else i % 3 == 0
+        tuner.feedback("reward", {"conversation_id": cid, "value": 1.0 if won else 0.0})
+    tuner.apply_pending()
+
+
+def test_dashboard_strategies_draw_each_belief_by_kind(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    promote_through_tuner(ws)
+    [style] = views.strategies(ws)
+    assert style["belief_error"] is None and [b["kind"] for b in style["beliefs"]] == ["intervals"]
+    belief = style["beliefs"][0]
+    arms = {i["label"]: i for i in belief["items"]}
+    assert set(arms) == {"concise", "friendly", "detailed", "formal"} and belief["highlight"] == style["served"]
+    rewarded = [a for a in arms.values() if a["n"] == 1]
+    assert len(rewarded) == 1 and rewarded[0]["value"] == pytest.approx(2 / 3)  # Beta(2, 1) after one reward of 1
+    assert all(a["low"] < a["value"] < a["high"] for a in arms.values())
+    page = client.get("/ui/strategies").text
+    assert page.count('<g class="item"') == 4 and 'data-label="formal"' in page and "95% credible interval" in page
+    assert 'href="/ui/strategies/style/estimates"' in page
+
+
+def test_dashboard_beliefs_of_every_first_party_family_are_valid(tmp_path):
+    """Each first-party family describes its belief in one of the kinds, and each kind draws."""
+    import numpy as np
+
+    from ratchet.plugins.tuner_strategies import bandits, cmaes, optuna_tpe, preference, rules
+    from ratchet.versions.dashboard.drawings import draw
+
+    for cls in bandits.BANDITS:
+        strategy = cls("k", cls.Config(arms=["a", "b", "c"]))
+        section = bandits.simulate(strategy, [0.2, 0.5, 0.8], 300, seed=3, full=True).section
+        [b] = strategy.belief(section)
+        best = max(b.items, key=lambda i: i.value if i.value is not None else -1)
+        assert best.label == "c" and b.highlight == "c", cls.name
+        assert all(i.low <= i.value <= i.high for i in b.items if i.low is not None), cls.name
+        assert draw(b).count('<g class="item"') == 3
+    search = cmaes.CMAES("p", cmaes.CMAESConfig(dimensions={"t": {"low": 0, "high": 2}}, popsize=4))
+    [p] = search.belief(search.initial_state())
+    assert p.kind == "points" and p.center == {"t": 1.0} and p.spread == {"t": pytest.approx(0.6)}
+    assert len(p.points) == 4 and p.best is None and 'class="center"' in draw(p)
+    pref = preference.Preference("v", preference.PreferenceConfig(variants=["x", "y"], refit_every=1))
+    from ratchet import FeedbackEvent
+
+    won = pref.apply(pref.initial_state(), [FeedbackEvent(event_id=str(i), tool="prefer_variants",
+                                                          payload={"winner": "y", "loser": "x"}) for i in range(5)])
+    [bt] = pref.belief(won)
+    strengths = {i.label: i for i in bt.items}
+    assert strengths["y"].value > 0 > strengths["x"].value and bt.highlight == "y" and bt.reference == 0.0
+    miner = rules.Rules("r", rules.RulesConfig(features=["vip"], outcomes=["ok", "escalated"],
+                                               actions={"escalated": {"style": "formal"}}))
+    [table] = miner.belief(miner.initial_state())
+    assert table.kind == "rules" and table.rules == [] and "no rules" in draw(table)
+    space = {"variant": {"type": "categorical", "choices": ["A", "B"]}, "temperature": {"type": "float", "low": 0,
+                                                                                      "high": 2}}
+    tpe = optuna_tpe.OptunaTPE("o", optuna_tpe.OptunaConfig(storage=f"sqlite:///{tmp_path}/o.db", space=space))
+    section, rng, told = tpe.initial_state(), np.random.default_rng(0), []
+    for i in range(8):
+        told.append(FeedbackEvent(event_id=str(i), tool="score", payload={"value": float(i % 3)}, ts=float(i),
+                                  decision=tpe.decide(section, {}, rng)))
+        if i % 4 == 3:
+            section, told = tpe.apply(section, told), []
+    [trials] = tpe.belief(section)
+    assert [d.name for d in trials.dimensions] == ["temperature"] and "categorical variant" in trials.title
+    assert trials.best is not None and trials.best.score == 2.0 and trials.best.label.startswith("best, trial")
+    assert trials.points and all("variant=" in p.label for p in trials.points)
+    assert 'class="best"' in draw(trials) and "centre ±" not in draw(trials)
+
+
+def test_dashboard_strategy_without_a_belief_keeps_its_tables_and_a_broken_one_says_why(ws):
+    from ratchet.plugins.tuner_strategies.bandits import ThompsonSampling
+
+    class Plain(ThompsonSampling):
+        name = "plain"
+
+        def belief(self, section):
+            return None
+
+    class Broken(ThompsonSampling):
+        name = "broken"
+
+        def belief(self, section):
+            return [{"kind": "intervals", "title": "x"}]  # no items, no interval label
+
+    config = ThompsonSampling.Config(arms=["a", "b"])
+    plain = views.beliefs(Plain("k", config), Plain("k", config).initial_state())
+    assert plain == {"beliefs": [], "belief_error": None}
+    broken = views.beliefs(Broken("k", config), Broken("k", config).initial_state())
+    assert broken["beliefs"] == [] and "broken.belief() returned an invalid description" in broken["belief_error"]
+
+
+def test_dashboard_estimates_refuse_with_too_little_data(ws, client):
+    from test_versions_api import promote_through_tuner
+
+    promote_through_tuner(ws)  # one rewarded call
+    body = client.get("/ui/data/strategies/style/estimates").json()
+    assert body["candidates"] == [] and body["usable"] == 1 and "at least 20 are needed" in body["refused"]
+    page = client.get("/ui/strategies/style/estimates").text
+    assert 'id="estimates-refused"' in page and "Not enough data" in page
+    assert client.get("/ui/data/strategies/nope/estimates").json()["field"] == "key"
+    assert client.get("/ui/data/strategies/style/estimates?last=999999").status_code == 422
+
+
+def test_dashboard_estimates_per_candidate_are_computed_once_per_change(ws, client, monkeypatch):
+    from ratchet.versions.dashboard import estimates
+
+    rewarded_calls(ws, 30)
+    computed = []
+    real = estimates.estimates
+    monkeypatch.setattr(estimates, "estimates", lambda *a, **k: computed.append(a[1:]) or real(*a, **k))
+    body = client.get("/ui/data/strategies/style/estimates?last=25").json()
+    assert body["refused"] is None and body["calls"] == 25 and body["cached"] is False
+    labels = [c["label"] for c in body["candidates"]]
+    assert labels[0] == "active state (thompson)" and len(labels) == 1 + estimates.OTHERS
+    active = body["candidates"][0]
+    assert active["error"] is None and active["n"] == 25
+    dr = active["estimates"]["dr"]
+    assert dr["low"] <= dr["value"] <= dr["high"]
+    assert body["observed"]["n"] == 25 and 0 <= body["observed"]["value"] <= 1
+    assert client.get("/ui/data/strategies/style/estimates?last=25").json()["cached"] is True
+    assert len(computed) == 1
+    rewarded_calls(ws, 1, start=30)  # a new reward: computed again
+    assert client.get("/ui/data/strategies/style/estimates?last=25").json()["cached"] is False
+    page = client.get("/ui/strategies/style/estimates?last=25").text
+    assert 'id="estimates-drawing"' in page and page.count('<g class="item"') >= 2 and 'class="reference"' in page
+
+
+# --- chart buckets -> conversations ---------------------------------------------------------------------------
+
+
+def test_dashboard_conversations_of_a_time_bucket(ws, client):
+    from ratchet.core.stores.schema import turns
+
+    with ws.store.engine.begin() as conn:
+        conn.execute(turns.insert(), [
+            {"conversation_id": cid, "ts": ts, "tool": "answer", "arguments": {}, "error": err, "latency_ms": 3.0}
+            for cid, ts, err in [("a", 100.0, None), ("a", 130.0, "boom"), ("b", 110.0, None), ("c", 200.0, None),
+                                 ("early", 99.9, None)]])
+    rewards(ws, [(120.0, 1.0), (125.0, 0.0)])  # conversations r0, r1 (feedback only)
+    ws.store.append_feedback([{"tool": "reward", "ts": 140.0, "conversation_id": "a",
+                               "payload": {"args": {"conversation_id": "a", "value": 0.5}, "decisions": {}}}])
+    got = client.get("/ui/data/conversations?start=100&end=200").json()
+    assert [c["conversation_id"] for c in got["items"]] == ["a", "b", "r0", "r1"]  # c at 200: the end is excluded
+    a = got["items"][0]
+    assert (a["first"], a["last"], a["calls"], a["errors"], a["rewards"], a["reward_mean"]) == (
+        100.0, 140.0, 2, 1, 1, 0.5)
+    assert got["next_offset"] is None and got["cut"] is False
+    first = client.get("/ui/data/conversations?start=100&end=200&limit=3").json()
+    assert [c["conversation_id"] for c in first["items"]] == ["a", "b", "r0"] and first["next_offset"] == 3
+    rest = client.get("/ui/data/conversations?start=100&end=200&limit=3&offset=3").json()
+    assert [c["conversation_id"] for c in rest["items"]] == ["r1"] and rest["next_offset"] is None
+    page = client.get("/ui/conversations?start=100&end=200&limit=3").text
+    assert re.findall(r'href="/ui/conversations\?id=(\w+)"', page) == ["a", "b", "r0"] and 'rel="next"' in page
+    bad = client.get("/ui/data/conversations?start=200&end=100")
+    assert bad.status_code == 422 and bad.json()["field"] == "end"
+    assert client.get("/ui/data/conversations?start=100").json()["field"] == "end"
+    assert client.get("/ui/data/conversations?start=0&end=1&limit=100000").status_code == 422
+
+
+def test_dashboard_conversations_of_a_window_read_a_bounded_number_of_rows(ws, client, monkeypatch):
+    from ratchet.versions.dashboard import activity
+
+    monkeypatch.setattr(activity, "SCAN", 3)
+    rewards(ws, [(float(t), 1.0) for t in range(10, 20)])  # r0..r9, one a second
+    got = activity.conversations(ws.store, 0.0, 100.0)
+    assert got["cut"] is True and got["until"] == 13.0  # the 4th row's ts: rows at 10, 11, 12 are read
+    assert [c["conversation_id"] for c in got["items"]] == ["r0", "r1", "r2"]
+    assert "the list stops at" in client.get("/ui/conversations?start=0&end=100").text
+    assert "the list stops at" not in client.get("/ui/conversations?start=0&end=12").text
+
+
+# --- strategies over time: reward per choice, latency p95 ----------------------------------------------------
+
+
+def joined_rewards(ws, rows: list[tuple[float, str | None, float]], key: str = "style") -> None:
+    """``reward`` events at given times as the tuner stores them: with the decision of ``key`` it joined
+    (its choice), or with none."""
+    ws.store.append_feedback([{"tool": "reward", "ts": ts, "conversation_id": f"j{i}", "payload": {
+        "args": {"conversation_id": f"j{i}", "value": v},
+        "decisions": {"conversation_id": {key: {"choice": choice, "propensity": 0.5}}} if choice else {}}}
+        for i, (ts, choice, v) in enumerate(rows)])
+
+
+def test_dashboard_reward_per_choice_comes_from_the_joined_decisions(ws):
+    from ratchet.versions.dashboard import kpis
+
+    joined_rewards(ws, [(100.0, "formal", 1.0), (105.0, "formal", 0.0), (110.0, "concise", 1.0),
+                        (115.0, None, 0.0), (130.0, "concise", 0.5)])
+    joined_rewards(ws, [(101.0, "a", 1.0)], key="other")  # another strategy's decision
+    got = kpis.reward_by_choice(ws.store, "style", 100.0, 200.0, 20)
+    assert got["choices"] == ["concise", "formal"]
+    assert got["buckets"] == [
+        {"t": 100, "n": 3, "mean": pytest.approx(2 / 3), "by": {"formal": {"n": 2, "mean": 0.5},
+                                                              "concise": {"n": 1, "mean": 1.0}}},
+        {"t": 120, "n": 1, "mean": 0.5, "by": {"concise": {"n": 1, "mean": 0.5}}}]
+
+
+def test_dashboard_latency_p95_per_bucket_interpolates_like_the_triggerer(ws):
+    from ratchet.core.stores.schema import turns
+    from ratchet.ops.triggerer import kpis as trigger_kpis
+    from ratchet.versions.dashboard import kpis
+
+    latencies = {0: [float(v) for v in range(1, 21)], 100: [5.0], 200: [1.0, 3.0]}
+    with ws.store.engine.begin() as conn:
+        conn.execute(turns.insert(), [{"conversation_id": "c", "ts": b + 1 + k * 0.1, "tool": "answer",
+                                       "arguments": {}, "latency_ms": ms}
+                                      for b, values in latencies.items() for k, ms in enumerate(values)]
+                     + [{"conversation_id": "c", "ts": 50.0, "tool": "answer", "arguments": {}, "latency_ms": None}])
+    got = kpis.latency_p95(ws.store, 0.0, 299.0, 100)["buckets"]
+    assert [(b["t"], b["n"]) for b in got] == [(0, 20), (100, 1), (200, 2)]
+    for b in got:  # the same number the Triggerer computes over that bucket alone
+        expected = trigger_kpis(ws.store, 99.0, b["t"] + 99.0).latency_p95_ms
+        assert b["p95"] == pytest.approx(expected)
+    assert got[0]["p95"] == pytest.approx(19.05) and got[2]["p95"] == pytest.approx(2.9)
+
+
+def test_dashboard_strategy_series_read_a_bounded_number_of_rows(ws, monkeypatch):
+    from ratchet.versions.dashboard import kpis
+
+    monkeypatch.setattr(kpis, "SCAN", 2)
+    joined_rewards(ws, [(100.0, "formal", 1.0), (110.0, "formal", 1.0), (120.0, "formal", 0.0)])
+    got = kpis.reward_by_choice(ws.store, "style", 0.0, 200.0, 10)
+    assert got["since"] == 110.0 and [b["t"] for b in got["buckets"]] == [110, 120]
+
+
+def test_dashboard_strategy_kpis_endpoint(ws, client):
+    import time
+
+    now = time.time()
+    joined_rewards(ws, [(now - 30, "formal", 1.0), (now - 20, "concise", 0.0)])
+    body = client.get("/ui/data/strategies/kpis").json()
+    style = body["strategies"]["style"]
+    assert style["choices"] == ["concise", "formal"] and sum(b["n"] for b in style["buckets"]) == 2
+    assert body["latency"]["buckets"] == [] and body["slo"]["latency_p95_ms"] > 0
+    assert body["start"] <= now - 30 and body["width"] in series.WIDTHS
+    page = client.get("/ui/strategies").text
+    assert 'id="latency-chart"' in page and 'data-strategy="style"' in page

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,8 +56,9 @@ def screenshots(tmp_path) -> Path:
 
 @pytest.fixture
 def workspace(ws_path, monkeypatch):
-    """The workspace the browser looks at: three versions and rewards over the last minutes."""
-    from test_dashboard import make_versions, rewards
+    """The workspace the browser looks at: three versions, rewards over the last minutes, and 30 runner
+    calls rewarded through the tuner (decisions with propensities, for the strategies page)."""
+    from test_dashboard import make_versions, rewarded_calls, rewards
 
     from ratchet.core.workspace import Workspace
 
@@ -71,6 +73,7 @@ def workspace(ws_path, monkeypatch):
     make_versions(ws)
     now = time.time()
     rewards(ws, [(now - 600 + 6 * i, 1.0 if i % 3 else 0.0) for i in range(100)])
+    rewarded_calls(ws, 30)
     return ws
 
 
@@ -145,6 +148,24 @@ def test_dashboard_in_chromium(workspace, screenshots):
             assert int(chart.get_attribute("data-updates")) > updates
             page.screenshot(path=str(screenshots / "overview-live.png"), full_page=True)
 
+            # a click on a bucket of the chart lists that bucket's conversations, each linked to its story
+            d = page.evaluate("fetch('/ui/data/overview').then((r) => r.json())")
+            bucket = d["reward"][len(d["reward"]) // 2]  # amid the rewards: its neighbours have rewards too
+            over = page.locator("#reward-chart .u-over")
+            box = over.bounding_box()
+            x = (bucket["t"] + d["width"] / 2 - d["start"]) / (d["now"] - d["start"]) * box["width"]
+            over.click(position={"x": x, "y": box["height"] * 0.5})
+            expect(page).to_have_url(re.compile(r"/ui/conversations\?start=[0-9.]+&end=[0-9.]+$"))
+            listed = page.locator("#window-conversations tbody tr a")
+            expect(listed.first).to_be_visible()
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(screenshots / "conversations-window.png"), full_page=True)
+            assert errors == [], errors
+            clicked = listed.first.inner_text()
+            listed.first.click()
+            expect(page.locator("#story")).to_contain_text("reward")
+            expect(page.locator("h2").first).to_contain_text(clicked)
+
             visit("/ui/versions", "versions")
             expect(page.locator("#versions tbody tr")).to_have_count(5)
             visit("/ui/versions?kind=architect", "versions-architect")
@@ -155,8 +176,18 @@ def test_dashboard_in_chromium(workspace, screenshots):
             expect(page.locator("#tools-diff")).to_contain_text("no tool changed")
             visit(f"/ui/versions/{made}", "version-evals", ready="#tools-diff[data-loaded=yes]")
             expect(page.locator("#evals")).to_contain_text("micro")
-            visit("/ui/strategies", "strategies")
-            expect(page.locator("section.strategy table.kpi-table").first).to_be_visible()
+            visit("/ui/strategies", "strategies", ready="#strategy-charts[data-loaded=yes]")
+            arms = page.locator("#strategy-style svg.belief.intervals g.item")
+            expect(arms).to_have_count(4)  # each arm's posterior mean and interval, drawn
+            expect(page.locator("#strategy-style .strategy-chart canvas")).to_have_count(1)
+            assert int(page.locator("#strategy-style .strategy-chart").get_attribute("data-choices")) >= 1
+            expect(page.locator("#latency-chart canvas")).to_have_count(1)
+            page.click("#strategy-style a.estimates-link")
+            expect(page.locator("#estimates-drawing svg g.item").first).to_be_visible(timeout=60_000)
+            expect(page.locator("#estimates tbody tr").first).to_contain_text("active state (thompson)")
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(screenshots / "estimates.png"), full_page=True)
+            assert errors == [], errors
             visit("/ui/conversations?id=c1", "conversation")
             expect(page.locator("#story")).to_contain_text("reward")
             visit("/ui/jobs", "jobs")

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from ratchet.core.belief import Belief
     from ratchet.core.plugins import Plugins
     from ratchet.core.workspace import Workspace
 
@@ -144,6 +145,12 @@ class Strategy(ABC):
         (e.g. Monte Carlo over a posterior) is enough. Defaults to None: this strategy cannot say (e.g.
         continuous choices), and it cannot be evaluated off-policy.
         """
+        return None
+
+    def belief(self, section: dict[str, Any]) -> list[Belief] | None:
+        """What this strategy believes in ``section``, for people: a list of :mod:`ratchet.core.belief`
+        descriptions (intervals per item, points of a search, or rules), which the dashboard draws by kind.
+        Defaults to None: the dashboard shows :meth:`kpis` as tables only."""
         return None
 
     def served(self, section: dict[str, Any]) -> Any:

@@ -353,13 +353,15 @@ class Store:
         ``versions`` keeps only decisions served by those versions; ``limit`` counts rewards. For
         off-policy evaluation (:mod:`ratchet.core.ope`).
         """
-        d = decisions.c
-        latest = (sa.select(d.conversation_id, sa.func.max(d.seq).label("seq")).where(d.strategy == strategy)
-                  .group_by(d.conversation_id).subquery())
-        f = feedback.c
+        d, f = decisions.c, feedback.c
+        # the conversation's latest decision of ``strategy``, looked up per reward by the conversation_id
+        # index: reading the newest ``limit`` rewards costs ``limit`` lookups, not a pass over every decision
+        mine = decisions.alias("mine")
+        latest = (sa.select(sa.func.max(mine.c.seq))
+                  .where(mine.c.conversation_id == f.conversation_id, mine.c.strategy == strategy)
+                  .scalar_subquery())
         q = (sa.select(f.seq, f.payload, d.choice, d.propensity, d.features, d.version)
-             .select_from(feedback.join(latest, latest.c.conversation_id == f.conversation_id)
-                          .join(decisions, d.seq == latest.c.seq))
+             .select_from(feedback.join(decisions, d.seq == latest))
              .where(f.tool == "reward").order_by(f.seq.desc()))
         if versions is not None:
             q = q.where(d.version.in_(list(versions)))

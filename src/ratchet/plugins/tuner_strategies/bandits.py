@@ -18,7 +18,8 @@ from typing import Any, Callable, ClassVar, Literal, NamedTuple
 import numpy as np
 from pydantic import Field, field_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
+from ratchet import (Decision, FeedbackEvent, FeedbackTool, Interval, Intervals, Strategy, StrategyConfig, copy_json,
+                     hookimpl)
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -47,6 +48,26 @@ def _argmax(values: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
     if len(ties) == 1:
         return int(ties[0]), 1.0
     return int(ties[rng.integers(len(ties))]), 1.0 / len(ties)
+
+
+Z95 = 1.959963984540054
+
+
+def wilson(mean: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of a [0, 1] mean over ``n`` observations (NaN where n is 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z2n = Z95**2 / n
+        centre = (mean + z2n / 2) / (1 + z2n)
+        half = Z95 / (1 + z2n) * np.sqrt(mean * (1 - mean) / n + z2n / (4 * n))
+    return np.where(n > 0, centre - half, np.nan), np.where(n > 0, centre + half, np.nan)
+
+
+def beta_interval(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and central 95% interval of Beta(a, b), per arm."""
+    from scipy.special import betaincinv
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return a / (a + b), betaincinv(a, b, 0.025), betaincinv(a, b, 0.975)
 
 
 def kl_bernoulli(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
@@ -419,6 +440,36 @@ class BanditStrategy(Strategy):
         m = self._means(self._view(section))
         return self.arms[0] if np.isnan(m).all() else self.arms[int(np.nanargmax(m))]
 
+    def belief(self, section: dict[str, Any]) -> list[Intervals]:
+        """Each arm's estimated mean reward with its interval (:meth:`_intervals`), the served arm marked."""
+        s = self._view(section)
+        mean, low, high = self._intervals(s)
+        title, interval = self._interval_labels()
+        notes = self._arm_notes(s)
+
+        def num(v: float) -> float | None:
+            return None if not np.isfinite(v) else float(v)
+
+        items = [Interval(label=a, value=num(mean[i]), low=num(low[i]), high=num(high[i]), n=float(s["pulls"][i]),
+                          note=notes[i] if notes else None) for i, a in enumerate(self.arms)]
+        return [Intervals(title=title, interval=interval, items=items, highlight=self.served(s))]
+
+    def _intervals(self, s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per arm: (mean, low, high); NaN where unknown. Default: the observed mean, 95% Wilson interval
+        for rewards in [0, 1] (none for unbounded ones, whose spread the section does not keep)."""
+        n = np.asarray(s["pulls"], float)
+        mean = self._means(s)
+        if not self.bounded:
+            return mean, np.full(self.K, np.nan), np.full(self.K, np.nan)
+        return (mean, *wilson(mean, n))
+
+    def _interval_labels(self) -> tuple[str, str]:
+        return ("observed mean reward per arm",
+                "95% Wilson interval of the mean" if self.bounded else "no interval kept for unbounded rewards")
+
+    def _arm_notes(self, s: dict[str, Any]) -> list[str] | None:
+        return None
+
     def kpis(self, section: dict[str, Any]) -> dict[str, Any]:
         s = self._view(section)
         m = self._means(s)
@@ -502,6 +553,12 @@ class ThompsonSampling(PosteriorSampling):
         a, b = np.asarray(s["alpha"]), np.asarray(s["beta"])
         return np.where(np.asarray(s["pulls"]) > 0, a / (a + b), np.nan)
 
+    def _intervals(self, s):
+        return beta_interval(s["alpha"], s["beta"])
+
+    def _interval_labels(self):
+        return "posterior mean reward per arm", "95% credible interval of the Beta posterior (the prior before data)"
+
 
 class GaussianThompsonSampling(PosteriorSampling):
     """Gaussian Thompson sampling: mean ~ N(posterior mean, var / (prior_n + n)), var known or estimated.
@@ -554,6 +611,13 @@ class GaussianThompsonSampling(PosteriorSampling):
     def _means(self, s):
         return np.where(np.asarray(s["pulls"]) > 0, self._posterior(s)[0], np.nan)
 
+    def _intervals(self, s):
+        mean, sd = self._posterior(s)
+        return mean, mean - Z95 * sd, mean + Z95 * sd
+
+    def _interval_labels(self):
+        return "posterior mean reward per arm", "95% credible interval of the Gaussian posterior (mean ± 1.96 sd)"
+
 
 class UCB1(BanditStrategy):
     """UCB1 (Auer, Cesa-Bianchi & Fischer 2002): mean + sqrt(alpha ln t / n)."""
@@ -604,6 +668,9 @@ class Exp3(BanditStrategy):
         z = eta * np.asarray(self._view(section)["gain"], float)
         w = np.exp(z - z.max())
         return (1 - c.gamma) * w / w.sum() + c.gamma / self.K
+
+    def _arm_notes(self, s):
+        return [f"plays with probability {p:.3f}" for p in self.probabilities(s)]
 
     def _update(self, s, i, v, decision):
         p = decision.propensity
@@ -656,6 +723,13 @@ class DiscountedThompson(PosteriorSampling):
     def _means(self, s):
         a, b = self._ab(s)
         return np.where(np.asarray(s["pulls"]) > 0, a / (a + b), np.nan)
+
+    def _intervals(self, s):
+        return beta_interval(*self._ab(s))
+
+    def _interval_labels(self):
+        return ("posterior mean reward per arm (discounted counts)",
+                f"95% credible interval of the Beta posterior, past rewards weighted by gamma = {self.config.gamma}")
 
     def _reward_rate(self, s):
         tot = sum(s["successes"]) + sum(s["failures"])  # the discounted (effective) event count
@@ -722,6 +796,14 @@ class SlidingWindowUCB(BanditStrategy):
         n = np.asarray(s["w_pulls"], float)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, np.asarray(s["w_reward_sum"]) / n, np.nan)
+
+    def _intervals(self, s):
+        mean = self._means(s)
+        return (mean, *wilson(mean, np.asarray(s["w_pulls"], float)))
+
+    def _interval_labels(self):
+        return (f"observed mean reward per arm over the last {self.config.window} events",
+                "95% Wilson interval of the window's mean")
 
     def _reward_rate(self, s):
         r = s["recent_reward"]
@@ -906,6 +988,14 @@ class _LinearBandit(BanditStrategy):
         s["A"][i] = (np.asarray(s["A"][i]) + np.outer(xa, xa)).tolist()
         s["b"][i] = (np.asarray(s["b"][i]) + v * xa).tolist()
         return True
+
+    def _intervals(self, s):
+        mean, width = self._model(s, np.asarray(self.context_vector({})))
+        return mean, mean - Z95 * width, mean + Z95 * width
+
+    def _interval_labels(self):
+        return ("predicted reward per arm with every feature 0 (the intercept)",
+                "θ·x ± 1.96 √(x' A⁻¹ x) of each arm's ridge model (in units of the reward noise)")
 
     def _model(self, s, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per arm: predicted reward theta.x and the width sqrt(x' A^-1 x)."""

@@ -52,7 +52,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
+from ratchet import (Axis, Decision, FeedbackEvent, FeedbackTool, Points, ScoredPoint, Strategy, StrategyConfig,
+                     copy_json, hookimpl)
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -366,6 +367,20 @@ class CMAES(Strategy):
     def served(self, section: dict[str, Any]) -> dict[str, float]:
         """The distribution mean, clipped to the bounds."""
         return self._point(self._view(section)["mean"])
+
+    def belief(self, section: dict[str, Any]) -> list[Points]:
+        """The search now: the mean and sigma (times each range: the step size, the covariance's shape
+        left out), this generation's candidates with their mean scores so far, and the best told point."""
+        s = self._view(section)
+        spread = {n: s["sigma"] * (hi - lo) for n, lo, hi in zip(self.names, self.low, self.high)}
+        points = [ScoredPoint(values=p, score=sum(sc) / len(sc) if sc else None, label=f"candidate {i}")
+                  for i, (p, sc) in enumerate(zip(s["points"], s["scores"]))]
+        best = s["best"]
+        return [Points(
+            title=f"generation {s['generation']}: mean, sigma and candidates (mean score so far)",
+            dimensions=[Axis(name=n, low=lo, high=hi) for n, lo, hi in zip(self.names, self.low, self.high)],
+            center=self.served(s), spread=spread, spread_label="sigma × range (step size)", points=points,
+            best=ScoredPoint(values=best["point"], score=best["value"], label="best told") if best else None)]
 
     def kpis(self, section: dict[str, Any]) -> dict[str, Any]:
         s = self._view(section)

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
+from ratchet import (Axis, Decision, FeedbackEvent, FeedbackTool, Points, ScoredPoint, Strategy, StrategyConfig,
+                     copy_json, hookimpl)
 from ratchet.plugins.tuner_strategies.cmaes import score_tools, score_value
 
 if TYPE_CHECKING:
@@ -372,6 +373,32 @@ class OptunaTPE(Strategy):
                 mid = math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2
                 out[n] = int(round(mid)) if d.type == "int" else mid
         return out
+
+    def belief(self, section: dict[str, Any]) -> list[Points]:
+        """The pooled trials with their mean scores so far and the best told params, over the numeric
+        dimensions (TPE keeps no centre or spread of its own; categorical choices are named in the title)."""
+        s = self._view(section)
+        numeric = [(n, d) for n, d in self.config.space.items() if isinstance(d, (FloatDim, IntDim))]
+        names = {n for n, _ in numeric}
+
+        def values(params: dict[str, Any]) -> dict[str, float]:
+            return {n: float(v) for n, v in params.items() if n in names and isinstance(v, (int, float))}
+
+        def label(what: str, params: dict[str, Any]) -> str:
+            other = ", ".join(f"{n}={params[n]}" for n in self.names if n not in names and n in params)
+            return f"{what} ({other})" if other else what
+
+        points = [ScoredPoint(values=values(e["params"]), score=sum(e["scores"]) / len(e["scores"]) if e["scores"]
+                              else None, label=label(f"trial {e['number']}", e["params"])) for e in s["pool"]]
+        best = s["best"]
+        skipped = [n for n in self.names if n not in names]
+        return [Points(
+            title=f"{s['trials']} trials told: the pooled trials (mean score so far) and the best"
+                  + (f"; categorical {', '.join(skipped)} in each point's label" if skipped else ""),
+            dimensions=[Axis(name=n, low=float(d.low), high=float(d.high)) for n, d in numeric],
+            points=points, best=ScoredPoint(values=values(best["params"]), score=best["value"],
+                                            label=label(f"best, trial {best['number']}", best["params"]))
+            if best else None)]
 
     def kpis(self, section: dict[str, Any]) -> dict[str, Any]:
         s = self._view(section)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, hookimpl
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Interval, Intervals, Strategy, StrategyConfig, hookimpl
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -227,6 +227,18 @@ class Preference(Strategy):
     def served(self, section: dict[str, Any]) -> Any:
         """The variant with the largest fitted log-strength (the first one before any data)."""
         return self.variants[int(np.argmax(self._view(section)["fit"]["theta"]))]
+
+    def belief(self, section: dict[str, Any]) -> list[Intervals]:
+        """The fitted log-strengths with their 95% Laplace intervals (centred: 0 is the average variant)."""
+        s = self._view(section)
+        theta, se = s["fit"]["theta"], s["fit"]["se"]
+        wins = np.asarray(s["wins"])
+        played = wins.sum(axis=1) + wins.sum(axis=0)
+        items = [Interval(label=v, value=theta[i], low=theta[i] - 1.96 * se[i], high=theta[i] + 1.96 * se[i],
+                          n=float(played[i])) for i, v in enumerate(self.variants)]
+        return [Intervals(title=f"Bradley–Terry log-strength per variant (fitted on {s['fit']['n']} comparisons)",
+                          interval="95% Laplace interval (theta ± 1.96 se)", items=items,
+                          highlight=self.served(s), reference=0.0)]
 
     def kpis(self, section: dict[str, Any]) -> dict[str, Any]:
         s = self._view(section)

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, hookimpl
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Rule, RulesTable, Strategy, StrategyConfig, hookimpl
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -374,6 +374,17 @@ class Rules(Strategy):
     def served(self, section: dict[str, Any]) -> Any:
         """No change: with exploration off the runner asks without a call's features, so no rule can match."""
         return {}
+
+    def belief(self, section: dict[str, Any]) -> list[RulesTable]:
+        """The active rules, then the last fit's other candidates (with why they are not active)."""
+        active = [Rule(text=r["text"], support=r["support"], confidence=r["confidence"], status="active")
+                  for r in section["active"]]
+        ids = {r["id"] for r in section["active"]}
+        others = [Rule(text=r["text"], support=r["support"], confidence=r["confidence"], status=r["status"])
+                  for r in section["last_fit"] if r["id"] not in ids]
+        return [RulesTable(title=f"rules mined from {len(section['examples'])} labelled examples "
+                                 f"(min support {self.config.min_support}, min confidence {self.config.min_confidence})",
+                           rules=active + others)]
 
     def kpis(self, section: dict[str, Any]) -> dict[str, Any]:
         ex = section["examples"]

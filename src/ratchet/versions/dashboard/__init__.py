@@ -55,12 +55,13 @@ def install(app: FastAPI, workspace, *, token: str | None, architect: str | None
             poll_ms: int = POLL_MS) -> dict:
     """Add the dashboard's routes and assets to ``app``; returns the :class:`ratchet.rest.TokenGate`
     options that let a browser in (login page, assets, session cookie)."""
-    from ratchet.versions.dashboard import routes, views
+    from ratchet.versions.dashboard import estimates, routes, views
 
     state = app.state
     state.dashboard_token = token
     state.dashboard_poll_ms = poll_ms
     state.dashboard_markers = views.Markers(state.catalog)
+    state.dashboard_estimates = estimates.Cache()
     state.architect_url = architect_url(workspace, architect)
     app.mount(routes.STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for router in (routes.pages, routes.data, routes.actions):

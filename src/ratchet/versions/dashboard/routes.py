@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from ratchet import __version__
 from ratchet.core import auth
 from ratchet.core.errors import AuthError, NotFoundError, UserError
-from ratchet.versions.dashboard import views
+from ratchet.versions.dashboard import activity, drawings, estimates, views
 
 HERE = Path(__file__).parent
 COOKIE = "ratchet_session"
@@ -75,6 +75,14 @@ def strategies_page(request: Request):
     return render(request, "strategies.html", strategies=views.strategies(request.app.state.catalog.workspace))
 
 
+@pages.get("/ui/strategies/{key}/estimates", response_class=HTMLResponse)
+def estimates_page(request: Request, key: str, last: int = Query(estimates.DEFAULT_LAST, ge=1, le=estimates.MAX_LAST)):
+    result = request.app.state.dashboard_estimates.get(request.app.state.catalog.workspace, key, last)
+    drawn = estimates.drawing(result)
+    return render(request, "estimates.html", result=result, svg=drawings.draw(drawn) if drawn else None,
+                  max_last=estimates.MAX_LAST)
+
+
 @pages.get("/ui/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, state: str | None = Query(None)):
     from ratchet.architect.jobs import JOB_STATES
@@ -92,14 +100,26 @@ def job_page(request: Request, job_id: str):
 
 
 @pages.get("/ui/conversations", response_class=HTMLResponse)
-def conversations_page(request: Request, id: str | None = Query(None, max_length=200)):
-    story, error = None, None
+def conversations_page(request: Request, id: str | None = Query(None, max_length=200),
+                       start: float | None = Query(None, description="window start, Unix seconds"),
+                       end: float | None = Query(None, description="window end (excluded), Unix seconds"),
+                       offset: int = Query(0, ge=0), limit: int = Query(activity.LIMIT, ge=1, le=activity.MAX_LIMIT)):
+    story, error, window = None, None, None
     if id:
         try:
             story = views.conversation(request.app.state.catalog.workspace, id)
         except NotFoundError as exc:
             error = exc
-    return render(request, "conversations.html", conversation_id=id or "", story=story, error=error)
+    elif start is not None or end is not None:
+        window = conversations_in(request, start, end, offset, limit)
+    return render(request, "conversations.html", conversation_id=id or "", story=story, error=error, window=window)
+
+
+def conversations_in(request: Request, start: float | None, end: float | None, offset: int, limit: int) -> dict:
+    if start is None or end is None or not end > start:
+        raise UserError("start, end: a window needs both, with end after start", field="end" if start is not None
+                        else "start", fix="pass start and end as Unix seconds, e.g. click a point of the overview's chart")
+    return activity.conversations(request.app.state.catalog.workspace.store, start, end, limit=limit, offset=offset)
 
 
 @pages.get(LOGIN, response_class=HTMLResponse)
@@ -138,6 +158,22 @@ def overview_data(request: Request, window: float | None = Query(None, gt=0, des
                                              "send only the versions and wake-ups since")):
     st = request.app.state
     return views.overview(st.catalog.workspace, st.catalog, st.dashboard_markers, window=window, cursor=cursor)
+
+
+@data.get("/conversations")
+def conversations_data(request: Request, start: float | None = Query(None), end: float | None = Query(None),
+                       offset: int = Query(0, ge=0), limit: int = Query(activity.LIMIT, ge=1, le=activity.MAX_LIMIT)):
+    return conversations_in(request, start, end, offset, limit)
+
+
+@data.get("/strategies/kpis")
+def strategy_kpis_data(request: Request, window: float | None = Query(None, gt=0, description="seconds back from now")):
+    return views.strategy_kpis(request.app.state.catalog.workspace, window=window)
+
+
+@data.get("/strategies/{key}/estimates")
+def estimates_data(request: Request, key: str, last: int = Query(estimates.DEFAULT_LAST, ge=1, le=estimates.MAX_LAST)):
+    return request.app.state.dashboard_estimates.get(request.app.state.catalog.workspace, key, last)
 
 
 @data.get("/versions/{version}/tools-diff")

@@ -237,8 +237,9 @@ def when(ts: float | None) -> str:
 
 
 def strategies(workspace) -> list[dict[str, Any]]:
-    """What each configured strategy believes in the active state: its family, what it serves now, and its
-    own KPI summary (``Strategy.kpis``), split into scalars and per-item tables (e.g. a bandit's arms)."""
+    """What each configured strategy believes in the active state: its family, what it serves now, its
+    drawings (``Strategy.belief``, by kind), and its own KPI summary (``Strategy.kpis``), split into
+    scalars and per-item tables (e.g. a bandit's arms)."""
     from ratchet.core.strategy import build_strategies
 
     active = workspace.state.read("active")
@@ -251,7 +252,62 @@ def strategies(workspace) -> list[dict[str, Any]]:
                   if isinstance(v, dict) and v and all(isinstance(row, dict) for row in v.values())}
         out.append({"key": key, "strategy": strategy.name, "family": strategy.family,
                     "served": strategy.served(section), "version": active.version,
+                    **beliefs(strategy, section), "evaluable": evaluable(strategy, section),
                     "scalars": {k: v for k, v in kpis.items() if k not in tables},
                     "tables": {name: {"columns": sorted({c for row in rows.values() for c in row}), "rows": rows}
                                for name, rows in tables.items()}})
     return out
+
+
+def beliefs(strategy, section: dict[str, Any]) -> dict[str, Any]:
+    """``{"beliefs": [{kind, title, ..., "svg"}], "belief_error"}`` from ``Strategy.belief``: a
+    strategy that does not describe its belief has none (its KPI tables remain); one whose description
+    fails or is malformed shows why, beside the tables."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from ratchet.core.belief import Belief
+    from ratchet.versions.dashboard.drawings import draw
+
+    try:
+        found = strategy.belief(section)
+        if found is None:
+            return {"beliefs": [], "belief_error": None}
+        described = TypeAdapter(list[Belief]).validate_python(
+            [b.model_dump() if hasattr(b, "model_dump") else b for b in found])
+    except ValidationError as exc:
+        return {"beliefs": [], "belief_error": f"{strategy.name}.belief() returned an invalid description: "
+                                               f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"}
+    except Exception as exc:  # noqa: BLE001 -- a plugin's bug must not take the page down
+        return {"beliefs": [], "belief_error": f"{strategy.name}.belief() failed: {type(exc).__name__}: {exc}"}
+    return {"beliefs": [{**b.model_dump(), "svg": draw(b)} for b in described], "belief_error": None}
+
+
+def evaluable(strategy, section: dict[str, Any]) -> bool:
+    """Whether off-policy estimates can be made for it (it gives its choice probabilities)."""
+    import numpy as np
+
+    try:
+        return strategy.choice_probabilities(section, {"features": {}}, np.random.default_rng(0)) is not None
+    except Exception:  # noqa: BLE001 -- judged again, with its error, when the estimates are asked for
+        return False
+
+
+def strategy_kpis(workspace, *, window: float | None = None, now: float | None = None,
+                  buckets: int = BUCKETS) -> dict[str, Any]:
+    """The Strategies page's charts: each configured strategy's reward per named choice per bucket, and
+    the runner's latency p95 per bucket with the SLO's ceiling (:mod:`ratchet.versions.dashboard.kpis`)."""
+    from ratchet.versions.dashboard import kpis
+
+    store = workspace.store
+    now = time.time() if now is None else now
+    if window is None:
+        first = series.first_activity(store)
+        start = first if first is not None else now - 3600
+    else:
+        start = now - window
+    width = series.bucket_width(max(now - start, 1.0), buckets)
+    start = start // width * width
+    keys = [e.key for e in workspace.config.tuner.strategies]
+    return {"now": now, "start": start, "width": width, "slo": slo(workspace),
+            "latency": kpis.latency_p95(store, start, now, width),
+            "strategies": {k: kpis.reward_by_choice(store, k, start, now, width) for k in keys}}

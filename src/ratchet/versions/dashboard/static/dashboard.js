@@ -74,6 +74,28 @@ function markersPlugin(current) {
   };
 }
 
+// A click on a chart opens the conversations active in the clicked bucket (the server lists them).
+function bucketLinks(current) {
+  return {
+    hooks: {
+      ready: [(u) => {
+        u.over.style.cursor = "pointer";
+        u.over.title = "click: the conversations of this time bucket";
+        let down = null;  // a drag (uPlot's selection) is not a click on a bucket
+        u.over.addEventListener("mousedown", (e) => { down = [e.clientX, e.clientY]; });
+        u.over.addEventListener("click", (e) => {
+          const d = current();
+          const moved = down && Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4;
+          if (moved || !d || u.cursor.left == null || u.cursor.left < 0) return;
+          const t = u.posToVal(u.cursor.left, "x");
+          const start = d.start + Math.floor((t - d.start) / d.width) * d.width;
+          window.location.href = `/ui/conversations?start=${start}&end=${start + d.width}`;
+        });
+      }],
+    },
+  };
+}
+
 function chartWidth(el) { return Math.max(el.clientWidth - 12, 300); }
 
 // Every bucket from start to now, so an empty one is a gap in the line rather than a slope across it.
@@ -130,7 +152,7 @@ function setupOverview() {
       width: chartWidth(rewardEl), height: 260, scales: { x, y: { range: [0, 1] } },
       series: [{}, { label: "reward (mean per bucket)", stroke: "#2457c5", width: 2, spanGaps: false, points: { show: true, size: 4 } },
                { label: "SLO: reward rate ≥", stroke: "#1d7a46", dash: [6, 4], width: 1.5, points: { show: false } }],
-      axes: [{}, { label: "reward" }], plugins: [markersPlugin(() => current)],
+      axes: [{}, { label: "reward" }], plugins: [markersPlugin(() => current), bucketLinks(() => current)],
     }, rewardData(d), rewardEl);
     calls = new uPlot({
       width: chartWidth(callsEl), height: 200, scales: { x, y: { range: [0, 1] }, n: { auto: true } },
@@ -138,7 +160,7 @@ function setupOverview() {
                { label: "SLO: error rate ≤", stroke: "#b3261e", dash: [6, 4], width: 1, points: { show: false } },
                { label: "calls", stroke: "#8a93a6", scale: "n", width: 1, points: { show: false } }],
       axes: [{}, { label: "error rate" }, { scale: "n", side: 1, label: "calls", grid: { show: false } }],
-      plugins: [markersPlugin(() => current)],
+      plugins: [markersPlugin(() => current), bucketLinks(() => current)],
     }, callsData(d), callsEl);
   }
 
@@ -193,6 +215,63 @@ function setupOverview() {
   poll();
 }
 
+// --- the strategies page: reward per choice and latency p95 over time (aggregated by the server) ---------
+
+const PALETTE = ["#2457c5", "#c26a00", "#1d7a46", "#7a3fb0", "#b3261e", "#00838f", "#8a6d00", "#5d4037",
+                 "#ad1457", "#455a64", "#6a8f00", "#3949ab"];
+
+async function setupStrategyCharts() {
+  const root = document.getElementById("strategy-charts");
+  if (!root) return;
+  let d;
+  try {
+    const response = await fetch(root.dataset.src, { headers: { Accept: "application/json" } });
+    d = await response.json();
+    if (!response.ok) throw new Error(d.detail);
+  } catch (err) {
+    text("latency-note", "could not read the series: " + err.message);
+    root.dataset.loaded = "error";
+    return;
+  }
+  const x = { time: true, range: () => [d.start, d.now] };
+  const latencyEl = document.getElementById("latency-chart");
+  const lat = buckets(d, d.latency.buckets);
+  if (d.latency.buckets.length) {
+    new uPlot({
+      width: chartWidth(latencyEl), height: 180, scales: { x },
+      series: [{}, { label: "latency p95 (ms)", stroke: "#2457c5", width: 2, points: { show: true, size: 4 } },
+               { label: "SLO: p95 ≤", stroke: "#b3261e", dash: [6, 4], width: 1.5, points: { show: false } }],
+      axes: [{}, { label: "ms" }],
+    }, [lat.map(([t]) => t), lat.map(([, b]) => (b ? b.p95 : null)),
+        lat.map(() => (d.slo ? d.slo.latency_p95_ms : null))], latencyEl);
+  } else {
+    latencyEl.textContent = "no call with a latency in this period";
+  }
+  if (d.latency.since > d.start) text("latency-note", `per time bucket, all calls, from ${when(d.latency.since)} (the newest calls only)`);
+  for (const el of document.querySelectorAll(".strategy-chart")) {
+    const key = el.dataset.strategy, s = d.strategies[key];
+    if (!s || !s.choices.length) {
+      el.textContent = "no reward joined to a named choice of this strategy in this period";
+      el.dataset.choices = "0";
+      continue;
+    }
+    const rows = buckets(d, s.buckets);
+    const data = [rows.map(([t]) => t), rows.map(([, b]) => (b ? b.mean : null))];
+    const lines = [{}, { label: "all choices", stroke: "#1d2330", width: 2.5, points: { show: false } }];
+    s.choices.forEach((c, i) => {
+      data.push(rows.map(([, b]) => (b && b.by[c] ? b.by[c].mean : null)));
+      lines.push({ label: c, stroke: PALETTE[i % PALETTE.length], width: 1.5, points: { show: true, size: 4 } });
+    });
+    const values = data.slice(1).flat().filter((v) => v !== null);
+    const unit = values.every((v) => v >= 0 && v <= 1);  // a bandit's rewards: keep the whole [0, 1] in view
+    new uPlot({ width: chartWidth(el), height: 200, scales: { x, y: unit ? { range: [0, 1] } : { auto: true } }, series: lines,
+                axes: [{}, { label: "mean reward" }] }, data, el);
+    el.dataset.choices = String(s.choices.length);
+    text("reward-note-" + key, `mean reward per bucket of ${d.width} s, by choice` + (s.since > d.start ? `, from ${when(s.since)}` : ""));
+  }
+  root.dataset.loaded = "yes";
+}
+
 // --- a version's tool-schema diff, read after the page (the first read of a version's schemas is slow) ---
 
 function item(textContent, bad) {
@@ -239,5 +318,5 @@ async function setupToolsDiff() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  setupTokenBox(); setupActions(); setupOverview(); setupToolsDiff();
+  setupTokenBox(); setupActions(); setupOverview(); setupToolsDiff(); setupStrategyCharts();
 });
