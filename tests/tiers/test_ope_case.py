@@ -52,6 +52,10 @@ def test_ope_case_refuses_a_worse_state(ws, logged):
     assert reason.startswith("ope style: dr estimate of tested") and "below active's" in reason
     assert "margin 0.05 (160 logged calls)" in reason
     assert result.metrics["ope.dr.style"] < result.metrics["ope.dr.style.active"] - 0.05
+    # a gate: it fails the tier by itself, whatever the pass rate of the other cases
+    assert "tiers.full.ope: gate 'not-worse' failed" in " ".join(result.violations)
+    ope_tier(ws, estimator="dr", margin=0.05, min_samples=100, gate=False)
+    assert not any(".ope: gate" in v for v in run_full(ws).violations)
 
 
 def test_ope_case_passes_a_better_state_and_records_both_estimates(ws, logged):

@@ -11,6 +11,7 @@
     key: style             # a strategy key (default: every bandit key)
     last: 2000             # the window: the last N logged calls (default: all)
     max_unobserved: 0.5    # fail when more of the candidate's probability is on never-logged choices
+    gate: true             # a failure fails the tier whatever min_pass_rate (default); false: counts in it
 ```
 
 Both the candidate and the active state are estimated with the same estimator on the same logged calls
@@ -50,6 +51,8 @@ class OPECheck(BaseModel):
         "what the logging policy rarely did, and the interval cannot be trusted"))
     key: str | None = Field(default=None, description="strategy key (default: every bandit key)")
     last: int | None = Field(default=None, ge=1, description="use the last N logged calls (default: all)")
+    gate: bool = Field(default=True, description=(
+        "a failure fails the tier whatever its budget's min_pass_rate (false: it only counts in the pass rate)"))
     max_unobserved: float = Field(default=1.0, ge=0, le=1, description=(
         "the largest share of the candidate's probability on choices no logged call made (e.g. a new arm), "
         "which is not estimated; a larger share fails the case (default 1: any share, reported)"))
