@@ -225,13 +225,15 @@ def evaluate(calls: Sequence[LoggedCall], choices: Sequence[Any],
     r = np.array([c.reward for c in usable], float)
     a = np.array([index[c.choice] for c in usable])
     keys = [context_key(c.features) for c in usable]
-    cache: dict[str, np.ndarray] = {}
-    target = np.empty((len(usable), len(choices)))
-    for i, (key, call) in enumerate(zip(keys, usable)):
-        if key not in cache:
-            p = probabilities(call.features)
-            cache[key] = np.array([float(p.get(c, 0.0)) for c in choices])
-        target[i] = cache[key]
+    found: dict[str, dict[Any, float]] = {}
+    for key, call in zip(keys, usable):
+        if key not in found:
+            found[key] = probabilities(call.features)
+    # choices the candidate makes only in some contexts (e.g. a rule's action) join the list, so that their
+    # probability is counted (as never logged, if no call made them) instead of dropped
+    choices = [*choices, *dict.fromkeys(c for p in found.values() for c in p if c not in index)]
+    rows_of = {key: np.array([float(p.get(c, 0.0)) for c in choices]) for key, p in found.items()}
+    target = np.array([rows_of[key] for key in keys])
 
     _refuse_deterministic_log(mu, target, a)
     # Choices no call made: nothing says what they earn, so their share is reported, not estimated.
