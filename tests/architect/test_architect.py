@@ -79,10 +79,12 @@ def test_a_style_users_ask_for_becomes_a_new_arm_in_a_minor_version(ws, arch):
     from ratchet.core.workspace import Workspace
     from ratchet.runner.service import Runner
 
-    serve_and_reward(ws, 120, {"concise": 0.2, "friendly": 0.5, "detailed": 0.8, "formal": 0.2})
+    rates = {"concise": 0.2, "friendly": 0.5, "detailed": 0.8, "formal": 0.2}
+    serve_and_reward(ws, 120, rates)
     ws.state.promote(reason="learned before the new style", author="test")
+    serve_and_reward(ws, 120, rates, start=120)  # served by what was learned: the log the gate reads
     job = run(arch, arch.submit_feedback("Could you answer with bullet points? Paragraphs are hard to scan."))
-    assert job.state == "succeeded", job.error
+    assert job.state == "succeeded", [(t["metrics"], t["failures"]) for t in job.tiers if t["tier"] == "full"]
     assert (job.version, job.bump, job.plan.rule) == ("v0.2.0", "minor", "new-reply-style")
     assert set(job.changed) == {".copier-answers.style-bullets.yml", "data/styles/bullets.yaml",
                                 "tests/fast/style_bullets.yaml", "ratchet.toml", "state/schema.json",
@@ -90,7 +92,7 @@ def test_a_style_users_ask_for_becomes_a_new_arm_in_a_minor_version(ws, arch):
     assert all(t["ok"] for t in job.tiers) and "users asked: Could you answer with bullet points" in (
         ws.root / "data/styles/bullets.yaml").read_text()
     # gated off-policy: the old arms' estimate on the traffic the new arm leaves them, beside active's; the
-    # new arm's share reported (a fresh arm among four with 30 calls each wins some of the draws)
+    # new arm's share reported (a fresh arm wins some of the draws)
     (full,) = [t for t in job.tiers if t["tier"] == "full"]
     ope = {k: v for k, v in full["metrics"].items() if k.startswith("ope.")}
     assert set(ope) == {"ope.dr.style", "ope.dr.style.active", "ope.dr.style.unobserved"}, ope
