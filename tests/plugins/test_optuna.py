@@ -366,7 +366,8 @@ def test_optuna_warm_up_over_a_discrete_space_is_exact_and_logged():
     top = {k: sum(p for c, p in probs.items() if f'"top_k": {k},' in c) for k in range(1, 9)}
     assert top[1] > top[2] > top[8]  # log scale: small values are likelier
     linear = make(space={"top_k": {"type": "int", "low": 1, "high": 4}})
-    assert agrees_with_decide(linear, linear.initial_state(), {}) == {f'{{"top_k": {k}}}': pytest.approx(0.25) for k in range(1, 5)}
+    assert agrees_with_decide(linear, linear.initial_state(), {}) == {
+        f'{{"top_k": {k}}}': pytest.approx(0.25) for k in range(1, 5)}
 
 
 def test_optuna_pool_and_explore_off_and_the_refused_continuous_warm_up(tmp_path):

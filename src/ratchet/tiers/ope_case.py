@@ -19,8 +19,10 @@ Both the candidate and the active state are estimated with the same estimator on
 call. A choice no logged call made (a new arm) cannot be estimated: the candidate is judged on its
 other choices (renormalised) and that share is reported as ``ope.<estimator>.<key>.unobserved``, counted
 neither good nor bad; so a change that adds an arm passes if the traffic it leaves to the existing arms
-is not estimated worse than active by more than ``margin``. The decision log is read from the workspace's store; in an Architect job's worktree, from the
-store of the workspace the worktree belongs to, since the worktree's own store has served nobody.
+is not estimated worse than active by more than ``margin``. A failed ope case fails its tier whatever the
+budget's ``min_pass_rate`` (``gate: false`` counts it in the pass rate instead). The decision log is read
+from the workspace's store; in an Architect job's worktree, from the store of the workspace the worktree
+belongs to, since the worktree's own store has served nobody.
 """
 
 from __future__ import annotations
