@@ -150,8 +150,8 @@ class Strategy(ABC):
         (e.g. Monte Carlo over a posterior) is enough. Keys are :func:`choice_key` of the choices (a dict
         choice as its canonical JSON); choices left out have probability 0. A deterministic choice is
         ``{choice: 1.0}``. Defaults to None: this strategy cannot say, and it cannot be evaluated
-        off-policy. Raise :class:`ratchet.core.ope.OPEError` (with ``field`` and ``fix``) when only this
-        section cannot say (e.g. a continuous random draw before a search has candidates).
+        off-policy. Raise ``ratchet.OPEError`` (with ``field`` and ``fix``) when only this section cannot
+        say (e.g. a continuous random draw before a search has candidates).
         """
         return None
 

@@ -52,8 +52,16 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
-from ratchet.core.strategy import choice_key
+from ratchet import (
+    Decision,
+    FeedbackEvent,
+    FeedbackTool,
+    Strategy,
+    StrategyConfig,
+    choice_key,
+    copy_json,
+    hookimpl,
+)
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}

@@ -41,8 +41,17 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, copy_json, hookimpl
-from ratchet.core.strategy import choice_key
+from ratchet import (
+    Decision,
+    FeedbackEvent,
+    FeedbackTool,
+    OPEError,
+    Strategy,
+    StrategyConfig,
+    choice_key,
+    copy_json,
+    hookimpl,
+)
 from ratchet.plugins.tuner_strategies.cmaes import score_tools, score_value
 
 if TYPE_CHECKING:
@@ -311,8 +320,6 @@ class OptunaTPE(Strategy):
         random: the product of each dimension's probabilities when every dimension is discrete (listed up
         to ``WARM_UP_ENUMERATED`` points); with a float dimension the draw has a density, not a probability,
         and it is refused (:class:`OPEError`)."""
-        from ratchet.core.ope import OPEError
-
         s = self._view(section)
         if not self.config.explore:
             return {choice_key(self.served(s)): 1.0}

@@ -39,8 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, hookimpl
-from ratchet.core.strategy import choice_key
+from ratchet import Decision, FeedbackEvent, FeedbackTool, Strategy, StrategyConfig, choice_key, hookimpl
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
