@@ -284,3 +284,24 @@ def ratchet_distribution() -> str:
     from importlib import metadata
 
     return metadata.packages_distributions()["ratchet"][0]
+
+
+def agrees_with_decide(st, section, context, n=3000, tol=0.03, seed=0):
+    """``st.choice_probabilities`` is what ``decide`` does: every decision's logged propensity is the probability
+    given for its choice, and the choices' frequencies over ``n`` decisions match within ``tol``. Returns them."""
+    import numpy as np
+    import pytest
+
+    from ratchet.core.strategy import choice_key
+
+    probs = st.choice_probabilities(section, context, np.random.default_rng(seed + 1))
+    assert sum(probs.values()) == pytest.approx(1.0)
+    rng = np.random.default_rng(seed)
+    decisions = [st.decide(section, context, rng) for _ in range(n)]
+    freq: dict = {}
+    for d in decisions:
+        assert d.propensity == pytest.approx(probs[choice_key(d.choice)]), d
+        freq[choice_key(d.choice)] = freq.get(choice_key(d.choice), 0) + 1 / n
+    for k in set(probs) | set(freq):
+        assert abs(freq.get(k, 0.0) - probs.get(k, 0.0)) < tol, (k, freq.get(k), probs.get(k))
+    return probs

@@ -34,6 +34,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "FeedbackEvent": "ratchet.core.strategy",
         "FeedbackTool": "ratchet.core.strategy",
         "copy_json": "ratchet.core.strategy",
+        "choice_key": "ratchet.core.strategy",
         "registered_strategies": "ratchet.core.strategy",
         "Intervals": "ratchet.core.belief",
         "Axis": "ratchet.core.belief",
@@ -59,6 +60,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "PluginError": "ratchet.core.errors",
         "TimeLimitError": "ratchet.core.errors",
         "config_error": "ratchet.core.errors",
+        "OPEError": "ratchet.core.ope",
     },
     "Workspaces, for a plugin's own tests": {
         "Workspace": "ratchet.core.workspace",

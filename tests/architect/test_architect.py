@@ -9,7 +9,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import errors_at_once, git, tree_snapshot
+from helpers import errors_at_once, git, serve_and_reward, tree_snapshot
 from ratchet import hookimpl
 from ratchet.architect.planners import select_planner
 from ratchet.architect.plans import Plan, SetState
@@ -78,33 +78,49 @@ def test_a_style_users_ask_for_becomes_a_new_arm_in_a_minor_version(ws, arch):
     from ratchet.core.strategy import build_strategies
     from ratchet.core.workspace import Workspace
     from ratchet.runner.service import Runner
-    from ratchet.tuner.service import Tuner
 
-    runner, tuner = Runner(ws, seed=0), Tuner(ws)
-    for i in range(6):
-        runner.call("answer", {"question": "where is my parcel?", "conversation_id": f"before-{i}"})
-        tuner.feedback("reward", {"conversation_id": f"before-{i}", "value": 1.0})
-    tuner.apply_pending()
+    rates = {"concise": 0.2, "friendly": 0.5, "detailed": 0.8, "formal": 0.2}
+    serve_and_reward(ws, 120, rates)
     ws.state.promote(reason="learned before the new style", author="test")
+    serve_and_reward(ws, 120, rates, start=120)  # served by what was learned: the log the gate reads
     job = run(arch, arch.submit_feedback("Could you answer with bullet points? Paragraphs are hard to scan."))
-    assert job.state == "succeeded", job.error
+    assert job.state == "succeeded", [(t["metrics"], t["failures"]) for t in job.tiers if t["tier"] == "full"]
     assert (job.version, job.bump, job.plan.rule) == ("v0.2.0", "minor", "new-reply-style")
     assert set(job.changed) == {".copier-answers.style-bullets.yml", "data/styles/bullets.yaml",
                                 "tests/fast/style_bullets.yaml", "ratchet.toml", "state/schema.json",
-                                "tests/micro/answer.yaml"}
+                                "tests/micro/answer.yaml", "tests/full/architect.yaml"}
     assert all(t["ok"] for t in job.tiers) and "users asked: Could you answer with bullet points" in (
         ws.root / "data/styles/bullets.yaml").read_text()
+    # gated off-policy: the old arms' estimate on the traffic the new arm leaves them, beside active's; the
+    # new arm's share reported (a fresh arm wins some of the draws)
+    (full,) = [t for t in job.tiers if t["tier"] == "full"]
+    ope = {k: v for k, v in full["metrics"].items() if k.startswith("ope.")}
+    assert set(ope) == {"ope.dr.style", "ope.dr.style.active", "ope.dr.style.unobserved"}, ope
+    assert ope["ope.dr.style"] >= ope["ope.dr.style.active"] - 0.05 and 0.05 < ope["ope.dr.style.unobserved"] < 0.5
 
     fresh = Workspace.open(ws.root)
     bandit = build_strategies(fresh, fresh.plugins)["style"]
     assert bandit.arms == ["concise", "friendly", "detailed", "formal", "bullets"]
     section = bandit._view(fresh.state.read("active").document["strategies"]["style"])
-    assert sum(section["pulls"][:4]) == 6 and section["pulls"][4] == 0  # what was learned is kept
+    assert sum(section["pulls"][:4]) == 120 and section["pulls"][4] == 0  # what was learned is kept
     reply = Runner(fresh, seed=0, allow_overrides=True).call(
         "answer", {"question": "How do I reset my password?", "conversation_id": "after-1"},
         overrides={"params": {"style": "bullets"}})
     assert reply["style"] == "bullets" and "\n- " in reply["answer"]
     assert arch.process(arch.submit_feedback("bullet points please")).plan.actions == []  # done once
+
+
+def test_a_new_style_is_refused_while_the_log_is_too_thin_to_judge_it(ws, arch):
+    """The new-arm change carries an off-policy gate: with fewer logged calls than it needs, the full tier
+    fails, saying how many there are, and main stays as it was."""
+    serve_and_reward(ws, 20, {"concise": 0.2, "friendly": 0.5, "detailed": 0.8, "formal": 0.2})
+    before = main_snapshot(ws)
+    job = run(arch, arch.submit_feedback("Could you answer with bullet points?"))
+    assert job.state == "failed" and job.plan.rule == "new-reply-style"
+    (full,) = [t for t in job.tiers if t["tier"] == "full"]
+    (failure,) = [f for f in full["failures"] if f["id"] == "architect-ope-bullets"]
+    assert "20 logged calls with a reward and a propensity" in failure["reason"] and "at least 100" in failure["reason"]
+    assert main_snapshot(ws) == before
 
 
 def test_length_complaint_is_a_patch_and_staging_keeps_it(ws, arch):

@@ -150,7 +150,9 @@ def test_playbook_wake_up_with_falling_rewards_renders_the_drift_bandit(ws):
 def test_playbook_asks_for_a_new_style_render_the_reply_style_template(ws, text):
     plan = _plan(ws, text=text)
     assert plan.rule == "new-reply-style"
-    assert [a.kind for a in plan.actions] == ["render_template", "edit_config", "replace_text", "replace_text"]
+    assert [a.kind for a in plan.actions] == ["render_template", "edit_config", "replace_text", "replace_text",
+                                              "add_test"]
+    assert plan.actions[4].tier == "full" and plan.actions[4].case["ope"]["margin"] == 0.05  # the off-policy gate
     assert plan.actions[0].template == "reply-style" and plan.actions[0].data["style"] == "bullets"
     assert plan.actions[1].append == {"tuner.strategies[key=style].arms": "bullets"}
 

@@ -131,7 +131,11 @@ def test_demo_runs_the_whole_story(tmp_path):
         assert arch["source"] == "feedback" and arch["state"] == "succeeded" and arch["planner"] == "playbook"
         assert arch["version"] == "v0.2.0" and arch["plan"]["rule"] == "new-reply-style"
         assert [a["kind"] for a in arch["plan"]["actions"]] == ["render_template", "edit_config", "replace_text",
-                                                               "replace_text"]
+                                                               "replace_text", "add_test"]
+        # gated off-policy: the existing styles' estimate under the change beside active's, the new one's share
+        ope = arch["ope"]["metrics"]
+        assert arch["ope"]["refused"] is None and ope["ope.dr.style"] >= ope["ope.dr.style.active"] - 0.05, ope
+        assert 0 < ope["ope.dr.style.unobserved"] < 1 and "off-policy gate passed: style: dr" in proc.stdout
         assert arch["request"]["text"].startswith("Could you answer with bullet points?")
         assert summary["new_style"]["asked_at_seconds"] <= arch["tagged_at_seconds"] <= arch["served_at_seconds"]
         new = summary["new_style"]
@@ -174,6 +178,22 @@ def test_demo_interrupted_leaves_no_process(tmp_path):
             proc.kill()
             proc.wait()
         assert wait_until_gone(str(out)) == []
+
+
+def test_demo_reports_the_architect_jobs_off_policy_gate():
+    from ratchet.demo.report import ope_gate, ope_text
+
+    job = {"tiers": [{"tier": "fast", "metrics": {}, "failures": []},
+                     {"tier": "full", "metrics": {"accuracy": 1.0, "ope.dr.style": 0.81, "ope.dr.style.active": 0.8,
+                                                  "ope.dr.style.unobserved": 0.12}, "failures": []}]}
+    gate = ope_gate(job)
+    assert gate == {"metrics": {"ope.dr.style": 0.81, "ope.dr.style.active": 0.8, "ope.dr.style.unobserved": 0.12},
+                    "refused": None}
+    assert ope_text(gate) == ("off-policy gate passed: style: dr estimate of the existing styles 0.810 vs active "
+                              "0.800; 12% of its calls would go to the new style, never served, so not estimated")
+    job["tiers"][1]["failures"] = [{"id": "architect-ope-bullets", "reason": "ope style: dr estimate of tested ..."}]
+    assert ope_text(ope_gate(job)) == "off-policy gate refused: ope style: dr estimate of tested ..."
+    assert ope_gate({"tiers": [{"metrics": {"accuracy": 1.0}}]}) is None and ope_text(None) is None
 
 
 def test_demo_prints_the_dashboard_address():

@@ -120,3 +120,50 @@ def test_a_strategy_without_choice_probabilities_cannot_be_evaluated(ws):
     with pytest.raises(OPEError) as err:
         evaluate_candidate(ws, Candidate("c", {}, {"style": st}), "style", [LoggedCall("a", 0.5, 1.0)] * 3)
     assert "cannot give its choice probabilities" in err.value.message and "bandit" in err.value.fix
+
+
+# --- choices no logged call made (a new arm) -----------------------------------------------------------
+
+
+def _uniform_log(n=400, seed=1):
+    """a earns 0.3, b 0.7; logged by a uniform policy over a and b."""
+    rng = np.random.default_rng(seed)
+    return [LoggedCall(a, 0.5, float(rng.random() < (0.3 if a == "a" else 0.7))) for a in rng.choice(ARMS, n)]
+
+
+def test_a_new_choice_is_reported_and_not_counted_as_good_or_bad():
+    """A candidate that keeps the logging policy but sends 20% of the calls to a never-logged arm c: the
+    estimates are of its other choices (renormalised: the logging policy itself), c's share is reported."""
+    calls = _uniform_log()
+    plain = evaluate(calls, ARMS, lambda f: {"a": 0.5, "b": 0.5})
+    with_c = evaluate(calls, [*ARMS, "c"], lambda f: {"a": 0.4, "b": 0.4, "c": 0.2})
+    for name in ("ips", "snips", "dr"):
+        assert with_c.estimates[name].value == pytest.approx(plain.estimates[name].value)
+    assert with_c.unobserved == pytest.approx(0.2) and with_c.unobserved_choices == {"c": pytest.approx(0.2)}
+    assert with_c.new_only == 0 and with_c.n == 400 and "20.0% of the candidate's probability" in with_c.warnings[0]
+    assert plain.unobserved == 0 and plain.unobserved_choices == {}
+    assert with_c.to_dict()["unobserved_choices"] == {"c": pytest.approx(0.2)}
+
+
+def test_a_new_choice_does_not_hide_that_the_rest_got_worse():
+    """Adding c and moving the rest of the traffic to the worse arm a: the estimate on the logged choices
+    falls to a's reward (0.3), well below the logging policy's (0.5)."""
+    calls = _uniform_log()
+    worse = evaluate(calls, [*ARMS, "c"], lambda f: {"a": 0.7, "b": 0.1, "c": 0.2})
+    truth = (0.7 * 0.3 + 0.1 * 0.7) / 0.8
+    for name in ("ips", "snips", "dr"):
+        e = worse.estimates[name]
+        assert e.low < truth < e.high and e.high < 0.5, (name, e)
+    assert worse.unobserved == pytest.approx(0.2)
+
+
+def test_a_candidate_making_only_new_choices_cannot_be_judged():
+    calls = _uniform_log(50)
+    with pytest.raises(OPEError) as err:
+        evaluate(calls, [*ARMS, "c"], always("c"))
+    assert "50 of 50 logged calls the candidate would only make choices no logged call made (c)" in err.value.message
+    assert err.value.field == "candidate" and "let the tuner try them" in err.value.fix
+    # contexts where it makes only new choices are left out and counted; the others are judged
+    ctx = [LoggedCall(c.choice, c.propensity, c.reward, {"vip": i % 2 == 0}) for i, c in enumerate(calls)]
+    ev = evaluate(ctx, [*ARMS, "c"], lambda f: {"c": 1.0} if f["vip"] else {"b": 1.0})
+    assert ev.new_only == 25 and ev.n == 25 and ev.unobserved == pytest.approx(0.5)

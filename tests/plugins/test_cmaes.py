@@ -15,7 +15,9 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
-from helpers import assert_valid_section, commit_all
+from helpers import agrees_with_decide, assert_valid_section, commit_all
+from ratchet.core.ope import LoggedCall, OPEError, evaluate
+from ratchet.core.strategy import choice_key
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import cmaes as C
 
@@ -382,3 +384,67 @@ async def test_bad_feedback_names_the_field_and_stores_nothing(ws_path, tool, ar
         is_error, text = await _call(tc, tool, args)
     assert is_error and field in text
     assert ws.store.last_feedback_seq() == 0
+
+# --- choice_probabilities (off-policy evaluation) ----------------------------------------------------
+
+
+def test_cmaes_probabilities_are_uniform_over_the_fewest_scored_candidates():
+    st = make(seed=0)
+    s = st.initial_state()
+    probs = agrees_with_decide(st, s, {}, n=2000)
+    assert len(probs) == s["popsize"] and list(probs.values()) == [pytest.approx(1 / s["popsize"])] * s["popsize"]
+    first = st.decide(s, {}, np.random.default_rng(0))
+    s = st.apply(s, [event(first, 1.0, 0)])
+    probs = agrees_with_decide(st, s, {}, n=2000)
+    assert choice_key(first.choice) not in probs and len(probs) == s["popsize"] - 1
+    mean = C.CMAES("k", st.config.model_copy(update={"explore": False}))
+    d = mean.decide(s, {}, np.random.default_rng(0))
+    assert d.propensity == 1.0  # deterministic: logged as propensity 1
+    assert mean.choice_probabilities(s, {}, np.random.default_rng(0)) == {choice_key(st.served(s)): 1.0}
+
+
+def test_cmaes_a_new_generation_is_not_judged_by_the_old_ones_log():
+    """The log holds the points of generation 0; a state at generation 1 serves only new points: nothing to
+    judge, and the refusal says so. The same generation is judged (here: equal to the logged mean)."""
+    st = make(seed=0, popsize=4, repeats=1)
+    s0 = st.initial_state()
+    rng = np.random.default_rng(0)
+    calls, events = [], []
+    for n in range(40):
+        d = st.decide(s0, {}, rng)
+        v = -sum((x - 0.3) ** 2 for x in d.choice.values())
+        calls.append(LoggedCall(choice_key(d.choice), d.propensity, v))
+        events.append(event(d, v, n))
+    logged = list(dict.fromkeys(c.choice for c in calls))
+    same = evaluate(calls, logged, lambda f: st.choice_probabilities(s0, {}, rng))
+    assert same.estimates["snips"].value == pytest.approx(same.observed.value)
+    s1 = st.apply(s0, events)
+    assert s1["generation"] >= 1
+    with pytest.raises(OPEError) as err:
+        evaluate(calls, logged, lambda f: st.choice_probabilities(s1, {}, rng))
+    assert "no logged call made" in err.value.message and err.value.field == "candidate"
+
+
+def test_the_decision_log_holds_cmaes_propensities_and_scores_are_its_rewards(ws_path):
+    """Through the runner and the tuner: each decision is logged with its propensity (1 / popsize while no
+    candidate has a score), the ``score`` events are the rewards off-policy evaluation reads, and the active
+    state, judged on its own log, gets what was observed."""
+    from ratchet.core import evaluation as ev
+    from ratchet.core.workspace import Workspace
+    from ratchet.runner.service import Runner
+    from ratchet.tuner.service import Tuner
+
+    configure(ws_path, CMA5.replace("seed = 1", "seed = 1\npopsize = 6\nrepeats = 50"))
+    ws = Workspace.open(ws_path)
+    runner, tuner = Runner(ws, seed=0), Tuner(ws)  # serves active: one generation throughout
+    rng = np.random.default_rng(0)
+    for n in range(60):
+        point = runner.call("evaluate", {"conversation_id": f"q{n}"})
+        tuner.feedback("score", {"conversation_id": f"q{n}", "value": quad5(point, rng)})
+    assert ws.store.decisions_for("q0")[0]["propensity"] == pytest.approx(1 / 6)
+    assert ev.reward_tools(ws, "point") == ["reward", "score"]
+    calls = ev.logged_calls(ws, "point")
+    assert len(calls) == 60 and all(c.propensity == pytest.approx(1 / 6) for c in calls)
+    result = ev.evaluate_candidate(ws, ev.state_candidate(ws, "active"), "point", calls)
+    assert result.estimates["snips"].value == pytest.approx(result.observed.value)
+    assert result.estimates["ips"].value == pytest.approx(result.observed.value) and result.unobserved == 0

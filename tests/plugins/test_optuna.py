@@ -11,7 +11,9 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
-from helpers import assert_valid_section, commit_all
+from helpers import agrees_with_decide, assert_valid_section, commit_all
+from ratchet.core.ope import OPEError
+from ratchet.core.strategy import choice_key
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import optuna_tpe as O
 
@@ -349,3 +351,43 @@ async def test_bad_feedback_names_the_field_and_stores_nothing(ws_path, tool, ar
         is_error, text = await _call(tc, tool, args)
     assert is_error and field in text
     assert ws.store.last_feedback_seq() == 0
+
+# --- choice_probabilities (off-policy evaluation) ----------------------------------------------------
+
+
+DISCRETE = {"variant": {"type": "categorical", "choices": ["A", "B", "C"]},
+            "top_k": {"type": "int", "low": 1, "high": 8, "log": True}}
+
+
+def test_optuna_warm_up_over_a_discrete_space_is_exact_and_logged():
+    st = make(space=DISCRETE, seed=1)
+    probs = agrees_with_decide(st, st.initial_state(), {}, n=6000, tol=0.02)
+    assert len(probs) == 3 * 8
+    top = {k: sum(p for c, p in probs.items() if f'"top_k": {k},' in c) for k in range(1, 9)}
+    assert top[1] > top[2] > top[8]  # log scale: small values are likelier
+    linear = make(space={"top_k": {"type": "int", "low": 1, "high": 4}})
+    assert agrees_with_decide(linear, linear.initial_state(), {}) == {
+        f'{{"top_k": {k}}}': pytest.approx(0.25) for k in range(1, 5)}
+
+
+def test_optuna_pool_and_explore_off_and_the_refused_continuous_warm_up(tmp_path):
+    st = make(f"sqlite:///{tmp_path / 'study.db'}", seed=4, repeats=3)
+    s = st.apply(st.initial_state(), play(st, st.initial_state(), 1, np.random.default_rng(0)))
+    first = st.decide(s, {}, np.random.default_rng(1))
+    s = st.apply(s, [event(first, 0.5, 5)])
+    probs = agrees_with_decide(st, s, {}, n=2000)
+    assert len(probs) == 7 and choice_key(first.choice) not in probs
+    best = make(f"sqlite:///{tmp_path / 'study.db'}", seed=4, explore=False)
+    assert best.decide(s, {}, np.random.default_rng(0)).propensity == 1.0
+    assert best.choice_probabilities(s, {}, np.random.default_rng(0)) == {choice_key(s["best"]["params"]): 1.0}
+
+    warm = make(None, seed=4)  # the space has a float dimension: a density, refused
+    d = warm.decide(warm.initial_state(), {}, np.random.default_rng(0))
+    assert d.info == {"trial": None} and d.propensity is None  # logged without a propensity (skipped by OPE)
+    with pytest.raises(OPEError) as err:
+        warm.choice_probabilities(warm.initial_state(), {}, np.random.default_rng(0))
+    assert "temperature" in err.value.message and "density" in err.value.message and err.value.field == "state"
+    assert "after the first promotion" in err.value.fix
+    big = make(space={n: {"type": "int", "low": 1, "high": 100} for n in "abc"})
+    with pytest.raises(OPEError, match="1000000 points"):
+        big.choice_probabilities(big.initial_state(), {}, np.random.default_rng(0))

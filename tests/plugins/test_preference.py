@@ -13,7 +13,7 @@ from mcp import Client
 from pydantic import ValidationError
 from scipy.stats import kendalltau
 
-from helpers import assert_valid_section, call_tool, set_strategy
+from helpers import agrees_with_decide, assert_valid_section, call_tool, set_strategy
 from ratchet.core.errors import ConfigError
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import preference as P
@@ -352,3 +352,16 @@ async def test_end_to_end_recovers_ranking_of_eight_variants(ws_path):
     runner.reload_if_changed()
     picks = [runner.call("pick", {"conversation_id": f"after{i}"})["variant"] for i in range(100)]
     assert max(set(picks), key=picks.count) == best
+
+# --- choice_probabilities (off-policy evaluation) ----------------------------------------------------
+
+
+def test_preference_probabilities_match_its_draws_and_propensities():
+    st = make(refit_every=1)
+    s = st.apply(st.initial_state(), bt_events(STYLES, [0, 0.3, 0.6, 0.9], 60, seed=3))
+    probs = agrees_with_decide(st, s, {}, n=4000)
+    assert max(probs, key=probs.get) == "formal" and all(p > 0 for p in probs.values())
+    assert st.choice_probabilities(st.initial_state(), {}, np.random.default_rng(0)) == {
+        v: pytest.approx(0.25) for v in STYLES}
+    greedy = P.Preference("k", st.config.model_copy(update={"exploration": 0.0}))
+    assert agrees_with_decide(greedy, s, {}, n=200) == {"concise": 0.0, "friendly": 0.0, "detailed": 0.0, "formal": 1.0}

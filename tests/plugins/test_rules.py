@@ -11,7 +11,9 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 
-from helpers import assert_valid_section, call_tool, set_strategy
+from helpers import agrees_with_decide, assert_valid_section, call_tool, set_strategy
+from ratchet.core.ope import LoggedCall, evaluate
+from ratchet.core.strategy import choice_key
 from ratchet.core.errors import ConfigError
 from ratchet.core.strategy import Decision, FeedbackEvent, Strategy
 from ratchet.plugins.tuner_strategies import rules as R
@@ -386,3 +388,47 @@ async def test_end_to_end_mines_acts_and_retires(rules_ws):
     assert kpis["last_retired"]["text"] == PLANTED and "retire_below" in kpis["last_retired"]["reason"]
     runner.reload_if_changed()
     assert {s for _, s in serve("d", 40)} == {"friendly"}
+
+# --- choice_probabilities (off-policy evaluation) ----------------------------------------------------
+
+
+@pytest.fixture
+def rules_section():
+    """A rules strategy that learned 'order number -> escalated' (so it answers formally there)."""
+    st = make(holdout=0.25)
+    s = st.apply(st.initial_state(), play(st, st.initial_state(), World(7), 200, np.random.default_rng(7)))
+    assert s["active"]
+    return st, s
+
+
+def test_rules_probabilities_are_the_holdout_split_where_a_rule_matches(rules_section):
+    st, s = rules_section
+    order = {"features": {"has_order_number": True, "question_length": 5}}
+    probs = agrees_with_decide(st, s, order)
+    assert probs == {choice_key({"style": "formal"}): pytest.approx(0.75), "{}": pytest.approx(0.25)}
+    plain = {"features": {"has_order_number": False, "question_length": 5}}
+    assert agrees_with_decide(st, s, plain) == {"{}": 1.0}  # deterministic: no rule matches
+    assert st.choice_probabilities(s, {}, np.random.default_rng(0)) == {"{}": 1.0}
+    no_holdout = R.Rules("k", st.config.model_copy(update={"holdout": 0.0}))
+    assert no_holdout.choice_probabilities(s, order, np.random.default_rng(0)) == {'{"style": "formal"}': 1.0}
+
+
+def test_rules_off_policy_a_rule_is_judged_by_its_holdout(rules_section):
+    """Logged by the rules (holdout 0.25): the candidate 'no rule at all' is estimated from the held-out calls
+    (formal answers cut escalations there: reward 1 for resolved), and 'the rule always' from the others."""
+    st, s = rules_section
+    rng = np.random.default_rng(3)
+    calls = []
+    for _ in range(2000):
+        features = {"has_order_number": bool(rng.random() < 0.5), "question_length": 5}
+        d = st.decide(s, {"features": features}, rng)
+        p_resolved = 0.95 if d.choice or not features["has_order_number"] else 0.1
+        calls.append(LoggedCall(choice_key(d.choice), d.propensity, float(rng.random() < p_resolved), features))
+    choices = ["{}", choice_key({"style": "formal"})]
+    logging = evaluate(calls, choices, lambda f: st.choice_probabilities(s, {"features": f}, rng))
+    no_rule = evaluate(calls, choices, lambda f: {"{}": 1.0})
+    truth_logging, truth_no_rule = 0.5 * 0.95 + 0.5 * (0.75 * 0.95 + 0.25 * 0.1), 0.5 * 0.95 + 0.5 * 0.1
+    for name in ("ips", "snips", "dr"):
+        assert logging.estimates[name].low < truth_logging < logging.estimates[name].high, name
+        assert no_rule.estimates[name].low < truth_no_rule < no_rule.estimates[name].high, name
+    assert no_rule.estimates["dr"].high < logging.estimates["dr"].low  # the rule helps, and OPE sees it

@@ -52,6 +52,10 @@ def test_ope_case_refuses_a_worse_state(ws, logged):
     assert reason.startswith("ope style: dr estimate of tested") and "below active's" in reason
     assert "margin 0.05 (160 logged calls)" in reason
     assert result.metrics["ope.dr.style"] < result.metrics["ope.dr.style.active"] - 0.05
+    # a gate: it fails the tier by itself, whatever the pass rate of the other cases
+    assert "tiers.full.ope: gate 'not-worse' failed" in " ".join(result.violations)
+    ope_tier(ws, estimator="dr", margin=0.05, min_samples=100, gate=False)
+    assert not any(".ope: gate" in v for v in run_full(ws).violations)
 
 
 def test_ope_case_passes_a_better_state_and_records_both_estimates(ws, logged):
@@ -120,3 +124,41 @@ def test_tuner_promotion_records_the_estimate_in_the_versions_api(ws, logged):
     assert ope["ope.dr.style.active"] == pytest.approx(sum(logged) / len(logged), abs=0.1)
     assert client.get("/versions/v0.1.1/evals").json()["ope"] == ope
     assert client.get("/versions/v0.1.0").json()["ope"] == {}
+
+
+def new_arm_worktree(ws, tmp_path, arm: str = "bullets") -> Workspace:
+    """An Architect-like job's worktree whose style bandit has one more arm, never served."""
+    commit_all(ws.root)
+    wt_path = tmp_path / "job"
+    git(ws.root, "worktree", "add", "-q", "-b", "job", str(wt_path))
+    toml = wt_path / "ratchet.toml"
+    toml.write_text(toml.read_text().replace('"detailed", "formal"]', f'"detailed", "formal", "{arm}"]'))
+    schema = wt_path / "state" / "schema.json"
+    schema.write_text(schema.read_text().replace('"detailed", "formal"]', f'"detailed", "formal", "{arm}"]'))
+    return Workspace.open(wt_path)
+
+
+def test_ope_case_judges_a_new_arm_on_the_traffic_it_leaves_to_the_existing_arms(ws, logged, tmp_path):
+    """The new arm was never served, so nothing says what it earns: its share is reported, not counted, and
+    the rest of the candidate (the active state's arms) is not worse than active: the case passes."""
+    wt = new_arm_worktree(ws, tmp_path)
+    ope_tier(wt, estimator="dr", margin=0.05, min_samples=100)
+    result = run_full(wt)
+    assert result.failed == 0 and result.passed == 1, result.failures
+    share = result.metrics["ope.dr.style.unobserved"]
+    assert 0.1 < share < 0.3  # a fresh Beta(1, 1) arm among four with 40 calls each wins about a fifth of the draws
+    assert result.metrics["ope.dr.style"] == pytest.approx(result.metrics["ope.dr.style.active"], abs=0.05)
+    assert "ope.dr.style.active.unobserved" not in result.metrics
+
+
+def test_ope_case_refuses_a_new_arm_that_comes_with_worse_old_arms(ws, logged, tmp_path):
+    wt = new_arm_worktree(ws, tmp_path)
+    prefer(wt.root, "concise")
+    ope_tier(wt, estimator="dr", margin=0.05, min_samples=100)
+    result = run_full(wt)
+    reason = result.failures[0]["reason"]
+    assert not result.ok and "below active's" in reason, reason
+    assert "of its probability is on choices no logged call made (bullets), not estimated)" in reason
+    assert result.metrics["ope.dr.style"] < result.metrics["ope.dr.style.active"] - 0.05
+    ope_tier(wt, estimator="dr", margin=1.0, min_samples=100, min_ess=0, max_unobserved=0.0)  # a cap on the share
+    assert "> max_unobserved 0" in run_full(wt).failures[0]["reason"]

@@ -20,7 +20,7 @@ import numpy as np
 from ratchet.core.documents import RESERVED_KEY
 from ratchet.core.errors import NotFoundError, UserError
 from ratchet.core.ope import Evaluation, LoggedCall, OPEError, evaluate
-from ratchet.core.strategy import Strategy, build_strategies, registered_strategies
+from ratchet.core.strategy import Strategy, build_strategies, choice_key, registered_strategies
 from ratchet.core.versions import precedence
 
 if TYPE_CHECKING:
@@ -107,22 +107,30 @@ def versions_since(workspace: Workspace, since: str) -> list[str]:
     return [v.name for v in workspace.versions.list() if (p := precedence(v.name)) is not None and p >= start]
 
 
+def reward_tools(workspace: Workspace, key: str) -> list[str]:
+    """The feedback tools whose ``value`` is a call's reward for strategy ``key``: ``reward``, and the
+    strategy's own tools that take a numeric ``value`` (CMA-ES's and Optuna's ``score``)."""
+    strategy = build_strategies(workspace, workspace.plugins).get(key)
+    own = [t.name for t in (strategy.feedback_tools() if strategy else []) if t.batch_of is None
+           and ((t.input_schema.get("properties") or {}).get("value") or {}).get("type") == "number"]
+    return list(dict.fromkeys(["reward", *own]))
+
+
 def logged_calls(workspace: Workspace, key: str, *, last: int | None = None,
                  since: str | None = None) -> list[LoggedCall]:
-    """The last ``last`` rewards (all by default) of decisions by strategy ``key``, served by ``since`` or a
-    later version when given, oldest first."""
+    """The last ``last`` rewards (all by default; see :func:`reward_tools`) of decisions by strategy ``key``,
+    served by ``since`` or a later version when given, oldest first."""
     if last is not None and last < 1:
         raise UserError("last: must be at least 1", field="last", fix="pass --last N with N >= 1")
     versions = versions_since(workspace, since) if since else None
-    rows = workspace.store.rewarded_decisions(key, limit=last, versions=versions)
+    rows = workspace.store.rewarded_decisions(key, limit=last, versions=versions, tools=reward_tools(workspace, key))
     calls = []
     for row in reversed(rows):
         v = row["value"]
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         choice = row["choice"]
-        calls.append(LoggedCall(choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True),
-                                row["propensity"], float(v), row["features"] or {}, row["version"]))
+        calls.append(LoggedCall(choice_key(choice), row["propensity"], float(v), row["features"] or {}, row["version"]))
     return calls
 
 
@@ -141,7 +149,8 @@ def evaluate_candidate(workspace: Workspace, candidate: Candidate, key: str, cal
         if found is None:
             raise OPEError(f"strategy {strategy.name!r} (key {key!r}) cannot give its choice probabilities, so it "
                            "cannot be evaluated off-policy", field="key",
-                           fix="evaluate a strategy with discrete choices (the bandit family)")
+                           fix="evaluate a strategy that implements choice_probabilities (the bandit family, rules, "
+                               "preference, cmaes, optuna)")
         return found
 
     choices = list(probabilities({}))
@@ -150,7 +159,9 @@ def evaluate_candidate(workspace: Workspace, candidate: Candidate, key: str, cal
 
 
 def evaluable_keys(workspace: Workspace) -> list[str]:
-    """Configured strategy keys whose strategies give choice probabilities."""
+    """The keys evaluated when none is named: the configured bandits (their rewards are the ``reward`` events
+    every evaluation reads). Other strategies that give choice probabilities (rules, preference, CMA-ES,
+    Optuna) are evaluated when their key is named."""
     strategies = build_strategies(workspace, workspace.plugins)
-    return [k for k, s in strategies.items() if s.choice_probabilities(s.initial_state(), {"features": {}},
-                                                                       np.random.default_rng(0)) is not None]
+    return [k for k, s in strategies.items() if s.family == "bandit" and s.choice_probabilities(
+        s.initial_state(), {"features": {}}, np.random.default_rng(0)) is not None]

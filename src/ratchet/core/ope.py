@@ -16,6 +16,16 @@ probability of each choice for each logged context. Three estimators of the cand
 Each comes with a 95% confidence interval by the normal approximation (the delta method for SNIPS),
 the effective sample size (sum w)^2 / sum w^2 and the number of logged calls used.
 
+**Choices never logged.** A choice no logged call in the window made (a new arm, added after the calls
+were served, or one the logging policy never tried) has no propensity and no reward: nothing says what it
+would earn. Its share of the candidate's probability is not counted as good or bad: the estimates are of
+the candidate's *other* choices, its probabilities on the logged choices renormalised in each context
+(what it serves whenever it does not serve a never-logged choice), and the share is reported
+(``unobserved``, per choice in ``unobserved_choices``). The candidate's whole value is then
+(1 - share) x estimate + share x (the unknown value of the new choices). Calls in whose context the
+candidate would only make never-logged choices are left out (``new_only``); if that is every call, there
+is nothing to judge and :class:`OPEError` says so.
+
 A deterministic logging policy (UCB family: propensity 1 for its choice, 0 for every other) never shows
 what another choice would have earned, so no estimator can evaluate a candidate that chooses otherwise;
 they refuse with :class:`OPEError` instead of dividing by zero. Log with a policy that explores
@@ -80,10 +90,15 @@ class Evaluation:
     skipped: int  # logged calls without a propensity (e.g. from versions that did not log one)
     unsupported: float  # candidate probability, per call, on choices the logging policy could not make
     warnings: list[str] = field(default_factory=list)
+    # candidate probability, per call, on choices no call in the window made (not estimated: see above)
+    unobserved: float = 0.0
+    unobserved_choices: dict[str, float] = field(default_factory=dict)  # that share, per choice
+    new_only: int = 0  # calls left out: in their context the candidate makes only never-logged choices
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "skipped": self.skipped, "unsupported": self.unsupported,
-                "observed": self.observed.to_dict(), "warnings": list(self.warnings),
+                "unobserved": self.unobserved, "unobserved_choices": dict(self.unobserved_choices),
+                "new_only": self.new_only, "observed": self.observed.to_dict(), "warnings": list(self.warnings),
                 "estimates": {k: e.to_dict() for k, e in self.estimates.items()}}
 
 
@@ -162,20 +177,46 @@ def doubly_robust(w: np.ndarray, r: np.ndarray, choices: np.ndarray, target: np.
     return _normal("dr", values, _ess(w))
 
 
+def _split_unlogged(target: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(target renormalised over the choices some call made, candidate probability per call and choice on
+    the choices none made)``; rows with nothing left stay zero."""
+    logged = np.zeros(target.shape[1], bool)
+    logged[np.unique(a)] = True
+    unlogged = np.where(logged, 0.0, target)
+    kept = np.where(logged, target, 0.0)
+    total = kept.sum(axis=1, keepdims=True)
+    return np.divide(kept, total, out=np.zeros_like(kept), where=total > 1e-12), unlogged
+
+
+def _refuse_deterministic_log(mu: np.ndarray, target: np.ndarray, a: np.ndarray) -> None:
+    """Every logged propensity is 1 and the candidate chooses otherwise: no estimator can say anything."""
+    other = float((1.0 - target[np.arange(len(a)), a]).mean())
+    if (mu >= 1 - 1e-12).all() and other > 1e-9:
+        raise OPEError(
+            "propensity: the logging policy did not explore (every logged propensity is 1), so what the "
+            f"candidate's other choices would have earned was never observed ({other:.0%} of its "
+            "probability)", field="propensity",
+            fix="log with a policy that explores (thompson, exp3, an epsilon-greedy strategy) before evaluating "
+                "a different policy off-policy; an index policy (UCB family) can only be compared with itself; "
+                "a deterministic candidate can be judged only where it agrees with the log")
+
+
 def evaluate(calls: Sequence[LoggedCall], choices: Sequence[Any],
              probabilities: Callable[[dict[str, Any]], dict[Any, float]], *, min_samples: int = 2) -> Evaluation:
     """Estimate the candidate's mean reward per call from ``calls``.
 
     ``choices`` lists the possible choices (e.g. the arms); ``probabilities(features)`` is the candidate's
-    ``{choice: probability}`` for a logged context (called once per distinct context).
+    ``{choice: probability}`` for a logged context (called once per distinct context). The candidate's
+    probability on choices no call made is taken out and reported (see the module docstring).
     Raises :class:`OPEError` when the calls cannot answer (too few, no propensity, no exploration).
     """
     index = {c: i for i, c in enumerate(choices)}
     usable = [c for c in calls if c.propensity is not None and c.choice in index]
     skipped = len(calls) - len(usable)
-    if len(usable) < max(min_samples, 2):
+    need = max(min_samples, 2)
+    if len(usable) < need:
         raise OPEError(f"window: {len(usable)} logged calls with a reward and a propensity "
-                       f"({skipped} without a propensity); at least {max(min_samples, 2)} are needed",
+                       f"({skipped} without a propensity); at least {need} are needed",
                        field="window", fix="widen the window (--last N, --since VERSION) or wait for more feedback")
     mu = np.array([c.propensity for c in usable], float)
     if (mu <= 0).any() or (mu > 1 + 1e-9).any():
@@ -184,27 +225,46 @@ def evaluate(calls: Sequence[LoggedCall], choices: Sequence[Any],
     r = np.array([c.reward for c in usable], float)
     a = np.array([index[c.choice] for c in usable])
     keys = [context_key(c.features) for c in usable]
-    cache: dict[str, np.ndarray] = {}
-    target = np.empty((len(usable), len(choices)))
-    for i, (key, call) in enumerate(zip(keys, usable)):
-        if key not in cache:
-            p = probabilities(call.features)
-            cache[key] = np.array([float(p.get(c, 0.0)) for c in choices])
-        target[i] = cache[key]
-    w = target[np.arange(len(usable)), a] / mu
+    found: dict[str, dict[Any, float]] = {}
+    for key, call in zip(keys, usable):
+        if key not in found:
+            found[key] = probabilities(call.features)
+    # choices the candidate makes only in some contexts (e.g. a rule's action) join the list, so that their
+    # probability is counted (as never logged, if no call made them) instead of dropped
+    choices = [*choices, *dict.fromkeys(c for p in found.values() for c in p if c not in index)]
+    rows_of = {key: np.array([float(p.get(c, 0.0)) for c in choices]) for key, p in found.items()}
+    target = np.array([rows_of[key] for key in keys])
+
+    _refuse_deterministic_log(mu, target, a)
+    # Choices no call made: nothing says what they earn, so their share is reported, not estimated.
+    target, unlogged = _split_unlogged(target, a)
+    share = float(unlogged.sum(axis=1).mean())
+    per_choice = {str(choices[j]): float(unlogged[:, j].mean()) for j in np.flatnonzero(unlogged.any(axis=0))}
+    judged = target.sum(axis=1) > 0
+    new_only = int((~judged).sum())
+    if judged.sum() < need:
+        raise OPEError(
+            f"candidate: in {new_only} of {len(usable)} logged calls the candidate would only make choices no "
+            f"logged call made ({', '.join(per_choice)}), which leaves {int(judged.sum())} calls to judge it on "
+            f"(at least {need} are needed)", field="candidate",
+            fix="serve those choices first (ship the change and let the tuner try them), or evaluate a candidate "
+                "that also makes the logged choices")
+    if new_only:
+        mu, r, a, target = mu[judged], r[judged], a[judged], target[judged]
+        keys = [k for k, j in zip(keys, judged) if j]
+    rows = np.arange(len(a))
+    w = target[rows, a] / mu
 
     # Where the logging policy was deterministic (propensity 1), it could not have made another choice: the
     # candidate's probability of other choices there is invisible to every estimator but DR's model.
     certain = mu >= 1 - 1e-12
-    unsupported = float(np.where(certain, 1.0 - target[np.arange(len(usable)), a], 0.0).mean())
-    if certain.all() and unsupported > 1e-9:
-        raise OPEError(
-            "propensity: the logging policy did not explore (every logged propensity is 1), so what the "
-            f"candidate's other choices would have earned was never observed ({unsupported:.0%} of its "
-            "probability)", field="propensity",
-            fix="log with a policy that explores (thompson, exp3, an epsilon-greedy strategy) before evaluating "
-                "a different policy off-policy; an index policy (UCB family) can only be compared with itself")
+    unsupported = float(np.where(certain, 1.0 - target[rows, a], 0.0).mean())
     warnings = []
+    if share > 0.01:
+        warnings.append(f"{share:.1%} of the candidate's probability is on choices no logged call made "
+                        f"({', '.join(per_choice)}): not estimated, neither good nor bad; the estimates are of "
+                        "its other choices" + (f" ({new_only} calls left out: it would make only those)"
+                                               if new_only else ""))
     if unsupported > 0.01:
         warnings.append(f"{unsupported:.1%} of the candidate's probability is on choices the logging policy could "
                         "not make (its propensity was 1): IPS and SNIPS underestimate, DR relies on its reward model")
@@ -214,4 +274,4 @@ def evaluate(calls: Sequence[LoggedCall], choices: Sequence[Any],
                         "logging policy; intervals are wide and the normal approximation is rough")
     estimates = {"ips": ips(w, r), "snips": snips(w, r), "dr": doubly_robust(w, r, a, target, keys)}
     observed = _normal("observed", r, float(len(r)))
-    return Evaluation(estimates, observed, len(usable), skipped, unsupported, warnings)
+    return Evaluation(estimates, observed, len(a), skipped, unsupported, warnings, share, per_choice, new_only)

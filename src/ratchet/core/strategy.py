@@ -17,6 +17,7 @@ Register strategy classes with the ``ratchet_register_strategies`` hook::
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +41,11 @@ def copy_json(o: Any) -> Any:
         return [copy_json(v) for v in o] if o and isinstance(o[0], (list, dict)) else o[:]
     return o
 
+
+def choice_key(choice: Any) -> Any:
+    """How a choice is named in off-policy evaluation: a string as it is, anything else (e.g. a dict of
+    parameters) as its canonical JSON text, so that logged choices and ``choice_probabilities`` keys match."""
+    return choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True)
 
 
 class StrategyConfig(BaseModel):
@@ -142,8 +148,11 @@ class Strategy(ABC):
         """``{choice: probability}`` that ``decide`` makes each choice for ``context`` with this section.
 
         Off-policy evaluation (:mod:`ratchet.core.ope`) weighs logged calls by it. An unbiased estimate
-        (e.g. Monte Carlo over a posterior) is enough. Defaults to None: this strategy cannot say (e.g.
-        continuous choices), and it cannot be evaluated off-policy.
+        (e.g. Monte Carlo over a posterior) is enough. Keys are :func:`choice_key` of the choices (a dict
+        choice as its canonical JSON); choices left out have probability 0. A deterministic choice is
+        ``{choice: 1.0}``. Defaults to None: this strategy cannot say, and it cannot be evaluated
+        off-policy. Raise ``ratchet.OPEError`` (with ``field`` and ``fix``) when only this section cannot
+        say (e.g. a continuous random draw before a search has candidates).
         """
         return None
 

@@ -15,9 +15,11 @@
 4. **A new style, by the Architect**: at ``ask_at`` seconds a user asks in free text for answers as
    bullet points, a style the runner cannot render: no state can fix that. The Architect's offline
    planner (the workspace's playbook, rule ``new-reply-style``) renders the ``reply-style`` template
-   and adds the style as a new arm of the bandit; the micro, fast and full tiers pass (the place of an
-   off-policy-evaluation gate, issue 15: an ``ope`` case in the full tier, see the playbook rule) and
-   it tags a minor version; the supervisor restarts the runner and the tuner for the new code while the
+   and adds the style as a new arm of the bandit, gated off-policy: an ``ope`` case in the full tier
+   estimates, from the decision log, what the existing styles earn on the traffic the new arm leaves
+   them, and refuses the change if that is worse than the active version's by more than 0.05 (the new
+   arm, never served, is reported, not estimated). The micro, fast and full tiers pass and it tags a
+   minor version; the supervisor restarts the runner and the tuner for the new code while the
    users' clients retry.
 5. **Learn the new arm**: the bandit tries the new style, the users reward it, it wins.
 

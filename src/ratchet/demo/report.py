@@ -77,6 +77,34 @@ def new_style_at(driver: Driver) -> float | None:
     return min((since for style, since in driver.oracle.since.items() if style not in STYLES), default=None)
 
 
+def ope_gate(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The off-policy gate of an Architect job, from its tiers: ``{"metrics": {"ope.dr.style": ...}, "refused":
+    the failed ope case's reason or None}``; None when the job ran no ope case."""
+    metrics, refused = {}, None
+    for tier in (job or {}).get("tiers") or []:
+        metrics.update({k: v for k, v in (tier.get("metrics") or {}).items() if k.startswith("ope.")})
+        refused = refused or next((f["reason"] for f in tier.get("failures") or []
+                                   if str(f.get("reason", "")).startswith("ope")), None)
+    return {"metrics": metrics, "refused": refused} if metrics or refused else None
+
+
+def ope_text(gate: dict[str, Any] | None) -> str | None:
+    """One line for the report: the candidate's estimate beside active's, and the new arm's share."""
+    if gate is None:
+        return None
+    if gate["refused"]:
+        return f"off-policy gate refused: {gate['refused']}"
+    parts = []
+    for name, value in gate["metrics"].items():
+        if name.count(".") == 2:  # ope.<estimator>.<key>: the candidate's estimate
+            active, new = gate["metrics"].get(f"{name}.active"), gate["metrics"].get(f"{name}.unobserved")
+            est, key = name.split(".")[1:]
+            parts.append(f"{key}: {est} estimate of the existing styles {value:.3f} vs active {active:.3f}"
+                         + (f"; {new:.0%} of its calls would go to the new style, never served, so not estimated"
+                            if new else ""))
+    return "off-policy gate passed: " + "; ".join(parts)
+
+
 def architect_moments(driver: Driver) -> tuple[str | None, float | None, float | None]:
     """The Architect's version, when it was tagged and when a restarted runner first served it (seconds
     since the users started; None for what has not happened)."""
@@ -150,7 +178,9 @@ class LiveReport:
                 self.say(t, f"job {job_id} plans with {data.get('planner')}: {data['plan']['summary']}")
             if state == "testing":
                 self.say(t, f"job {job_id} runs the micro, fast and full tiers")
-            elif state == "succeeded":
+            elif state in ("succeeded", "failed") and (text := ope_text(ope_gate(data))):
+                self.say(t, escape(text), style="dim")
+            if state == "succeeded":
                 self.say(t, f"[green]job {job_id} succeeded[/]: {data.get('version')} ({data.get('bump')})")
                 self.say(t, "the supervisor restarts the servers for the new code; the users' clients retry meanwhile",
                          style="dim")
@@ -298,9 +328,9 @@ def summarize(driver: Driver, prefs: Preferences, scales: Timescales, *, seed: i
             "created_at_seconds": round(job["created"] - driver.t0_wall, 2) if job.get("created") else None,
             "tagged_at_seconds": round(tagged_at, 2) if tagged_at is not None else None,
             "served_at_seconds": round(served_at, 2) if served_at is not None else None,
-            # where the OPE gate plugs in (issue 15): the job's estimate of the change's reward on the logged
-            # calls, once the tiers have the `ope` case kind; None until then
-            "ope": None,
+            # the off-policy gate (issue 15): the full tier's estimate of the existing styles' reward under the
+            # change, beside active's, and the new style's share of the draws (never served, so not estimated)
+            "ope": ope_gate(job),
         },
         "reward": {
             "before_drift": _window(turns, max(0.0, drift - WINDOW), drift),
@@ -375,6 +405,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
                      f"{arch['planner']}): " + (arch["plan"]["summary"] if arch.get("plan") else "no plan"))
         for action in (arch.get("plan") or {}).get("actions", []):
             lines.append(f"    {escape(_action_text(action))}")
+        if text := ope_text(arch.get("ope")):
+            lines.append(f"    {escape(text)}")
         timing = [f"asked at {new['asked_at_seconds']:.1f} s" if new["asked_at_seconds"] is not None else None,
                   f"tagged at {arch['tagged_at_seconds']:.1f} s" if arch["tagged_at_seconds"] is not None else None,
                   f"served at {arch['served_at_seconds']:.1f} s" if arch["served_at_seconds"] is not None else None,

@@ -481,6 +481,10 @@ async def run_tier(target: Any, cases: list[Case], *, shards: int = 4, budgets: 
         failures=[{"id": c.id, "reason": reasons[c.id]} for c in cases if reasons[c.id] is not None], ok=True,
     )
     result.violations = _violations(result, budgets) if budgets is not None else []
+    if budgets is not None:  # a refused change must not pass on the strength of the other cases' pass rate
+        result.violations += [f"tiers.{tier}.ope: gate {c.id!r} failed (an ope case with gate: true fails its "
+                              "tier whatever min_pass_rate)" for c in cases
+                              if c.ope is not None and c.ope.gate and reasons[c.id] is not None]
     result.budget_ok = not result.violations
     result.ok = result.budget_ok if budgets is not None else result.failed == 0
     return result

@@ -10,12 +10,19 @@
     candidate: tested      # the state under test (default), staging, or a state file in the workspace
     key: style             # a strategy key (default: every bandit key)
     last: 2000             # the window: the last N logged calls (default: all)
+    max_unobserved: 0.5    # fail when more of the candidate's probability is on never-logged choices
+    gate: true             # a failure fails the tier whatever min_pass_rate (default); false: counts in it
 ```
 
 Both the candidate and the active state are estimated with the same estimator on the same logged calls
 (the active state is usually, but not always, the policy that logged them). The case makes no runner
-call. The decision log is read from the workspace's store; in an Architect job's worktree, from the
-store of the workspace the worktree belongs to, since the worktree's own store has served nobody.
+call. A choice no logged call made (a new arm) cannot be estimated: the candidate is judged on its
+other choices (renormalised) and that share is reported as ``ope.<estimator>.<key>.unobserved``, counted
+neither good nor bad; so a change that adds an arm passes if the traffic it leaves to the existing arms
+is not estimated worse than active by more than ``margin``. A failed ope case fails its tier whatever the
+budget's ``min_pass_rate`` (``gate: false`` counts it in the pass rate instead). The decision log is read
+from the workspace's store; in an Architect job's worktree, from the store of the workspace the worktree
+belongs to, since the worktree's own store has served nobody.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ class OPECheck(BaseModel):
         "what the logging policy rarely did, and the interval cannot be trusted"))
     key: str | None = Field(default=None, description="strategy key (default: every bandit key)")
     last: int | None = Field(default=None, ge=1, description="use the last N logged calls (default: all)")
+    gate: bool = Field(default=True, description=(
+        "a failure fails the tier whatever its budget's min_pass_rate (false: it only counts in the pass rate)"))
+    max_unobserved: float = Field(default=1.0, ge=0, le=1, description=(
+        "the largest share of the candidate's probability on choices no logged call made (e.g. a new arm), "
+        "which is not estimated; a larger share fails the case (default 1: any share, reported)"))
 
 
 def log_workspace(workspace: Workspace) -> Workspace:
@@ -98,7 +110,17 @@ def run_ope_case(workspace: Workspace, check: OPECheck,
             a, b = mine.estimates[check.estimator], theirs.estimates[check.estimator]
             metrics[f"ope.{check.estimator}.{key}"] = round(a.value, 4)
             metrics[f"ope.{check.estimator}.{key}.active"] = round(b.value, 4)
-            if a.ess < check.min_ess:
+            if mine.unobserved_choices:
+                metrics[f"ope.{check.estimator}.{key}.unobserved"] = round(mine.unobserved, 4)
+            new = (f"; {mine.unobserved:.1%} of its probability is on choices no logged call made "
+                   f"({', '.join(mine.unobserved_choices)}), not estimated" if mine.unobserved_choices else "")
+            if mine.unobserved > check.max_unobserved:
+                reasons.append(
+                    f"ope {key}: {mine.unobserved:.1%} of {candidate.label}'s probability is on choices no logged "
+                    f"call made ({', '.join(mine.unobserved_choices)}) > max_unobserved {check.max_unobserved:g}: "
+                    "too much of it cannot be judged. Fix: raise max_unobserved on purpose, or let those choices "
+                    "be served first")
+            elif a.ess < check.min_ess:
                 reasons.append(
                     f"ope {key}: {candidate.label} has an effective sample size of {a.ess:.1f} in {mine.n} logged "
                     f"calls (min_ess {check.min_ess:g}): it makes choices the logging policy rarely made, so its "
@@ -108,7 +130,7 @@ def run_ope_case(workspace: Workspace, check: OPECheck,
                 reasons.append(
                     f"ope {key}: {check.estimator} estimate of {candidate.label} {a.value:.4f} "
                     f"[{a.low:.4f}, {a.high:.4f}] is below active's {b.value:.4f} [{b.low:.4f}, {b.high:.4f}] by "
-                    f"{b.value - a.value:.4f} > margin {check.margin:g} ({mine.n} logged calls)")
+                    f"{b.value - a.value:.4f} > margin {check.margin:g} ({mine.n} logged calls{new})")
         return ("; ".join(reasons) or None), metrics
     except RatchetError as exc:
         return f"ope: {exc}", {}

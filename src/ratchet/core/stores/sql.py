@@ -344,11 +344,11 @@ class Store:
         """
         return self._hot.latest_decisions(list(dict.fromkeys(conversation_ids)))
 
-    def rewarded_decisions(self, strategy: str, *, limit: int | None = None,
-                           versions: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Reward events joined with ``strategy``'s decision in their conversation (the one the tuner joined
-        when it acknowledged the event; the version is the latest logged decision's), newest first:
-        ``{seq, value, choice, propensity, features, version}``.
+    def rewarded_decisions(self, strategy: str, *, limit: int | None = None, versions: Iterable[str] | None = None,
+                           tools: Iterable[str] = ("reward",)) -> list[dict[str, Any]]:
+        """Reward events (of ``tools``: ``reward`` by default) joined with ``strategy``'s decision in their
+        conversation (the one the tuner joined when it acknowledged the event; the version is the latest
+        logged decision's), newest first: ``{seq, value, choice, propensity, features, version}``.
 
         ``versions`` keeps only decisions served by those versions; ``limit`` counts rewards. For
         off-policy evaluation (:mod:`ratchet.core.ope`).
@@ -362,7 +362,7 @@ class Store:
                   .scalar_subquery())
         q = (sa.select(f.seq, f.payload, d.choice, d.propensity, d.features, d.version)
              .select_from(feedback.join(decisions, d.seq == latest))
-             .where(f.tool == "reward").order_by(f.seq.desc()))
+             .where(f.tool.in_(list(tools))).order_by(f.seq.desc()))
         if versions is not None:
             q = q.where(d.version.in_(list(versions)))
         if limit:

@@ -53,7 +53,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ratchet import (Axis, Decision, FeedbackEvent, FeedbackTool, Points, ScoredPoint, Strategy, StrategyConfig,
-                     copy_json, hookimpl)
+                     choice_key, copy_json, hookimpl)
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -327,14 +327,34 @@ class CMAES(Strategy):
 
     def decide(self, section: dict[str, Any], context: dict[str, Any], rng: np.random.Generator) -> Decision:
         s = self._view(section)
-        if not self.config.explore:
-            return Decision(strategy=self.key, choice=self.served(s),
+        if not self.config.explore:  # deterministic: the mean, propensity 1
+            return Decision(strategy=self.key, choice=self.served(s), propensity=1.0,
                             info={"generation": s["generation"], "mean": True})
-        counts = np.array([len(sc) for sc in s["scores"]])
-        fewest = np.flatnonzero(counts == counts.min())
+        fewest = self._fewest(s)
         i = int(fewest[rng.integers(len(fewest))])
         return Decision(strategy=self.key, choice=dict(s["points"][i]), propensity=1.0 / len(fewest),
                         info={"generation": s["generation"], "candidate": i})
+
+    @staticmethod
+    def _fewest(s: dict[str, Any]) -> np.ndarray:
+        """The candidates with the fewest scores: ``decide`` hands out one of them, uniformly."""
+        counts = np.array([len(sc) for sc in s["scores"]])
+        return np.flatnonzero(counts == counts.min())
+
+    def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
+                             rng: np.random.Generator) -> dict[str, float]:
+        """Exact: uniform over the generation's candidates with the fewest scores (the mean with probability
+        1 when ``explore`` is off). The choices are points of this generation: a candidate state can be
+        judged only on logged calls that served the same points (see docs/evaluation.md)."""
+        s = self._view(section)
+        if not self.config.explore:
+            return {choice_key(self.served(s)): 1.0}
+        fewest = self._fewest(s)
+        out: dict[str, float] = {}
+        for i in fewest:  # two equal points (rare) share their probability
+            key = choice_key(s["points"][int(i)])
+            out[key] = out.get(key, 0.0) + 1.0 / len(fewest)
+        return out
 
     def feedback_tools(self) -> list[FeedbackTool]:
         return score_tools("folded into the conversation's CMA-ES candidate")

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ratchet import (Axis, Decision, FeedbackEvent, FeedbackTool, Points, ScoredPoint, Strategy, StrategyConfig,
-                     copy_json, hookimpl)
+from ratchet import (Axis, Decision, FeedbackEvent, FeedbackTool, OPEError, Points, ScoredPoint, Strategy,
+                     StrategyConfig, choice_key, copy_json, hookimpl)
 from ratchet.plugins.tuner_strategies.cmaes import score_tools, score_value
 
 if TYPE_CHECKING:
@@ -260,16 +260,85 @@ class OptunaTPE(Strategy):
 
     def decide(self, section: dict[str, Any], context: dict[str, Any], rng: np.random.Generator) -> Decision:
         s = self._view(section)
-        if not self.config.explore:
-            return Decision(strategy=self.key, choice=self.served(s), info={"served": True})
+        if not self.config.explore:  # deterministic: the best params, propensity 1
+            return Decision(strategy=self.key, choice=self.served(s), propensity=1.0, info={"served": True})
         pool = s["pool"]
         if not pool:  # warm-up: no trials asked yet (nothing promoted)
-            return Decision(strategy=self.key, choice=self._random(rng), info={"trial": None})
-        counts = np.array([len(e["scores"]) for e in pool])
-        fewest = np.flatnonzero(counts == counts.min())
+            choice = self._random(rng)
+            return Decision(strategy=self.key, choice=choice, propensity=self._random_probability(choice),
+                            info={"trial": None})
+        fewest = self._fewest(pool)
         e = pool[int(fewest[rng.integers(len(fewest))])]
         return Decision(strategy=self.key, choice=dict(e["params"]), propensity=1.0 / len(fewest),
                         info={"trial": e["number"]})
+
+    @staticmethod
+    def _fewest(pool: list[dict[str, Any]]) -> np.ndarray:
+        """The pooled trials with the fewest scores: ``decide`` hands out one of them, uniformly."""
+        counts = np.array([len(e["scores"]) for e in pool])
+        return np.flatnonzero(counts == counts.min())
+
+    WARM_UP_ENUMERATED: ClassVar[int] = 10_000  # most points of a discrete space listed for off-policy evaluation
+
+    def _value_probabilities(self, d: Any) -> dict[Any, float] | None:
+        """P(``_random`` draws each value of one dimension); None for a float dimension (a density, not a
+        probability: any given value has probability 0)."""
+        if d.type == "categorical":
+            return {c: 1.0 / len(d.choices) for c in d.choices}
+        if d.type == "float":
+            return None
+        if not d.log:  # uniform on [low - 0.5, high + 0.5], rounded: every integer equally likely
+            return {k: 1.0 / (d.high - d.low + 1) for k in range(d.low, d.high + 1)}
+        lo, hi = math.log(d.low - 0.5 + 1e-9), math.log(d.high + 0.5)  # as _random draws
+        return {k: (math.log(k + 0.5) - max(math.log(k - 0.5) if k - 0.5 > 0 else -math.inf, lo)) / (hi - lo)
+                for k in range(d.low, d.high + 1)}
+
+    def _random_probability(self, choice: dict[str, Any]) -> float | None:
+        """The exact probability of a warm-up draw when every dimension is discrete, else None (see
+        ``choice_probabilities``)."""
+        p = 1.0
+        for n, d in self.config.space.items():
+            probs = self._value_probabilities(d)
+            if probs is None:
+                return None
+            p *= probs.get(choice[n], 0.0)
+        return p
+
+    def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
+                             rng: np.random.Generator) -> dict[str, float]:
+        """Exact: uniform over the pooled trials with the fewest scores (the best params with probability 1
+        when ``explore`` is off). Before the first promotion the pool is empty and ``decide`` draws at
+        random: the product of each dimension's probabilities when every dimension is discrete (listed up
+        to ``WARM_UP_ENUMERATED`` points); with a float dimension the draw has a density, not a probability,
+        and it is refused (:class:`OPEError`)."""
+        s = self._view(section)
+        if not self.config.explore:
+            return {choice_key(self.served(s)): 1.0}
+        if s["pool"]:
+            fewest = self._fewest(s["pool"])
+            out: dict[str, float] = {}
+            for i in fewest:
+                key = choice_key(s["pool"][int(i)]["params"])
+                out[key] = out.get(key, 0.0) + 1.0 / len(fewest)
+            return out
+        per_dim = {n: self._value_probabilities(d) for n, d in self.config.space.items()}
+        floats = [n for n, p in per_dim.items() if p is None]
+        if floats:
+            raise OPEError(
+                f"state: strategy {self.key!r} has asked no trials yet and draws {', '.join(floats)} at random from "
+                "a continuous range: a density, not a probability of any point, which the estimators cannot "
+                "weigh against the logged choices", field="state",
+                fix="evaluate a section with a pool of trials (after the first promotion), or pass --key for "
+                    "another strategy")
+        size = math.prod(len(p) for p in per_dim.values())
+        if size > self.WARM_UP_ENUMERATED:
+            raise OPEError(f"state: strategy {self.key!r} draws at random from {size} points (before its first "
+                           f"trials); at most {self.WARM_UP_ENUMERATED} are listed for off-policy evaluation",
+                           field="state", fix="evaluate a section with a pool of trials (after the first promotion)")
+        points: list[tuple[dict[str, Any], float]] = [({}, 1.0)]
+        for n, probs in per_dim.items():
+            points = [({**pt, n: v}, p * q) for pt, p in points for v, q in probs.items() if q > 0]
+        return {choice_key(pt): p for pt, p in points}
 
     def _random(self, rng: np.random.Generator) -> dict[str, Any]:
         out = {}

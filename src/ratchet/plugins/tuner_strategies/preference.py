@@ -222,6 +222,19 @@ class Preference(Strategy):
             i, p = int(ties[rng.integers(len(ties))]), 1.0 / len(ties)
         return Decision(strategy=self.key, choice=self.variants[i], propensity=p)
 
+    def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
+                             rng: np.random.Generator) -> dict[str, float]:
+        """Exact up to the quadrature, as ``decide`` logs them: P(variant's draw is the largest); with no
+        exploration the argmax (ties shared uniformly). Context plays no part."""
+        fit = self._view(section)["fit"]
+        theta, sd = np.asarray(fit["theta"]), self.config.exploration * np.asarray(fit["se"])
+        if (sd > 0).all():
+            p = win_probabilities(theta, sd)
+        else:
+            ties = theta >= theta.max() - 1e-12
+            p = ties / ties.sum()
+        return {v: float(x) for v, x in zip(self.variants, p)}
+
     # --- reporting ---
 
     def served(self, section: dict[str, Any]) -> Any:

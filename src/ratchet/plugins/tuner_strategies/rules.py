@@ -39,7 +39,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from ratchet import Decision, FeedbackEvent, FeedbackTool, Rule, RulesTable, Strategy, StrategyConfig, hookimpl
+from ratchet import (Decision, FeedbackEvent, FeedbackTool, Rule, RulesTable, Strategy, StrategyConfig, choice_key,
+                     hookimpl)
 
 _SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 _INT = {"type": "integer", "minimum": 0}
@@ -368,6 +369,22 @@ class Rules(Strategy):
             return Decision(strategy=self.key, choice=dict(action), propensity=1 - h, sticky=False,
                             info={"rule": r["id"]})
         return Decision(strategy=self.key, choice={}, propensity=1.0, sticky=False, info={})
+
+    def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
+                             rng: np.random.Generator) -> dict[str, float]:
+        """Exact: the first matching active rule's action with probability 1 - holdout, no change ({})
+        with holdout; no change with probability 1 where no rule matches (deterministic there)."""
+        features = context.get("features") or {}
+        for r in section.get("active", []):
+            action = self.config.actions.get(r["outcome"])
+            if action is None or not matches(r["conditions"], features):
+                continue
+            out: dict[str, float] = {}
+            for choice, p in ((dict(action), 1.0 - self.config.holdout), ({}, self.config.holdout)):
+                if p > 0:
+                    out[choice_key(choice)] = out.get(choice_key(choice), 0.0) + p
+            return out
+        return {choice_key({}): 1.0}
 
     # --- reporting ---
 
