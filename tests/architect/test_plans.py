@@ -167,7 +167,7 @@ def _rule_when(ws, when: str) -> None:
 
 def test_playbook_config_condition_reads_ratchet_toml(ws):
     """`when.config` holds while every named ratchet.toml value is (`in`) or is not (`not_in`) one of
-    those listed; a key the file does not have counts as null."""
+    those listed; a key the configuration does not have counts as null."""
     style = "tuner.strategies[key=style].strategy"
     current = ws.config.tuner.strategies[0].strategy
     _rule_when(ws, f"{{text: [x], config: {{'{style}': {{in: [{current}]}}, tuner.promotion.every_events: "
