@@ -187,3 +187,16 @@ def test_demo_prints_the_dashboard_address():
     servers = SimpleNamespace(pids={"versions": 42}, addresses={"versions": "http://127.0.0.1:8704"})
     _print_servers(console, servers, 1.0)
     assert "dashboard: http://127.0.0.1:8704/" in console.export_text()
+
+
+def test_demo_servers_get_this_checkout_s_code_by_an_absolute_pythonpath(tmp_path, monkeypatch):
+    """The servers run in the workspace folder: PYTHONPATH=src (a checkout) must still name the checkout's
+    code there, not whichever ratchet is installed."""
+    import os
+
+    from ratchet.demo.servers import server_env
+
+    monkeypatch.chdir(tmp_path)
+    env = server_env({"PYTHONPATH": f"src{os.pathsep}/opt/lib", "HOME": "/root"})
+    assert env == {"PYTHONPATH": f"{tmp_path / 'src'}{os.pathsep}/opt/lib", "HOME": "/root"}
+    assert server_env({"HOME": "/root"}) == {"HOME": "/root"}
