@@ -18,6 +18,7 @@ markdown tables (mean ± standard error) and writes ``bench/results/bandit_regre
     python bench/bandit_regret.py                 # 50 seeds, horizon 10000
     python bench/bandit_regret.py --seeds 20 --problems bern3_reversed bern9
     python bench/bandit_regret.py --quick         # 3 seeds, horizon 2000
+    python bench/bandit_regret.py --merge --problems ctx2 --policies lin_ucb   # redo some rows, keep the rest
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ def run_one(task: tuple[str, str, int, int, int]) -> tuple[tuple[str, str, int],
     return (name, problem, batch), [float(regret[c - 1]) for c in checkpoints(horizon)], time.perf_counter() - t0
 
 
+def merged(old: dict, new: dict) -> dict:
+    """``new``'s rows over ``old``'s: a row is replaced when this run redid its (policy, problem, batch)."""
+    if old["horizon"] != new["horizon"]:
+        raise SystemExit(f"--merge: {old['horizon']=} differs from this run's {new['horizon']}; "
+                         "use the same --horizon or another --out")
+    redone = {(r["policy"], r["problem"], r["batch"]) for r in new["results"]}
+    kept = [{"seeds": old["seeds"], **r} for r in old["results"]
+            if (r["policy"], r["problem"], r["batch"]) not in redone]
+    out = {**old, "results": kept + new["results"], "seeds": old["seeds"],
+           "wall_seconds": old.get("wall_seconds", 0.0) + new["wall_seconds"]}
+    for key in ("problems", "contextual", "variants", "lai_robbins", "seconds_per_run"):
+        out[key] = {**old.get(key, {}), **new[key]}
+    out["reversed"] = sorted(set(old.get("reversed", [])) | set(new["reversed"]))
+    return out
+
+
 def t_quantile(n: int) -> float:
     try:
         from scipy.stats import t
@@ -115,6 +132,8 @@ def main() -> None:
     problems_all = [*PROBLEMS, *CONTEXTUAL]
     ap.add_argument("--problems", nargs="*", default=problems_all, choices=problems_all)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bandit_regret.json")
+    ap.add_argument("--merge", action="store_true", help="keep the rows of --out that this run does not redo "
+                    "(same horizon only); each row records its number of seeds")
     args = ap.parse_args()
     seeds, horizon = (3, 2000) if args.quick else (args.seeds, args.horizon)
 
@@ -139,7 +158,8 @@ def main() -> None:
         a = np.asarray(cs)
         final = a[:, -1]
         se = final.std(ddof=1) / math.sqrt(len(final)) if len(final) > 1 else float("nan")
-        rows.append({"policy": name, "problem": problem, "batch": batch, "mean_regret": float(final.mean()),
+        rows.append({"policy": name, "problem": problem, "batch": batch, "seeds": len(final),
+                     "mean_regret": float(final.mean()),
                      "se": float(se), "ci95": float(tq * se), "median_regret": float(np.median(final)),
                      "max_regret": float(final.max()), "mean_curve": a.mean(axis=0).tolist()})
 
@@ -172,8 +192,7 @@ def main() -> None:
         lr = bounds["bern9"] / math.log(horizon)
         print("| Lai-Robbins | " + " | ".join(f"{lr * math.log(c):.1f}" for c in shown) + " |")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    data = {
         "horizon": horizon, "seeds": seeds, "batches": list(BATCHES), "wall_seconds": wall,
         "problems": {p: PROBLEMS[p].tolist() for p in args.problems if p in PROBLEMS},
         "contextual": {p: [m.tolist() for m in CONTEXTUAL[p] if m is not None] for p in args.problems
@@ -184,7 +203,11 @@ def main() -> None:
         "lai_robbins": bounds, "checkpoints": cps,
         "seconds_per_run": {n: float(np.mean(v)) for n, v in secs.items()},
         "results": rows,
-    }, indent=1))
+    }
+    if args.merge and args.out.exists():
+        data = merged(json.loads(args.out.read_text()), data)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=1))
     print(f"\nwrote {args.out}")
 
 

@@ -126,6 +126,19 @@ def set_strategy(ws_path: Path, block: str, plugins: list[str] | None = None) ->
     commit_all(ws_path, "set the strategies")
 
 
+def use_style_strategy(ws_path: Path, strategy: str):
+    """Make ``strategy`` the style bandit of the default workspace (e.g. ``thompson``, a stationary one the
+    playbook's drifting-preferences rule replaces), commit, and return the workspace reopened."""
+    import re
+
+    from ratchet.core.workspace import Workspace
+
+    toml = ws_path / "ratchet.toml"
+    toml.write_text(re.sub(r'(?m)^strategy = "[^"]+"', f'strategy = "{strategy}"', toml.read_text(), count=1))
+    commit_all(ws_path, f"the style bandit is {strategy}")
+    return Workspace.open(ws_path)
+
+
 def code_version(ws, paths: list[str], reason: str = "new code", bump: str = "minor"):
     """Commit ``paths`` and make them an Architect version through the lineage, as a merged job is:
     tagged, main moved, and the store's active state labelled with it."""

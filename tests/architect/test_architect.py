@@ -9,7 +9,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import errors_at_once, git, serve_and_reward, tree_snapshot
+from helpers import errors_at_once, git, serve_and_reward, tree_snapshot, use_style_strategy
 from ratchet import hookimpl
 from ratchet.architect.planners import select_planner
 from ratchet.architect.plans import Plan, SetState
@@ -33,9 +33,11 @@ def main_snapshot(ws):
             "branches": git(ws.root, "branch", "--list", "main"), "active": (ws.root / "state/active.state.json").read_bytes()}
 
 
-def test_drift_feedback_becomes_a_tested_minor_version_listed_by_the_versions_api(ws, arch):
+def test_drift_feedback_becomes_a_tested_minor_version_listed_by_the_versions_api(ws_path):
     from ratchet.versions.app import create_app
 
+    ws = use_style_strategy(ws_path, "thompson")  # stationary: the playbook's drift rule replaces it
+    arch = Architect(ws)
     job = run(arch, arch.submit_feedback(DRIFT))
     assert job.state == "succeeded", job.error
     assert job.version == "v0.2.0" and job.bump == "minor" and job.planner == "playbook"

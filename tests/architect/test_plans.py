@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from helpers import tree_snapshot
+from helpers import tree_snapshot, use_style_strategy
 from ratchet.architect.planners import PlanRequest
 from ratchet.architect.plans import (
     AddTest,
@@ -137,12 +137,59 @@ def test_playbook_add_a_test_builds_the_case_from_the_text(ws):
     assert action.case["id"].startswith("architect-how-long-do-refunds-take")
 
 
-def test_playbook_wake_up_with_falling_rewards_renders_the_drift_bandit(ws):
+def test_playbook_wake_up_with_falling_rewards_renders_the_drift_bandit(ws_path):
+    ws = use_style_strategy(ws_path, "thompson")  # a stationary bandit
     report = {"breaches": [{"kpi": "reward_rate", "value": 0.3, "slo": 0.5}], "kpis": {}}
     plan = PlaybookPlanner().plan(PlanRequest(source="wake", report=report), _Session(ws))
     assert plan.rule == "drifting-preferences"
     assert [a.kind for a in plan.actions] == ["render_template", "edit_config"]
     assert plan.actions[0].template == "drift-bandit"
+
+
+@pytest.mark.parametrize("strategy", ["glr_thompson", "discounted_thompson", "sw_ucb"])
+def test_playbook_drift_rule_leaves_a_drift_aware_bandit_alone(ws_path, strategy):
+    """A bandit that already follows drifting preferences is not replaced by the discounted-Thompson
+    plugin: neither a falling reward rate nor a complaint about drift matches the rule."""
+    ws = use_style_strategy(ws_path, strategy)
+    assert ws.config.tuner.strategies[0].strategy == strategy
+    report = {"breaches": [{"kpi": "reward_rate", "value": 0.3, "slo": 0.5}], "kpis": {}}
+    plan = PlaybookPlanner().plan(PlanRequest(source="wake", report=report), _Session(ws))
+    assert plan.rule != "drifting-preferences" and plan.actions == [], plan
+    plan = _plan(ws, text="Our users' preferences have drifted")
+    assert plan.rule != "drifting-preferences" and plan.actions == [], plan
+
+
+def _rule_when(ws, when: str) -> None:
+    (ws.root / "architect/playbook.yaml").write_text(
+        f"rules:\n  - name: r\n    when: {when}\n    summary: s\n"
+        "    actions: [{set_state: {pointer: /params/tone, value: formal}}]\n")
+
+
+def test_playbook_config_condition_reads_ratchet_toml(ws):
+    """`when.config` holds while every named ratchet.toml value is (`in`) or is not (`not_in`) one of
+    those listed; a key the configuration does not have counts as null."""
+    style = "tuner.strategies[key=style].strategy"
+    current = ws.config.tuner.strategies[0].strategy
+    _rule_when(ws, f"{{text: [x], config: {{'{style}': {{in: [{current}]}}, tuner.promotion.every_events: "
+                   "{not_in: [0]}}}")
+    assert _plan(ws, text="x").rule == "r"
+    _rule_when(ws, f"{{text: [x], config: {{'{style}': {{not_in: [{current}, other]}}}}}}")
+    assert _plan(ws, text="x").actions == []
+    _rule_when(ws, "{text: [x], config: {'tuner.strategies[key=nothing].strategy': {not_in: [a]}, no.such.key: "
+                   "{in: [null]}}}")
+    assert _plan(ws, text="x").rule == "r"
+
+
+@pytest.mark.parametrize(("when", "field", "fix"), [
+    ("{text: [x], config: {a.b: {}}}", "rules.0.when.config.a.b", "in"),
+    ("{text: [x], config: {a.b: {in: [1], not_in: [2]}}}", "rules.0.when.config.a.b", "in"),
+    ("{text: [x], config: {'a..b': {in: [1]}}}", "rules.0.when.config", "tuner.strategies[key=style].strategy"),
+])
+def test_playbook_config_condition_errors_name_the_key(ws, when, field, fix):
+    _rule_when(ws, when)
+    with pytest.raises(ConfigError) as err:
+        _plan(ws, text="x")
+    assert err.value.field.startswith(field) and fix in (err.value.fix or "") + str(err.value), err.value
 
 
 @pytest.mark.parametrize("text", ["Could you answer with bullet points?", "I'd rather get the steps as a list",
@@ -157,7 +204,8 @@ def test_playbook_asks_for_a_new_style_render_the_reply_style_template(ws, text)
     assert plan.actions[1].append == {"tuner.strategies[key=style].arms": "bullets"}
 
 
-def test_playbook_rule_with_absent_paths_applies_once(ws):
+def test_playbook_rule_with_absent_paths_applies_once(ws_path):
+    ws = use_style_strategy(ws_path, "thompson")  # a stationary bandit: the drift rule would apply
     (ws.root / "plugins/drift_style.py").write_text("# already rendered\n")
     plan = _plan(ws, text="preferences have drifted")
     assert plan.actions == [] and "no playbook rule matches" in plan.summary

@@ -234,3 +234,16 @@ def test_demo_keep_leaves_the_dashboard_up(tmp_path):
 
         os.kill(pid, signal.SIGTERM)
         assert wait_until_gone(str(root), timeout=30) == []
+
+
+def test_demo_servers_get_this_checkout_s_code_by_an_absolute_pythonpath(tmp_path, monkeypatch):
+    """The servers run in the workspace folder: PYTHONPATH=src (a checkout) must still name the checkout's
+    code there, not whichever ratchet is installed."""
+    import os
+
+    from ratchet.demo.servers import server_env
+
+    monkeypatch.chdir(tmp_path)
+    env = server_env({"PYTHONPATH": f"src{os.pathsep}/opt/lib", "HOME": "/root"})
+    assert env == {"PYTHONPATH": f"{tmp_path / 'src'}{os.pathsep}/opt/lib", "HOME": "/root"}
+    assert server_env({"HOME": "/root"}) == {"HOME": "/root"}

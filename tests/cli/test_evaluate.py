@@ -53,7 +53,7 @@ def test_evaluate_another_strategy_and_other_parameters(ws_path, logged):
     out = estimates(ws_path, "--strategy", "ucb1")  # adopts what active learned: nothing yet, so untried arms
     assert out["n"] == 160 and out["estimates"]["ips"]["value"] == pytest.approx(out["observed"]["value"], abs=0.15)
     label = json.loads(evaluate(ws_path, "--param", "prior=[1, 9]", "--json").output)["candidate"]
-    assert label == "thompson prior=[1, 9]"
+    assert label == "glr_thompson prior=[1, 9]"
 
 
 def test_evaluate_windows(ws, ws_path, logged):

@@ -71,7 +71,7 @@ def test_workspace_unknown_strategy_and_bad_strategy_option(ws_path):
 
     toml = ws_path / "ratchet.toml"
     original = toml.read_text()
-    toml.write_text(original.replace('strategy = "thompson"', 'strategy = "thompsen"'))
+    toml.write_text(original.replace('strategy = "glr_thompson"', 'strategy = "thompsen"'))
     ws = Workspace.open(ws_path)
     with pytest.raises(ConfigError) as err:
         build_strategies(ws, ws.plugins)

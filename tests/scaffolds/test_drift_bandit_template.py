@@ -21,7 +21,7 @@ def enable(ws_path, module, strategy):
     toml = ws_path / "ratchet.toml"
     text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
                                     f'plugins = ["plugins/support_desk.py", "plugins/{module}.py"]')
-    toml.write_text(text.replace('strategy = "thompson"', f'strategy = "{strategy}"'))
+    toml.write_text(text.replace('strategy = "glr_thompson"', f'strategy = "{strategy}"'))
     return Workspace.open(ws_path)
 
 

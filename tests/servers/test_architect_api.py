@@ -8,7 +8,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import git, schemathesis_run
+from helpers import git, schemathesis_run, use_style_strategy
 from ratchet.architect.app import create_app
 from ratchet.architect.service import Architect
 from ratchet.core import auth
@@ -81,13 +81,16 @@ def test_a_failed_job_is_listed_with_its_reason(client, arch, ws):
     assert item["id"] == jid and item["error"]["detail"] and item["finished"] is not None and item["version"] is None
 
 
-def test_wake_up_creates_a_job_from_the_kpi_report(client, arch, ws):
+def test_wake_up_creates_a_job_from_the_kpi_report(ws_path):
+    ws = use_style_strategy(ws_path, "thompson")  # stationary: the playbook's drift rule replaces it
+    arch = Architect(ws)
     report = {"breaches": [{"kpi": "reward_rate", "value": 0.31, "slo": 0.5, "window_seconds": 300}],
               "kpis": {"reward_rate": 0.31}, "at": 1.0}
-    r = client.post("/wake", json=report)
-    assert r.status_code == 202 and r.json()["source"] == "wake"
-    drive(arch)
-    job = client.get(f"/jobs/{r.json()['id']}").json()
+    with TestClient(create_app(ws, architect=arch, run_jobs=False)) as client:
+        r = client.post("/wake", json=report)
+        assert r.status_code == 202 and r.json()["source"] == "wake"
+        drive(arch)
+        job = client.get(f"/jobs/{r.json()['id']}").json()
     assert job["state"] == "succeeded", job["error"]
     assert job["version"] == "v0.2.0" and job["plan"]["rule"] == "drifting-preferences"
 

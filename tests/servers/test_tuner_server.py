@@ -157,7 +157,7 @@ def use_strategy_plugin(ws_path, name: str, source: str, *, strategy: str | None
     toml = ws_path / "ratchet.toml"
     text = toml.read_text().replace('plugins = ["plugins/support_desk.py"]',
                                     f'plugins = ["plugins/support_desk.py", "plugins/{name}.py"]')
-    toml.write_text(text.replace('strategy = "thompson"', f'strategy = "{strategy or name}"'))
+    toml.write_text(text.replace('strategy = "glr_thompson"', f'strategy = "{strategy or name}"'))
     return toml
 
 
@@ -257,7 +257,7 @@ async def test_tuner_promote_makes_patch_version_with_metadata(ws):
         assert not again["promoted"] and "nothing to promote" in again["reason"]
     meta = json.loads(git(ws.root, "tag", "-l", "--format=%(contents)", "v0.1.1"))
     assert meta["kind"] == "tuner" and meta["author"] == "tuner" and meta["events_applied"] == 3
-    assert meta["strategies"] == {"style": "thompson"} and meta["micro"]["budget_ok"] is True
+    assert meta["strategies"] == {"style": "glr_thompson"} and meta["micro"]["budget_ok"] is True
     assert ws.objects.get_json(f"evals/{outcome['commit']}/summary.json")["tiers"]["micro"]["passed"] > 0
     assert git(ws.root, "status", "--porcelain") == ""
 

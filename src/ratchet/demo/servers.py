@@ -131,8 +131,9 @@ def start_servers(root: Path, scales: Timescales, *, keep: bool = False, timeout
             "--interval", str(scales.check_interval), "--min-samples", str(scales.min_samples),
             "--breach-checks", str(scales.breach_checks)]
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=None if keep else die_with_parent())
+        proc = subprocess.Popen(argv, cwd=root, env=server_env(os.environ), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=None if keep else die_with_parent())
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -153,6 +154,15 @@ def start_servers(root: Path, scales: Timescales, *, keep: bool = False, timeout
     except BaseException:
         Servers(proc, root, {}, {}).stop()
         raise
+
+
+def server_env(environ) -> dict[str, str]:
+    """The servers' environment: they run in the workspace, so a relative PYTHONPATH (PYTHONPATH=src in a
+    checkout) is made absolute, to name this checkout's code and not whichever ratchet is installed."""
+    env = dict(environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep) if p)
+    return env
 
 
 def _read_status(path: Path) -> dict | None:

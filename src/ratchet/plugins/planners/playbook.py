@@ -9,6 +9,8 @@ matches the request gives the plan::
           text: ['too long', 'verbose', 'wordy']     # regexes, case-insensitive; any one matches
           kpi: [reward_rate]                         # or: the Triggerer's report breaches one of these
           absent: []                                 # and none of these paths exists (done once)
+          config:                                    # and these ratchet.toml values are (not) among these
+            tuner.strategies[key=style].strategy: {not_in: [glr_thompson]}
         summary: Answers are too long, so cap them at ${max} sentences
         vars: {max: 2}                               # optional constants for the templates
         actions:
@@ -28,9 +30,45 @@ import string
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ratchet import ACTION_KINDS, ConfigError, JobSession, NotFoundError, Plan, PlanRequest, config_error, parse_action
+
+
+# a ratchet.toml key as edit_config writes it: dotted, a table of an array of tables chosen by one of its values
+_CONFIG_PART = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)(\[(?P<key>[A-Za-z0-9_-]+)=(?P<value>[^\]]+)\])?$")
+
+
+def config_value(config: dict[str, Any], dotted: str) -> Any:
+    """The value of ``dotted`` (e.g. ``tuner.strategies[key=style].strategy``) in the workspace's
+    configuration, or None when it has no such key (or no single table matches a selector)."""
+    node: Any = config
+    for part in dotted.split("."):
+        m = _CONFIG_PART.match(part)
+        node = node.get(m["name"]) if isinstance(node, dict) else None
+        if m["key"]:
+            found = [t for t in node or [] if isinstance(t, dict) and str(t.get(m["key"])) == m["value"]]
+            node = found[0] if len(found) == 1 else None
+        if node is None:
+            return None
+    return node
+
+
+class ConfigCondition(BaseModel):
+    """A condition on one ratchet.toml value: it is one of ``in``, or none of ``not_in``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    in_: list[Any] | None = Field(default=None, alias="in", description="the value is one of these")
+    not_in: list[Any] | None = Field(default=None, description="the value is none of these")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ConfigCondition:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError("give exactly one of `in` or `not_in`, a list of values")
+        return self
+
+    def holds(self, value: Any) -> bool:
+        return value in self.in_ if self.in_ is not None else value not in self.not_in
 
 
 class When(BaseModel):
@@ -39,6 +77,17 @@ class When(BaseModel):
     kpi: list[str] = Field(default_factory=list, description="KPIs whose breach in a wake-up matches")
     absent: list[str] = Field(default_factory=list, description="the rule applies only while none of these "
                               "workspace paths exists (e.g. the plugin it renders: done once)")
+    config: dict[str, ConfigCondition] = Field(default_factory=dict, description="the rule applies only while "
+                                               "every named ratchet.toml value meets its condition")
+
+    @field_validator("config")
+    @classmethod
+    def _keys_well_formed(cls, v: dict[str, ConfigCondition]) -> dict[str, ConfigCondition]:
+        for dotted in v:
+            if not all(_CONFIG_PART.match(part) for part in dotted.split(".")):
+                raise ValueError(f"key {dotted!r} is malformed: write keys like tuner.promotion.every_events "
+                                 "or tuner.strategies[key=style].strategy")
+        return v
 
     @field_validator("text", mode="before")
     @classmethod
@@ -119,12 +168,15 @@ class PlaybookPlanner:
 
     name = "playbook"
 
-    def match(self, playbook: Playbook, request: PlanRequest, root=None) -> tuple[Rule, dict[str, Any]] | None:
+    def match(self, playbook: Playbook, request: PlanRequest, root=None,
+              config: dict[str, Any] | None = None) -> tuple[Rule, dict[str, Any]] | None:
         text = request.text or ""
         breached = set(request.breached())
         for rule in playbook.rules:
             if root is not None and any((root / p).exists() for p in rule.when.absent):
                 continue  # already done
+            if config is not None and not all(c.holds(config_value(config, k)) for k, c in rule.when.config.items()):
+                continue  # the workspace is not set up the way the rule is for
             for pattern in rule.when.text:
                 m = re.search(pattern, text, re.IGNORECASE | re.DOTALL)
                 if m and text:
@@ -136,7 +188,8 @@ class PlaybookPlanner:
 
     def plan(self, request: PlanRequest, session: JobSession) -> Plan:
         playbook = load_playbook(session.workspace)
-        found = self.match(playbook, request, session.workspace.root)
+        workspace = session.workspace
+        found = self.match(playbook, request, workspace.root, workspace.config.model_dump(mode="json"))
         if found is None:
             what = f"the text {request.text!r}" if request.text else f"the breaches {request.breached()}"
             return Plan(summary=f"no playbook rule matches {what}", actions=[])
