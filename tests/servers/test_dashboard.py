@@ -537,7 +537,8 @@ def test_dashboard_estimates_per_candidate_are_computed_once_per_change(ws, clie
     body = client.get("/ui/data/strategies/style/estimates?last=25").json()
     assert body["refused"] is None and body["calls"] == 25 and body["cached"] is False
     labels = [c["label"] for c in body["candidates"]]
-    assert labels[0] == "active state (thompson)" and len(labels) == 1 + estimates.OTHERS
+    strategy = ws.config.tuner.strategies[0].strategy  # the workspace's own (glr_thompson by default)
+    assert labels[0] == f"active state ({strategy})" and len(labels) == 1 + estimates.OTHERS
     active = body["candidates"][0]
     assert active["error"] is None and active["n"] == 25
     dr = active["estimates"]["dr"]

@@ -184,7 +184,7 @@ def test_dashboard_in_chromium(workspace, screenshots):
             expect(page.locator("#latency-chart canvas")).to_have_count(1)
             page.click("#strategy-style a.estimates-link")
             expect(page.locator("#estimates-drawing svg g.item").first).to_be_visible(timeout=60_000)
-            expect(page.locator("#estimates tbody tr").first).to_contain_text("active state (thompson)")
+            expect(page.locator("#estimates tbody tr").first).to_contain_text("active state (glr_thompson)")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(screenshots / "estimates.png"), full_page=True)
             assert errors == [], errors

@@ -215,6 +215,14 @@ function setupOverview() {
   poll();
 }
 
+// The JSON at url; an answer that is not 2xx throws its detail.
+async function getJSON(url) {
+  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.detail);
+  return body;
+}
+
 // --- the strategies page: reward per choice and latency p95 over time (aggregated by the server) ---------
 
 const PALETTE = ["#2457c5", "#c26a00", "#1d7a46", "#7a3fb0", "#b3261e", "#00838f", "#8a6d00", "#5d4037",
@@ -225,9 +233,7 @@ async function setupStrategyCharts() {
   if (!root) return;
   let d;
   try {
-    const response = await fetch(root.dataset.src, { headers: { Accept: "application/json" } });
-    d = await response.json();
-    if (!response.ok) throw new Error(d.detail);
+    d = await getJSON(root.dataset.src);
   } catch (err) {
     text("latency-note", "could not read the series: " + err.message);
     root.dataset.loaded = "error";
@@ -286,9 +292,7 @@ async function setupToolsDiff() {
   if (!root) return;
   let body;
   try {
-    const response = await fetch(root.dataset.src, { headers: { Accept: "application/json" } });
-    body = await response.json();
-    if (!response.ok) throw new Error(body.detail);
+    body = await getJSON(root.dataset.src);
   } catch (err) {
     root.replaceChildren(item("could not read the tool schemas: " + err.message, true));
     root.dataset.loaded = "error";
