@@ -23,8 +23,8 @@ from pydantic import Field
 from ratchet import __version__
 from ratchet.core.errors import RatchetError
 from ratchet.runner.server import infrastructure_error, tool_error
-from ratchet.tuner.results import FeedbackAck, PromoteResult, RebuildResult, TunerStatus
 from ratchet.serving import RatchetMCPServer, mcp_auth, refuse_unknown_arguments
+from ratchet.tuner.results import FeedbackAck, PromoteResult, RebuildResult, TunerStatus
 from ratchet.tuner.service import Route, Tuner
 
 log = logging.getLogger("ratchet.tuner")
