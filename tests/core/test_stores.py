@@ -370,9 +370,11 @@ def test_store_lock_ends_with_a_failed_transaction(store):
         with other.locked("job-7"):
             got.set()
 
-    threading.Thread(target=take, daemon=True).start()
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
     try:
         assert got.wait(10)  # released with the transaction: another process takes it at once
+        taker.join(10)  # its own transaction ends before its store is closed
     finally:
         other.close()
 
