@@ -163,5 +163,11 @@ def evaluable_keys(workspace: Workspace) -> list[str]:
     every evaluation reads). Other strategies that give choice probabilities (rules, preference, CMA-ES,
     Optuna) are evaluated when their key is named."""
     strategies = build_strategies(workspace, workspace.plugins)
-    return [k for k, s in strategies.items() if s.family == "bandit" and s.choice_probabilities(
-        s.initial_state(), {"features": {}}, np.random.default_rng(0)) is not None]
+    return [k for k, s in strategies.items() if s.family == "bandit" and gives_probabilities(s)]
+
+
+def gives_probabilities(strategy: Strategy, section: dict[str, Any] | None = None) -> bool:
+    """Whether ``strategy`` gives its choice probabilities (in ``section``, else its initial state), so
+    that it can be evaluated off-policy."""
+    section = strategy.initial_state() if section is None else section
+    return strategy.choice_probabilities(section, {"features": {}}, np.random.default_rng(0)) is not None

@@ -6,8 +6,8 @@ the Architect's jobs (``GET /jobs``, then the record of each job whose state cha
 ``version://current`` resource, and reports what it sees through ``on_note``. At the preferences'
 ``ask_at`` one user writes free-text feedback to the Architect (``POST /feedback``), asking for a style
 that does not exist yet. When the Architect tags a minor version the supervisor restarts the runner
-and the tuner (new code), so every call retries, bounded, across that gap: a reward is resent with the same ``event_id``, which the tuner treats as a
-repeat.
+and the tuner (new code), so every call retries, bounded, across that gap: a reward is resent with the
+same ``event_id``, which the tuner treats as a repeat.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ratchet.core.stores.schema import feedback, turns
+from ratchet.versions.dashboard.series import REWARD_TOOL
 
 if TYPE_CHECKING:
     from ratchet.core.stores.sql import Store
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 SCAN = 50_000  # rows read per log at most
 LIMIT = 50  # conversations per page by default
 MAX_LIMIT = 500
-REWARD_TOOL = "reward"
 
 
 def _cut(conn, table, start: float, end: float) -> float | None:

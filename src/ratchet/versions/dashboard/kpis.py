@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ratchet.core.stores.schema import feedback, turns
+from ratchet.versions.dashboard.series import REWARD_TOOL
 from ratchet.versions.dashboard.rollup import bucket_of
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 SCAN = 50_000  # rows read per log at most (about 0.3 s each on SQLite: bench/dashboard_strategies.py)
 CHOICES = 12  # choices drawn per strategy at most (the most rewarded)
-REWARD_TOOL = "reward"
 
 
 def since(store: Store, table, start: float, end: float) -> float:

@@ -284,10 +284,10 @@ def beliefs(strategy, section: dict[str, Any]) -> dict[str, Any]:
 
 def evaluable(strategy, section: dict[str, Any]) -> bool:
     """Whether off-policy estimates can be made for it (it gives its choice probabilities)."""
-    import numpy as np
+    from ratchet.core.evaluation import gives_probabilities
 
     try:
-        return strategy.choice_probabilities(section, {"features": {}}, np.random.default_rng(0)) is not None
+        return gives_probabilities(strategy, section)
     except Exception:  # noqa: BLE001 -- judged again, with its error, when the estimates are asked for
         return False
 
