@@ -192,7 +192,7 @@ class GLRThompsonConfig(ThompsonConfig):
         "rewards per arm the detector keeps; longer sees slower drifts, at window / block numbers per arm"))
     block: int = Field(default=50, ge=1, description=(
         "older rewards are kept as sums of this many (a change is placed to a block there); the newest "
-        "block's rewards are kept one by one"))
+        "block to two blocks of rewards are kept one by one"))
     restart: Literal["global", "local"] = Field(default="global", description=(
         "on an alarm, 'global' resets every arm to the prior except the alarmed arm's rewards since the "
         "change; 'local' resets only the alarmed arm"))
@@ -819,9 +819,12 @@ class GLRThompson(ThompsonSampling):
     into a before and an after with different means, and raises an alarm when for some split s
     s kl(mean_1..s, mean_1..n) + (n - s) kl(mean_s+1..n, mean_1..n) > log(3 n^1.5 / delta)
     (their threshold for experiments). Older rewards are stored as sums of ``block`` rewards and splits
-    there are tried between blocks (the "Delta s" subsampling of Besson et al.); the newest, unfinished
-    block is stored reward by reward, so a fresh change is located exactly. The section holds at most
-    window / block + block - 1 numbers per arm, and a test costs one numpy pass over as many.
+    there are tried between blocks (the "Delta s" subsampling of Besson et al.); the newest ``block`` to
+    2 ``block`` - 1 rewards are stored one by one, so a change detected within ``block`` rewards of it is
+    located exactly. (With only the unfinished block kept one by one, a change shortly before a block
+    completed was summed into it before its alarm, placed at the block's start, and the arm kept the
+    block's rewards from before the change.) The section holds at most window / block + 2 block - 1
+    numbers per arm, and a test costs one numpy pass over as many.
 
     On an alarm the alarmed arm's posterior is rebuilt from its rewards after the split: they are still
     valid, and the arm that just got worse is not tried again from scratch. ``restart = "global"`` also
@@ -842,10 +845,10 @@ class GLRThompson(ThompsonSampling):
     def _arm_fields(self):
         c = self.config
         blocks = _array({"type": "number", "minimum": 0, "maximum": c.block}) | {"maxItems": self._nblocks}
-        recent = _array({"type": "number", "minimum": 0, "maximum": 1}) | {"maxItems": c.block - 1}
+        recent = _array({"type": "number", "minimum": 0, "maximum": 1}) | {"maxItems": 2 * c.block - 1}
         return {**super()._arm_fields(),
                 "blocks": (blocks, list),  # sums of the arm's last completed blocks of rewards, oldest first
-                "recent": (recent, list),  # the rewards of the block being filled, one by one
+                "recent": (recent, list),  # the newest rewards, one by one (the last block and the one filling)
                 "alarms": (_INT, lambda: 0)}
 
     def _extra_fields(self):
@@ -855,7 +858,7 @@ class GLRThompson(ThompsonSampling):
     def _compatible(self, section):
         return (super()._compatible(section) and section.get("block") == self.config.block
                 and all(len(b) <= self._nblocks for b in section.get("blocks", ()))
-                and all(len(r) < self.config.block for r in section.get("recent", ())))
+                and all(len(r) < 2 * self.config.block for r in section.get("recent", ())))
 
     def _rekey(self, old):
         s = super()._rekey(old)
@@ -870,9 +873,10 @@ class GLRThompson(ThompsonSampling):
         super()._update(s, i, v, decision)
         blocks, recent = s["blocks"][i], s["recent"][i]
         recent.append(v)
-        if len(recent) == self.config.block:
-            blocks.append(float(sum(recent)))
-            recent.clear()
+        b = self.config.block
+        if len(recent) == 2 * b:  # the older half becomes a block; the newest block stays one by one
+            blocks.append(float(sum(recent[:b])))
+            del recent[:b]
             if len(blocks) > self._nblocks:
                 blocks.pop(0)
         split = self._change(blocks, recent)
