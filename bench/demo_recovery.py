@@ -9,7 +9,8 @@ run short. ``--mode whole`` runs the whole demo (:func:`ratchet.demo.run_demo`),
 
 Per seed it records the regret from the drift to recovery and the recovery time (both as the demo's
 summary defines them, :func:`ratchet.demo.report.recovery`), the total regret of the run, the patch
-versions made and the wall time (set-up included); then mean ± standard error over the seeds. Results
+versions made, the change detector's alarms (tuner mode) and the wall time (set-up included); then mean ±
+standard error over the seeds. Results
 are kept per configuration label (``--label``, default from the mode and the settings), merged into
 ``bench/results/demo_recovery.json`` so that runs with other tuner settings sit beside each other.
 
@@ -74,8 +75,22 @@ def run_tuner_only(seed: int, opts: DemoOptions, scales: Timescales, after: floa
         servers.stop()
     summary = summarize(driver, prefs, scales, seed=seed, rate=opts.rate, setup_seconds=setup, workspace=root,
                         out=out, servers=None, strategy=scales.strategy)
+    summary["detector"] = detector(root, driver.turns, prefs.drift_at)
     subprocess.run(["rm", "-rf", str(out)], check=False)
     return summary
+
+
+def detector(root: Path, turns: list, drift_at: float) -> dict | None:
+    """What the style bandit's change detector did, from the last active state: its alarms per arm and the
+    latest one's place, counted in rewards after the drift (the bandit counts rewards: the conversations
+    before the drift each gave one). None for a bandit without a detector."""
+    section = json.loads((root / "state" / "active.state.json").read_text())["strategies"]["style"]
+    if "alarms" not in section:
+        return None
+    before = sum(1 for x in turns if x.t < drift_at)
+    last = section["last_alarm"]
+    return {"alarms": dict(zip(section["arms"], section["alarms"])),
+            "last_alarm_rewards_after_drift": last - before if last is not None else None}
 
 
 def run_whole(seed: int, opts: DemoOptions) -> dict:
@@ -104,6 +119,7 @@ def row(summary: dict, wall: float) -> dict:
         # times have a resolution of a second, so the mean over the run)
         "promotion_interval_mean_seconds": round(summary["seconds"]["run"] / max(1, made["tuner_patches"]), 2),
         "woke_the_architect": drift["woke_the_architect"],
+        "detector": summary.get("detector"),  # tuner mode only
         "wall_seconds": round(wall, 1),
     }
 
@@ -154,7 +170,8 @@ def main() -> None:
             r = rows[label][-1]
             print(f"{label} seed {seed}: regret drift→recovery {r['regret_drift_to_recovery']}, recovery "
                   f"{r['recovery_seconds']} s, total {r['regret_total']}, promotions every "
-                  f"{r['promotion_interval_mean_seconds']} s, wall {r['wall_seconds']} s", flush=True)
+                  f"{r['promotion_interval_mean_seconds']} s, detector {r['detector']}, wall {r['wall_seconds']} s",
+                  flush=True)
 
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     for label, scales in configs.items():
