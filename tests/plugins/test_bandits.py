@@ -528,8 +528,8 @@ def test_index_policies_are_deterministic_propensity_one():
 def test_glr_thompson_keeps_no_rewards_from_before_a_change_that_a_block_blurred():
     """Issue 15, the demo's slow recoveries: a change four rewards before the detector's block completes is
     detected only later, after the block's rewards were summed, and was placed at the block's start, so the
-    arm kept the block's rewards from before the change (in the demo the old favourite kept a mean of 0.64
-    where it now earns 0.4, and the bandit kept serving it)."""
+    arm kept the block's rewards from before the change (in a model of the demo the old favourite kept a
+    mean of 0.64 where it now earns 0.4, and the bandit kept serving it)."""
     st = make(B.GLRThompson, window=200, block=10)
     s = _feed(st, st.initial_state(), "a", [1.0] * 96)
     assert sum(s["alarms"]) == 0 and 10 * len(s["blocks"][0]) + len(s["recent"][0]) == 96
