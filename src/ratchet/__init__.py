@@ -51,6 +51,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "Plan": "ratchet.architect.plans",
         "ACTION_KINDS": "ratchet.architect.plans",
         "parse_action": "ratchet.architect.plans",
+        "config_key": "ratchet.architect.plans",
+        "config_value": "ratchet.architect.plans",
     },
     "Errors: what failed, which thing, how to fix it": {
         "RatchetError": "ratchet.core.errors",

@@ -283,17 +283,42 @@ def set_pointer(document: dict[str, Any], pointer: str, value: Any) -> dict[str,
 _SELECTOR = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)(\[(?P<key>[A-Za-z0-9_-]+)=(?P<value>[^\]]+)\])?$")
 
 
+def config_key(dotted: str) -> list[re.Match[str]]:
+    """The parts of a ratchet.toml key as ``edit_config`` takes it: dotted, where a part may choose one
+    table of an array of tables by one of its values (``tuner.strategies[key=style].strategy``). Each part
+    is a match with ``name`` and, for a chosen table, ``key`` and ``value``; a malformed part raises
+    :class:`UserError` naming it."""
+    parts = []
+    for part in dotted.split("."):
+        m = _SELECTOR.match(part)
+        if not m:
+            raise UserError(f"ratchet.toml key {dotted!r} is malformed at {part!r}", field="edit_config",
+                            fix="write keys like tuner.promotion.every_events or tuner.strategies[key=style].strategy")
+        parts.append(m)
+    return parts
+
+
+def config_value(config: dict[str, Any], dotted: str) -> Any:
+    """The value of the key ``dotted`` (see :func:`config_key`) in a workspace's configuration as a dict
+    (``Config.model_dump(mode="json")``), or None when it has no such key or no single table matches."""
+    node: Any = config
+    for m in config_key(dotted):
+        node = node.get(m["name"]) if isinstance(node, dict) else None
+        if m["key"]:
+            found = [t for t in node or [] if isinstance(t, dict) and str(t.get(m["key"])) == m["value"]]
+            node = found[0] if len(found) == 1 else None
+        if node is None:
+            return None
+    return node
+
+
 def _walk(doc, dotted: str, create: bool):
     """The container and last key that ``dotted`` names in a tomlkit document."""
     import tomlkit
 
     parts = dotted.split(".")
     node = doc
-    for i, part in enumerate(parts):
-        m = _SELECTOR.match(part)
-        if not m:
-            raise UserError(f"ratchet.toml key {dotted!r} is malformed at {part!r}", field="edit_config",
-                            fix="write keys like tuner.promotion.every_events or tuner.strategies[key=style].strategy")
+    for i, m in enumerate(config_key(dotted)):
         name = m["name"]
         last = i == len(parts) - 1
         if last and not m["key"]:

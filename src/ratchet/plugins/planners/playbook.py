@@ -32,26 +32,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ratchet import ACTION_KINDS, ConfigError, JobSession, NotFoundError, Plan, PlanRequest, config_error, parse_action
-
-
-# a ratchet.toml key as edit_config writes it: dotted, a table of an array of tables chosen by one of its values
-_CONFIG_PART = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)(\[(?P<key>[A-Za-z0-9_-]+)=(?P<value>[^\]]+)\])?$")
-
-
-def config_value(config: dict[str, Any], dotted: str) -> Any:
-    """The value of ``dotted`` (e.g. ``tuner.strategies[key=style].strategy``) in the workspace's
-    configuration, or None when it has no such key (or no single table matches a selector)."""
-    node: Any = config
-    for part in dotted.split("."):
-        m = _CONFIG_PART.match(part)
-        node = node.get(m["name"]) if isinstance(node, dict) else None
-        if m["key"]:
-            found = [t for t in node or [] if isinstance(t, dict) and str(t.get(m["key"])) == m["value"]]
-            node = found[0] if len(found) == 1 else None
-        if node is None:
-            return None
-    return node
+from ratchet import (ACTION_KINDS, ConfigError, JobSession, NotFoundError, Plan, PlanRequest, UserError, config_error,
+                     config_key, config_value, parse_action)
 
 
 class ConfigCondition(BaseModel):
@@ -84,9 +66,11 @@ class When(BaseModel):
     @classmethod
     def _keys_well_formed(cls, v: dict[str, ConfigCondition]) -> dict[str, ConfigCondition]:
         for dotted in v:
-            if not all(_CONFIG_PART.match(part) for part in dotted.split(".")):
+            try:
+                config_key(dotted)
+            except UserError:
                 raise ValueError(f"key {dotted!r} is malformed: write keys like tuner.promotion.every_events "
-                                 "or tuner.strategies[key=style].strategy")
+                                 "or tuner.strategies[key=style].strategy") from None
         return v
 
     @field_validator("text", mode="before")

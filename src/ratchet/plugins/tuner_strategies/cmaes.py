@@ -76,6 +76,22 @@ def score_value(payload: dict[str, Any]) -> float | None:
     return float(v)
 
 
+def fewest_scored(score_lists: list[list[Any]]) -> np.ndarray:
+    """The indices of the candidates with the fewest scores: ``decide`` hands out one of them, uniformly
+    (CMA-ES's generation, Optuna's pool of trials)."""
+    counts = np.array([len(scores) for scores in score_lists])
+    return np.flatnonzero(counts == counts.min())
+
+
+def uniform_over(points: list[Any]) -> dict[str, float]:
+    """``{choice_key(point): probability}`` of a uniform draw among ``points``; equal points (rare) share."""
+    out: dict[str, float] = {}
+    for point in points:
+        key = choice_key(point)
+        out[key] = out.get(key, 0.0) + 1.0 / len(points)
+    return out
+
+
 def score_tools(what: str) -> list[FeedbackTool]:
     """``score`` and ``score_batch``; identical schemas, so one ``score`` tool can feed several strategies."""
     item = {
@@ -330,16 +346,10 @@ class CMAES(Strategy):
         if not self.config.explore:  # deterministic: the mean, propensity 1
             return Decision(strategy=self.key, choice=self.served(s), propensity=1.0,
                             info={"generation": s["generation"], "mean": True})
-        fewest = self._fewest(s)
+        fewest = fewest_scored(s["scores"])
         i = int(fewest[rng.integers(len(fewest))])
         return Decision(strategy=self.key, choice=dict(s["points"][i]), propensity=1.0 / len(fewest),
                         info={"generation": s["generation"], "candidate": i})
-
-    @staticmethod
-    def _fewest(s: dict[str, Any]) -> np.ndarray:
-        """The candidates with the fewest scores: ``decide`` hands out one of them, uniformly."""
-        counts = np.array([len(sc) for sc in s["scores"]])
-        return np.flatnonzero(counts == counts.min())
 
     def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
                              rng: np.random.Generator) -> dict[str, float]:
@@ -349,12 +359,7 @@ class CMAES(Strategy):
         s = self._view(section)
         if not self.config.explore:
             return {choice_key(self.served(s)): 1.0}
-        fewest = self._fewest(s)
-        out: dict[str, float] = {}
-        for i in fewest:  # two equal points (rare) share their probability
-            key = choice_key(s["points"][int(i)])
-            out[key] = out.get(key, 0.0) + 1.0 / len(fewest)
-        return out
+        return uniform_over([s["points"][int(i)] for i in fewest_scored(s["scores"])])
 
     def feedback_tools(self) -> list[FeedbackTool]:
         return score_tools("folded into the conversation's CMA-ES candidate")

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ratchet import (Axis, Decision, FeedbackEvent, FeedbackTool, OPEError, Points, ScoredPoint, Strategy,
                      StrategyConfig, choice_key, copy_json, hookimpl)
-from ratchet.plugins.tuner_strategies.cmaes import score_tools, score_value
+from ratchet.plugins.tuner_strategies.cmaes import fewest_scored, score_tools, score_value, uniform_over
 
 if TYPE_CHECKING:
     from ratchet import Workspace
@@ -267,42 +267,39 @@ class OptunaTPE(Strategy):
             choice = self._random(rng)
             return Decision(strategy=self.key, choice=choice, propensity=self._random_probability(choice),
                             info={"trial": None})
-        fewest = self._fewest(pool)
+        fewest = fewest_scored([e["scores"] for e in pool])
         e = pool[int(fewest[rng.integers(len(fewest))])]
         return Decision(strategy=self.key, choice=dict(e["params"]), propensity=1.0 / len(fewest),
                         info={"trial": e["number"]})
 
-    @staticmethod
-    def _fewest(pool: list[dict[str, Any]]) -> np.ndarray:
-        """The pooled trials with the fewest scores: ``decide`` hands out one of them, uniformly."""
-        counts = np.array([len(e["scores"]) for e in pool])
-        return np.flatnonzero(counts == counts.min())
-
     WARM_UP_ENUMERATED: ClassVar[int] = 10_000  # most points of a discrete space listed for off-policy evaluation
+
+    @staticmethod
+    def _value_probability(d: Any, v: Any) -> float:
+        """P(``_random`` draws ``v`` in the discrete dimension ``d``)."""
+        if d.type == "categorical":
+            return 1.0 / len(d.choices) if v in d.choices else 0.0
+        if v not in range(d.low, d.high + 1):
+            return 0.0
+        if not d.log:  # uniform on [low - 0.5, high + 0.5], rounded: every integer equally likely
+            return 1.0 / (d.high - d.low + 1)
+        lo, hi = math.log(d.low - 0.5 + 1e-9), math.log(d.high + 0.5)  # as _random draws
+        return (math.log(v + 0.5) - max(math.log(v - 0.5) if v - 0.5 > 0 else -math.inf, lo)) / (hi - lo)
 
     def _value_probabilities(self, d: Any) -> dict[Any, float] | None:
         """P(``_random`` draws each value of one dimension); None for a float dimension (a density, not a
         probability: any given value has probability 0)."""
-        if d.type == "categorical":
-            return {c: 1.0 / len(d.choices) for c in d.choices}
         if d.type == "float":
             return None
-        if not d.log:  # uniform on [low - 0.5, high + 0.5], rounded: every integer equally likely
-            return {k: 1.0 / (d.high - d.low + 1) for k in range(d.low, d.high + 1)}
-        lo, hi = math.log(d.low - 0.5 + 1e-9), math.log(d.high + 0.5)  # as _random draws
-        return {k: (math.log(k + 0.5) - max(math.log(k - 0.5) if k - 0.5 > 0 else -math.inf, lo)) / (hi - lo)
-                for k in range(d.low, d.high + 1)}
+        values = d.choices if d.type == "categorical" else range(d.low, d.high + 1)
+        return {v: self._value_probability(d, v) for v in values}
 
     def _random_probability(self, choice: dict[str, Any]) -> float | None:
         """The exact probability of a warm-up draw when every dimension is discrete, else None (see
-        ``choice_probabilities``)."""
-        p = 1.0
-        for n, d in self.config.space.items():
-            probs = self._value_probabilities(d)
-            if probs is None:
-                return None
-            p *= probs.get(choice[n], 0.0)
-        return p
+        ``choice_probabilities``). On the runner's path: one value per dimension, not the whole range."""
+        if any(d.type == "float" for d in self.config.space.values()):
+            return None
+        return math.prod(self._value_probability(d, choice[n]) for n, d in self.config.space.items())
 
     def choice_probabilities(self, section: dict[str, Any], context: dict[str, Any],
                              rng: np.random.Generator) -> dict[str, float]:
@@ -314,13 +311,8 @@ class OptunaTPE(Strategy):
         s = self._view(section)
         if not self.config.explore:
             return {choice_key(self.served(s)): 1.0}
-        if s["pool"]:
-            fewest = self._fewest(s["pool"])
-            out: dict[str, float] = {}
-            for i in fewest:
-                key = choice_key(s["pool"][int(i)]["params"])
-                out[key] = out.get(key, 0.0) + 1.0 / len(fewest)
-            return out
+        if pool := s["pool"]:
+            return uniform_over([pool[int(i)]["params"] for i in fewest_scored([e["scores"] for e in pool])])
         per_dim = {n: self._value_probabilities(d) for n, d in self.config.space.items()}
         floats = [n for n, p in per_dim.items() if p is None]
         if floats:

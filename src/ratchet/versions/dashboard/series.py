@@ -44,16 +44,20 @@ def first_activity(store: Store) -> float | None:
     return min(found) if found else None
 
 
-def _split(store: Store, start: float, end: float, width: int, rolled: float | None) -> float:
-    """Where the logs take over from the rollup: ``start`` when ``width`` is under a minute (or not a
-    multiple of one), else the end of what is rolled up (``rolled``: :func:`rollup.rolled_until`)."""
-    if width % rollup.BASE or rolled is None:
-        return start
-    # whole rolled-up minutes only: a minute that ends after `end` holds rows past it
-    return max(min(rolled, end // rollup.BASE * rollup.BASE), start)
-
-
 UNSET: Any = object()
+
+
+def _split(store: Store, start: float, end: float, width: int, rolled: float | None,
+           logs_from: float | None) -> tuple[float, float]:
+    """``(split, logs)``: the rollup is read up to ``split``, the logs from ``logs`` on (``logs_from`` if it
+    is later). ``split`` is ``start`` when ``width`` is under a minute (or not a multiple of one), else the
+    end of what is rolled up (``rolled``; :func:`rollup.rolled_until` when UNSET)."""
+    rolled = rollup.rolled_until(store) if rolled is UNSET else rolled
+    if width % rollup.BASE or rolled is None:
+        split = start
+    else:  # whole rolled-up minutes only: a minute that ends after `end` holds rows past it
+        split = max(min(rolled, end // rollup.BASE * rollup.BASE), start)
+    return split, split if logs_from is None else max(split, logs_from)
 
 
 def _merge(rows: list[tuple]) -> list[list]:
@@ -74,8 +78,7 @@ def reward_series(store: Store, start: float, end: float, width: int, *, rolled:
     come from the rollup (up to ``rolled``, read from the store unless given), the rest from the log, from
     ``logs_from`` on if given."""
     start = start // width * width
-    split = _split(store, start, end, width, rollup.rolled_until(store) if rolled is UNSET else rolled)
-    logs = split if logs_from is None else max(split, logs_from)
+    split, logs = _split(store, start, end, width, rolled, logs_from)
     rows = [(t, n, total) for t, n, total, *_ in rollup.rolled_series(store, "reward", start, split, width)]
     f = feedback.c
     value = f.payload[("args", "value")].as_float()
@@ -92,8 +95,7 @@ def call_series(store: Store, start: float, end: float, width: int, *, rolled: f
     """``[{t, calls, errors, error_rate, latency_mean_ms}]`` of the runner's calls per bucket (as
     :func:`reward_series`)."""
     start = start // width * width
-    split = _split(store, start, end, width, rollup.rolled_until(store) if rolled is UNSET else rolled)
-    logs = split if logs_from is None else max(split, logs_from)
+    split, logs = _split(store, start, end, width, rolled, logs_from)
     rows = [(t, n, errors, lat, lat_n) for t, n, _, errors, lat, lat_n
             in rollup.rolled_series(store, "calls", start, split, width)]
     t = turns.c
